@@ -1,5 +1,5 @@
-"""ComfyUI glue of the pack: V3 node classes only; every computation is a call into palette_core."""
+"""ComfyUI glue of the pack: V3 node classes, one file per concern, each a thin call into palette_core.
 
-from __future__ import annotations
-
-NODE_LIST: list[type] = []
+This package's ``__init__`` imports nothing, so host-independent helpers in it (patch objects) can be
+imported and contract-tested without ComfyUI; the root ``__init__`` lists the node modules.
+"""

@@ -1,0 +1,82 @@
+"""Palette entry and preview nodes."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..palette_core.errors import PaletteError
+from ..palette_core.palette import Palette
+from ..palette_core.render import palette_stripes
+from .types import Palette as PaletteType
+
+CATEGORY = "palette"
+PLACEHOLDER = "#e63946:2, #f1faee, #a8dadc, #457b9d, #1d3557"
+
+
+def preview(palette: Palette):
+    """A 1x64x512 IMAGE of the palette's stripes (widths follow the weights)."""
+    return palette_stripes(palette.colors, palette.weights, height=64, width=512).unsqueeze(0)
+
+
+class PaletteInput(io.ComfyNode):
+    """Type a palette (hex colours with optional weights) and get a PALETTE plus a swatch preview."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PaletteInput",
+            display_name="Palette",
+            category=CATEGORY,
+            description="A colour palette typed as hex colours with optional weights, e.g. "
+            "'#e63946:2, #f1faee, #1d3557' (weights are relative). Also accepts a JSON list or a Coolors URL.",
+            inputs=[
+                io.String.Input(
+                    "palette",
+                    default=PLACEHOLDER,
+                    multiline=True,
+                    tooltip="Colours separated by commas, spaces or new lines: #RGB, #RRGGBB or RRGGBB, each "
+                    "optionally followed by :weight. 1 to 256 colours.",
+                ),
+            ],
+            outputs=[
+                PaletteType.Output(display_name="palette", tooltip="The palette (colours and normalised weights)."),
+                io.Image.Output(
+                    display_name="preview", tooltip="The palette as stripes whose widths follow the weights."
+                ),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, palette: str) -> bool | str:
+        try:
+            Palette.parse(palette)
+        except PaletteError as e:
+            return str(e)
+        return True
+
+    @classmethod
+    def execute(cls, palette: str) -> io.NodeOutput:
+        p = Palette.parse(palette)
+        return io.NodeOutput(p, preview(p))
+
+
+class PalettePreview(io.ComfyNode):
+    """Show a PALETTE as an image of swatches."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PalettePreview",
+            display_name="Palette Preview",
+            category=CATEGORY,
+            description="Renders a palette as stripes whose widths follow its weights.",
+            inputs=[PaletteType.Input("palette", tooltip="The palette to show.")],
+            outputs=[io.Image.Output(display_name="image", tooltip="A 64x512 image of the palette.")],
+        )
+
+    @classmethod
+    def execute(cls, palette: Palette) -> io.NodeOutput:
+        return io.NodeOutput(preview(palette))
+
+
+NODES = [PaletteInput, PalettePreview]
