@@ -69,3 +69,91 @@ def run_node(node_id: str, **inputs):
     if asyncio.iscoroutine(out):
         out = asyncio.run(out)
     return tuple(out.args) if hasattr(out, "args") else tuple(out)
+
+
+TINY_SDXL_CHANNELS = 64  # same 70 attn2 keys, context 2048 and adm 2816 as SDXL; 2/4 heads of 64
+
+
+def init_random_(module, seed: int = 0) -> None:
+    """Explicit random init: ComfyUI builds layers without initialising them (comfy.ops.disable_weight_init)."""
+    import math
+
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim >= 2:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g) * (0.5 / math.sqrt(fan_in)))
+            elif "norm" in name and name.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.zero_()
+
+
+def tiny_sdxl(seed: int = 0):
+    """A random-weight SDXL-layout UNet (model_channels 64) as a ComfyUI ModelPatcher on the CPU."""
+    load_comfyui()
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    unet_config = dict(comfy.supported_models.SDXL.unet_config)
+    unet_config.update(
+        model_channels=TINY_SDXL_CHANNELS,
+        in_channels=4,
+        out_channels=4,
+        num_res_blocks=[2, 2, 2],
+        channel_mult=[1, 2, 4],
+        transformer_depth_middle=10,
+        transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10],
+        num_classes="sequential",
+        image_size=32,
+        use_checkpoint=False,
+        use_spatial_transformer=True,
+        legacy=False,
+    )
+    model_config = comfy.supported_models.SDXL(unet_config)
+    model_config.set_inference_dtype(torch_float32(), None)
+    model = model_config.get_model({})
+    init_random_(model.diffusion_model, seed)
+    device = comfy.model_management.get_torch_device()
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+
+
+def torch_float32():
+    import torch
+
+    return torch.float32
+
+
+def sdxl_conditioning(seed: int = 0, batch: int = 1):
+    """Random SDXL conditioning in ComfyUI's format: ``[[cond [B, 77, 2048], {"pooled_output": [B, 1280]}]]``."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(batch, 77, 2048, generator=g), {"pooled_output": torch.randn(batch, 1280, generator=g)}]]
+
+
+def sample(model, seed: int = 0, steps: int = 2, cfg: float = 5.0, size: int = 256, batch: int = 1, **kwargs):
+    """Sample with ComfyUI's own KSampler path (comfy.sample.sample, euler/normal) on random conditioning."""
+    import comfy.sample
+    import torch
+
+    latent = torch.zeros(batch, 4, size // 8, size // 8)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
+    return comfy.sample.sample(
+        model,
+        noise,
+        steps,
+        cfg,
+        "euler",
+        "normal",
+        sdxl_conditioning(1, batch),
+        sdxl_conditioning(2, batch),
+        latent,
+        seed=seed,
+        disable_pbar=True,
+        **kwargs,
+    )
