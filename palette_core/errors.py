@@ -13,3 +13,7 @@ class InputShapeError(PaletteError):
 
 class PaletteFormatError(PaletteError):
     """Palette text or a palette file could not be parsed; the message names the token, line or offset."""
+
+
+class AdapterError(PaletteError):
+    """An adapter file, block list or model does not fit; the message names the key, shape or block."""

@@ -57,7 +57,9 @@ def load_comfyui() -> types.SimpleNamespace:
 def run_node(node_id: str, **inputs):
     """Execute a V3 node the way the executor does (validate_inputs first) and return its output tuple."""
     cls = load_comfyui().classes[node_id]
-    validate = getattr(cls, "validate_inputs", None) or getattr(cls, "VALIDATE_INPUTS", None)
+    from comfy_api.internal import first_real_override
+
+    validate = first_real_override(cls, "validate_inputs") or getattr(cls, "VALIDATE_INPUTS", None)
     if validate is not None:
         import inspect
 
@@ -75,21 +77,26 @@ TINY_SDXL_CHANNELS = 64  # same 70 attn2 keys, context 2048 and adm 2816 as SDXL
 
 
 def init_random_(module, seed: int = 0) -> None:
-    """Explicit random init: ComfyUI builds layers without initialising them (comfy.ops.disable_weight_init)."""
+    """Explicit random init: ComfyUI builds layers without initialising them (comfy.ops.disable_weight_init).
+
+    Matrices and convolutions N(0, 0.5 / sqrt(fan_in)), normalisation layers weight 1 and bias 0, other
+    biases 0, so activations stay O(1) through the whole UNet and every branch contributes.
+    """
     import math
 
     import torch
 
     g = torch.Generator().manual_seed(seed)
+    norms = (torch.nn.GroupNorm, torch.nn.LayerNorm)
     with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.ndim >= 2:
-                fan_in = p[0].numel()
-                p.copy_(torch.randn(p.shape, generator=g) * (0.5 / math.sqrt(fan_in)))
-            elif "norm" in name and name.endswith("weight"):
-                p.fill_(1.0)
-            else:
-                p.zero_()
+        for mod in module.modules():
+            for name, p in mod.named_parameters(recurse=False):
+                if isinstance(mod, norms):
+                    p.fill_(1.0 if name == "weight" else 0.0)
+                elif p.ndim >= 2:
+                    p.copy_(torch.randn(p.shape, generator=g) * (0.5 / math.sqrt(p[0].numel())))
+                else:
+                    p.zero_()
 
 
 def tiny_sdxl(seed: int = 0):

@@ -1,0 +1,306 @@
+"""Palette-Adapter nodes: loader, colour conditions, entropy/distance controls and ApplyPaletteAdapter."""
+
+from __future__ import annotations
+
+import logging
+
+import folder_paths
+from comfy_api.latest import io
+
+from ..palette_core import adapter as pa
+from ..palette_core.blocks import DEFAULT_BLOCKS, parse_blocks
+from ..palette_core.errors import AdapterError, PaletteError
+from ..palette_core.histogram import entropy, image_histogram
+from ..palette_core.palette import Palette
+from .adapter_patch import AdapterRun, PaletteAttn2Patch, private_copy
+from .types import ColorCondition, PaletteAdapter
+from .types import Palette as PaletteType
+from .unet_layers import model_attention_layers
+
+log = logging.getLogger(__name__)
+
+CATEGORY = "palette/adapter"
+FOLDER = "palette_adapter"
+MODES = ["off", "absolute", "relative"]
+
+
+def as_condition(value) -> pa.ColorCondition:
+    """A PALETTE or COLOR_CONDITION input as a ColorCondition."""
+    if isinstance(value, Palette):
+        return pa.palette_condition(value.colors, value.weights)
+    if isinstance(value, pa.ColorCondition):
+        return value
+    raise PaletteError(f"expected a PALETTE or COLOR_CONDITION, got {type(value).__name__}")
+
+
+class PaletteAdapterLoader(io.ComfyNode):
+    """Load a Palette-Adapter (.safetensors) from models/palette_adapter."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PaletteAdapterLoader",
+            display_name="Load Palette Adapter",
+            category=CATEGORY,
+            description="Loads Palette-Adapter weights from ComfyUI/models/palette_adapter. Only .safetensors files "
+            "are read; the file's shapes are checked when the adapter is applied to a model.",
+            inputs=[
+                io.Combo.Input(
+                    "adapter_name",
+                    options=folder_paths.get_filename_list(FOLDER),
+                    tooltip="A .safetensors file in models/palette_adapter (make an untrained one with "
+                    "`python -m palette_core adapter init`).",
+                )
+            ],
+            outputs=[PaletteAdapter.Output(display_name="adapter")],
+        )
+
+    @classmethod
+    def execute(cls, adapter_name: str) -> io.NodeOutput:
+        path = folder_paths.get_full_path_or_raise(FOLDER, adapter_name)
+        adapter = pa.load_adapter(path)
+        if adapter.trained_steps == 0:
+            log.warning(
+                "%s is an untrained adapter (trained_steps 0): it changes images but not toward the palette",
+                adapter_name,
+            )
+        return io.NodeOutput(adapter)
+
+
+class HistogramFromImage(io.ComfyNode):
+    """The full colour histogram of a reference image as a colour condition."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HistogramFromImage",
+            display_name="Colour Histogram From Image",
+            category=CATEGORY,
+            description="Conditions on the full 34x12x10 HSV histogram of a reference image (a richer condition than "
+            "a palette). A batch of images gives one condition per image, matched one per latent.",
+            inputs=[io.Image.Input("image", tooltip="Reference image(s).")],
+            outputs=[
+                ColorCondition.Output(display_name="condition"),
+                io.Float.Output(display_name="entropy", tooltip="Entropy of the (first) histogram in bits."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image) -> io.NodeOutput:
+        hist = image_histogram(image)
+        return io.NodeOutput(pa.histogram_condition(hist), float(entropy(hist.reshape(-1, hist.shape[-1])[0])))
+
+
+class NegativePalette(io.ComfyNode):
+    """Colours to steer away from, through the CFG uncond branch (paper §3.3)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="NegativePalette",
+            display_name="Negative Palette",
+            category=CATEGORY,
+            description="Colours to suppress. Goes to ApplyPaletteAdapter's negative input; classifier-free guidance "
+            "then extrapolates from this palette toward the positive one at no extra cost.",
+            inputs=[
+                PaletteType.Input("palette", tooltip="The unwanted colours."),
+                io.Float.Input(
+                    "weight",
+                    default=0.3,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="How strongly to suppress them (the paper uses 0.07 to 0.3).",
+                ),
+            ],
+            outputs=[ColorCondition.Output(display_name="negative")],
+        )
+
+    @classmethod
+    def execute(cls, palette: Palette, weight: float) -> io.NodeOutput:
+        return io.NodeOutput(pa.negative_condition(palette.colors, palette.weights, weight))
+
+
+class EntropyDistanceControl(io.ComfyNode):
+    """Set the entropy and palette-distance controls of a colour condition (paper §3.4)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EntropyDistanceControl",
+            display_name="Entropy / Distance Control",
+            category=CATEGORY,
+            description="Lower entropy gives flatter images with fewer shades; higher distance lets more colours "
+            "outside the palette appear. 'relative' puts the reference on the negative branch and reference + value "
+            "on the positive one (the paper's relative entropy); 'off' leaves the control absent on both.",
+            inputs=[
+                io.MultiType.Input("condition", types=[PaletteType, ColorCondition], tooltip="A palette or condition."),
+                io.Combo.Input("entropy_mode", options=MODES, default="relative", tooltip="How to set entropy."),
+                io.Float.Input(
+                    "entropy",
+                    default=-2.0,
+                    min=-12.0,
+                    max=12.0,
+                    step=0.1,
+                    tooltip="Bits: the target entropy (absolute) or the change from the reference "
+                    "(relative, e.g. -3 for flat graphics, +2 for rich detail).",
+                ),
+                io.Float.Input(
+                    "entropy_reference",
+                    default=7.0,
+                    min=0.0,
+                    max=12.0,
+                    step=0.1,
+                    tooltip="Entropy of the negative branch in relative mode (typical photos: ~7 bits).",
+                ),
+                io.Combo.Input("distance_mode", options=MODES, default="off", tooltip="How to set distance."),
+                io.Float.Input(
+                    "distance",
+                    default=0.2,
+                    min=-1.5,
+                    max=1.5,
+                    step=0.01,
+                    tooltip="Quadratic-Chi distance to the palette: the target (absolute) or the change "
+                    "from the reference (relative). Palettes of real images sit around 0.5-0.7.",
+                ),
+                io.Float.Input(
+                    "distance_reference",
+                    default=0.6,
+                    min=0.0,
+                    max=1.5,
+                    step=0.01,
+                    tooltip="Distance of the negative branch in relative mode.",
+                ),
+            ],
+            outputs=[ColorCondition.Output(display_name="condition")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, entropy_mode: str, entropy: float, distance_mode: str, distance: float) -> bool | str:
+        if entropy_mode == "absolute" and entropy < 0:
+            return (
+                f"entropy {entropy} is negative: absolute entropy is in bits (0 to 12); use relative mode for a change"
+            )
+        if distance_mode == "absolute" and distance < 0:
+            return f"distance {distance} is negative: an absolute distance is >= 0; use relative mode for a change"
+        return True
+
+    @classmethod
+    def execute(
+        cls, condition, entropy_mode, entropy, entropy_reference, distance_mode, distance, distance_reference
+    ) -> io.NodeOutput:
+        cond = as_condition(condition)
+        if entropy_mode == "absolute":
+            cond = cond.with_controls(entropy=entropy)
+        elif entropy_mode == "relative":
+            cond = cond.with_controls(entropy=entropy_reference + entropy, null_entropy=entropy_reference)
+        if distance_mode == "absolute":
+            cond = cond.with_controls(distance=distance)
+        elif distance_mode == "relative":
+            cond = cond.with_controls(
+                distance=max(0.0, distance_reference + distance), null_distance=distance_reference
+            )
+        return io.NodeOutput(cond)
+
+
+class ApplyPaletteAdapter(io.ComfyNode):
+    """Patch the Palette-Adapter into an SDXL model's cross-attention at the chosen blocks."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ApplyPaletteAdapter",
+            display_name="Apply Palette Adapter",
+            category=CATEGORY,
+            description="Adds the Palette-Adapter's decoupled cross-attention to the model at the chosen blocks. The "
+            "condition drives the positive (cond) branch, the optional negative the uncond branch of CFG.",
+            inputs=[
+                io.Model.Input("model", tooltip="An SDXL model."),
+                PaletteAdapter.Input("adapter", tooltip="From Load Palette Adapter."),
+                io.MultiType.Input(
+                    "condition",
+                    types=[PaletteType, ColorCondition],
+                    tooltip="A palette, a histogram condition, or a condition with entropy/distance.",
+                ),
+                io.Float.Input(
+                    "weight",
+                    default=1.0,
+                    min=-2.0,
+                    max=3.0,
+                    step=0.05,
+                    tooltip="Scale of the adapter's attention; 0 leaves the model unchanged.",
+                ),
+                io.Float.Input(
+                    "start_percent",
+                    default=0.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Where in the schedule the adapter starts acting (0 = first step).",
+                ),
+                io.Float.Input(
+                    "end_percent",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Where it stops acting (1 = last step).",
+                ),
+                io.String.Input(
+                    "blocks",
+                    default="from file",
+                    tooltip="'from file' for every block the adapter has weights for, or block names "
+                    f"separated by commas, e.g. {DEFAULT_BLOCKS[0]}, mid_block.attentions.0",
+                ),
+                ColorCondition.Input(
+                    "negative", optional=True, tooltip="Optional negative palette (from Negative Palette)."
+                ),
+            ],
+            outputs=[io.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, blocks: str, start_percent: float, end_percent: float) -> bool | str:
+        try:
+            parse_blocks(blocks)
+        except AdapterError as e:
+            return str(e)
+        if start_percent > end_percent:
+            return f"start_percent {start_percent} is after end_percent {end_percent}"
+        return True
+
+    @classmethod
+    def execute(cls, model, adapter, condition, weight, start_percent, end_percent, blocks, negative=None):
+        m = model.clone()
+        if weight == 0:
+            return io.NodeOutput(m)
+        table = {layer.name: layer for layer in model_attention_layers(m)}
+        wrong = [n for n in adapter.layers if n not in table or table[n].dim != adapter.layer_dims[n]]
+        if wrong:
+            found = table[wrong[0]].dim if wrong[0] in table else "no such layer"
+            raise AdapterError(
+                f"adapter layer {wrong[0]} has inner dim {adapter.layer_dims[wrong[0]]}, the model has {found}: "
+                f"this adapter was made for base model {getattr(adapter, 'base', 'sdxl')!r}"
+            )
+        layers = pa.select_layers(adapter.layers, parse_blocks(blocks))
+        sampling = m.get_model_object("model_sampling")
+        run = AdapterRun(
+            private_copy(adapter, layers),
+            as_condition(condition),
+            negative,
+            weight,
+            sampling.percent_to_sigma(start_percent),
+            sampling.percent_to_sigma(end_percent),
+        )
+        replace = m.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
+        for name in layers:
+            kind, block_id, index = table[name].comfy_key
+            previous = replace.get((kind, block_id, index)) or replace.get((kind, block_id))
+            m.set_model_attn2_replace(PaletteAttn2Patch(run, name, previous), kind, block_id, index)
+        positive = run.positive
+        if negative is not None or positive.null_entropy is not None or positive.null_distance is not None:
+            m.model_options["disable_cfg1_optimization"] = True  # the uncond branch carries a condition even at cfg 1
+        return io.NodeOutput(m)
+
+
+NODES = [PaletteAdapterLoader, HistogramFromImage, NegativePalette, EntropyDistanceControl, ApplyPaletteAdapter]

@@ -1,0 +1,465 @@
+"""The Palette-Adapter (paper §3.2, SPEC §6): colour condition -> 5 tokens -> decoupled cross-attention.
+
+Host-independent: the ComfyUI attn2 patch (nodes/adapter_patch.py) and the diffusers attention
+processor of the training script both call :func:`decoupled_attention` with this module's weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._checks import as_tensor
+from .blocks import block_of, blocks_in
+from .errors import AdapterError, InputShapeError
+from .histogram import HISTOGRAM_ID, MAX_ENTROPY, NUM_BINS, entropy, palette_histogram
+
+CONTEXT_DIM = 2048
+NUM_COLOR_TOKENS = 4
+NUM_TOKENS = NUM_COLOR_TOKENS + 1
+NUM_SCALARS = 7
+KIND_NONE, KIND_PALETTE, KIND_HISTOGRAM = 0, 1, 2
+KIND_NAMES = {KIND_NONE: "unconditioned", KIND_PALETTE: "palette", KIND_HISTOGRAM: "histogram"}
+FILE_FORMAT = "palette-adapter"
+FILE_VERSION = "1"
+BASE_MODEL = "sdxl"
+MAX_FILE_BYTES = 8 << 30  # all 70 SDXL layers in float32 are ~1.5 GB; anything far larger is not an adapter
+
+Attention = Callable[[Tensor, Tensor, Tensor, int], Tensor]
+
+
+@dataclass(frozen=True, eq=False)
+class ColorCondition:
+    """What the adapter sees per image (SPEC §6): histogram, kind, optional distance and entropy.
+
+    Tensors are batched: ``histogram [B, 4080]``, ``kind [B]``, ``distance [B]`` and ``entropy [B]``
+    (bits), where NaN means *absent*. ``null_distance``/``null_entropy`` are the reference values the
+    null (negative) branch carries when a control is *relative* (paper §3.4); None otherwise.
+    """
+
+    histogram: Tensor
+    kind: Tensor
+    distance: Tensor
+    entropy: Tensor
+    null_distance: float | None = None
+    null_entropy: float | None = None
+
+    def __post_init__(self) -> None:
+        b = self.histogram.shape[0]
+        if self.histogram.ndim != 2 or self.histogram.shape[1] != NUM_BINS:
+            raise InputShapeError(f"ColorCondition.histogram: shape {tuple(self.histogram.shape)}; expected [B, 4080]")
+        for name in ("kind", "distance", "entropy"):
+            if getattr(self, name).shape != (b,):
+                raise InputShapeError(
+                    f"ColorCondition.{name}: shape {tuple(getattr(self, name).shape)}; expected [{b}]"
+                )
+
+    @property
+    def batch_size(self) -> int:
+        """Number of conditions (1 = shared by every latent of a batch)."""
+        return int(self.histogram.shape[0])
+
+    def scalar_features(self) -> Tensor:
+        """``[one_hot(kind) (3), distance, has_distance, entropy / log2(4080), has_entropy]`` (SPEC §6)."""
+        one_hot = F.one_hot(self.kind.long(), 3).to(self.histogram.dtype)
+        has_d = torch.isfinite(self.distance)
+        has_e = torch.isfinite(self.entropy)
+        d = torch.where(has_d, self.distance, 0.0).to(self.histogram.dtype)
+        e = torch.where(has_e, self.entropy / MAX_ENTROPY, 0.0).to(self.histogram.dtype)
+        return torch.cat([one_hot, torch.stack([d, has_d.to(d.dtype), e, has_e.to(e.dtype)], dim=-1)], dim=-1)
+
+    def with_controls(
+        self,
+        distance: float | None = None,
+        entropy: float | None = None,
+        null_distance: float | None = None,
+        null_entropy: float | None = None,
+    ) -> ColorCondition:
+        """Set distance/entropy (absolute; or relative when a null reference is given); None leaves them."""
+        out = self
+        if distance is not None:
+            out = replace(out, distance=torch.full_like(out.distance, float(distance)), null_distance=null_distance)
+        if entropy is not None:
+            out = replace(out, entropy=torch.full_like(out.entropy, float(entropy)), null_entropy=null_entropy)
+        return out
+
+    def select(self, index: int) -> ColorCondition:
+        """The condition of one batch element (as a batch of 1)."""
+        sl = slice(index, index + 1)
+        return replace(
+            self, histogram=self.histogram[sl], kind=self.kind[sl], distance=self.distance[sl], entropy=self.entropy[sl]
+        )
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> ColorCondition:
+        """Move the float tensors (and kind) to a device / float dtype."""
+        return replace(
+            self,
+            histogram=self.histogram.to(device=device, dtype=dtype),
+            kind=self.kind.to(device=device),
+            distance=self.distance.to(device=device, dtype=dtype),
+            entropy=self.entropy.to(device=device, dtype=dtype),
+        )
+
+    @staticmethod
+    def cat(conditions: Sequence[ColorCondition]) -> ColorCondition:
+        """Concatenate conditions along the batch (the null references of the first are kept)."""
+        if not conditions:
+            raise InputShapeError("no conditions to concatenate")
+        first = conditions[0]
+        return replace(
+            first,
+            histogram=torch.cat([c.histogram for c in conditions]),
+            kind=torch.cat([c.kind for c in conditions]),
+            distance=torch.cat([c.distance for c in conditions]),
+            entropy=torch.cat([c.entropy for c in conditions]),
+        )
+
+
+def _condition(hist: Tensor, kind: int) -> ColorCondition:
+    b = hist.shape[0]
+    nan = torch.full((b,), math.nan, dtype=torch.float32, device=hist.device)
+    return ColorCondition(hist.float(), torch.full((b,), kind, dtype=torch.long, device=hist.device), nan, nan.clone())
+
+
+def palette_condition(colors: Tensor, weights: Tensor | None = None) -> ColorCondition:
+    """Palette condition: the palette histogram, kind 1, no scalars (paper §3.1); ``[N,3]`` or ``[B,N,3]``."""
+    hist = palette_histogram(colors, weights)
+    return _condition(hist.reshape(-1, NUM_BINS), KIND_PALETTE)
+
+
+def histogram_condition(hist: Tensor) -> ColorCondition:
+    """Full-histogram condition (kind 2) from ``[4080]`` or ``[B, 4080]`` non-negative bins (normalised)."""
+    h = as_tensor(hist, "hist").float()
+    if h.ndim not in (1, 2) or h.shape[-1] != NUM_BINS or not bool(torch.isfinite(h).all()) or bool((h < 0).any()):
+        raise InputShapeError(f"hist: expected finite non-negative [4080] or [B, 4080] bins, got {tuple(h.shape)}")
+    h = h.reshape(-1, NUM_BINS)
+    total = h.sum(-1, keepdim=True)
+    if bool((total <= 0).any()):
+        raise InputShapeError("hist: an all-zero histogram is not a histogram condition; use null_condition()")
+    return _condition(h / total, KIND_HISTOGRAM)
+
+
+def null_condition(batch: int = 1, device: torch.device | str | None = None) -> ColorCondition:
+    """The unconditioned input: zero histogram, kind 0, no scalars (SPEC §6)."""
+    return _condition(torch.zeros(batch, NUM_BINS, device=device), KIND_NONE)
+
+
+def negative_condition(colors: Tensor, weights: Tensor | None = None, weight: float = 1.0) -> ColorCondition:
+    """Negative palette (paper §3.3): its histogram scaled by ``weight``, not renormalised (SPEC §6)."""
+    if not (math.isfinite(weight) and weight >= 0):
+        raise InputShapeError(f"weight: {weight} must be finite and >= 0")
+    cond = palette_condition(colors, weights)
+    return replace(cond, histogram=cond.histogram * float(weight))
+
+
+def image_scalars(image_hist: Tensor, condition_hist: Tensor) -> tuple[Tensor, Tensor]:
+    """Training scalars (paper §3.2): QC distance of the condition to the image histogram, image entropy."""
+    from .distance import quadratic_chi
+
+    return quadratic_chi(condition_hist, image_hist).float(), entropy(image_hist).float()
+
+
+def branch_conditions(positive: ColorCondition, negative: ColorCondition | None = None):
+    """Conditions of the cond and uncond CFG branches (paper Eq. 1, §3.4; SPEC §6 "Guidance").
+
+    The uncond branch gets the negative condition, or the null condition; relative controls put the
+    positive condition's reference value on it; an unset control stays absent on both branches.
+    """
+    neg = negative if negative is not None else null_condition(1, positive.histogram.device)
+    nan = torch.full((neg.batch_size,), math.nan, device=neg.histogram.device)
+    d = torch.full_like(nan, positive.null_distance) if positive.null_distance is not None else nan
+    e = torch.full_like(nan, positive.null_entropy) if positive.null_entropy is not None else nan
+    return positive, replace(neg, distance=d, entropy=e, null_distance=None, null_entropy=None)
+
+
+def _module_key(layer: str) -> str:
+    return layer.replace(".", "__")
+
+
+class PaletteAdapter(nn.Module):
+    """Token projections (4 colour + 1 scalar token) and per-layer ``W_k, W_v`` (paper Fig. 3, SPEC §6)."""
+
+    def __init__(self, layers: Mapping[str, int], context_dim: int = CONTEXT_DIM) -> None:
+        super().__init__()
+        if not layers:
+            raise AdapterError("an adapter needs at least one cross-attention layer")
+        self.context_dim = context_dim
+        self.layer_dims = dict(layers)
+        self.color_proj = nn.Linear(NUM_BINS, NUM_COLOR_TOKENS * context_dim)
+        self.color_norm = nn.LayerNorm(context_dim)
+        self.scalar_proj = nn.Linear(NUM_SCALARS, context_dim)
+        self.scalar_norm = nn.LayerNorm(context_dim)
+        self.to_k = nn.ModuleDict({_module_key(n): nn.Linear(context_dim, d, bias=False) for n, d in layers.items()})
+        self.to_v = nn.ModuleDict({_module_key(n): nn.Linear(context_dim, d, bias=False) for n, d in layers.items()})
+
+    @property
+    def layers(self) -> list[str]:
+        """Diffusers names of the cross-attention layers this adapter has weights for."""
+        return list(self.layer_dims)
+
+    @property
+    def blocks(self) -> list[str]:
+        """Diffusers names of the blocks covered."""
+        return list(dict.fromkeys(block_of(n) for n in self.layer_dims))
+
+    def tokens(self, condition: ColorCondition) -> Tensor:
+        """The 5 adapter tokens ``[B, 5, context_dim]`` of a condition (paper §3.2)."""
+        p = self.color_proj.weight
+        hist = condition.histogram.to(device=p.device, dtype=p.dtype)
+        color = self.color_norm(self.color_proj(hist).reshape(-1, NUM_COLOR_TOKENS, self.context_dim))
+        scalars = condition.scalar_features().to(device=p.device, dtype=p.dtype)
+        scalar = self.scalar_norm(self.scalar_proj(scalars)).unsqueeze(1)
+        return torch.cat([color, scalar], dim=1)
+
+    def kv_weights(self, layer: str) -> tuple[Tensor, Tensor]:
+        """``(W_k, W_v)`` of one layer, each ``[C, context_dim]``."""
+        key = _module_key(layer)
+        if key not in self.to_k:
+            raise AdapterError(f"this adapter has no weights for layer {layer}; it covers {self.blocks}")
+        return self.to_k[key].weight, self.to_v[key].weight
+
+    def file_tensors(self) -> dict[str, Tensor]:
+        """Tensors under the SPEC §6 file names."""
+        out = {
+            f"{name}.{p}": getattr(self, name).get_parameter(p).detach()
+            for name in ("color_proj", "color_norm", "scalar_proj", "scalar_norm")
+            for p in ("weight", "bias")
+        }
+        for layer in self.layer_dims:
+            k, v = self.kv_weights(layer)
+            out[f"layers.{layer}.to_k.weight"] = k.detach()
+            out[f"layers.{layer}.to_v.weight"] = v.detach()
+        return out
+
+
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tensor:
+    """Multi-head attention on ``[B, T, C]`` tensors (the default when no host attention is given)."""
+    b, t, c = q.shape
+    dh = c // heads
+    q, k, v = (x.reshape(x.shape[0], x.shape[1], heads, dh).transpose(1, 2) for x in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v)
+    return out.transpose(1, 2).reshape(b, t, c)
+
+
+def decoupled_attention(
+    q: Tensor, tokens: Tensor, w_k: Tensor, w_v: Tensor, heads: int, attention: Attention | None = None
+) -> Tensor:
+    """The adapter's extra attention ``Attn(q, W_k tokens, W_v tokens)`` (IP-Adapter Eq. 5; SPEC §6).
+
+    ``q`` is the layer's own projected query ``[B, T, C]``; ``tokens`` ``[B, 5, 2048]`` (or ``[1, 5, 2048]``,
+    broadcast). The caller adds ``scale *`` this to the text attention output.
+    """
+    if tokens.shape[0] != q.shape[0]:
+        if tokens.shape[0] != 1:
+            raise InputShapeError(f"tokens: batch {tokens.shape[0]} does not match the query batch {q.shape[0]}")
+        tokens = tokens.expand(q.shape[0], -1, -1)
+    tokens = tokens.to(dtype=q.dtype)
+    k = F.linear(tokens, w_k.to(dtype=q.dtype))
+    v = F.linear(tokens, w_v.to(dtype=q.dtype))
+    return (attention or sdpa_attention)(q, k, v, heads)
+
+
+def init_adapter(
+    layers: Mapping[str, int],
+    seed: int = 0,
+    text_kv: Mapping[str, tuple[Tensor, Tensor]] | None = None,
+    context_dim: int = CONTEXT_DIM,
+) -> PaletteAdapter:
+    """A new adapter: seeded random projections; ``W_k, W_v`` copied from the text ``to_k/to_v`` when given."""
+    g = torch.Generator().manual_seed(seed)
+    adapter = PaletteAdapter(layers, context_dim)
+    with torch.no_grad():
+        for lin in (adapter.color_proj, adapter.scalar_proj):
+            bound = 1.0 / math.sqrt(lin.in_features)
+            lin.weight.copy_(torch.empty_like(lin.weight).uniform_(-bound, bound, generator=g))
+            lin.bias.copy_(torch.empty_like(lin.bias).uniform_(-bound, bound, generator=g))
+        for layer, dim in layers.items():
+            wk, wv = adapter.kv_weights(layer)
+            if text_kv is not None and layer in text_kv:
+                wk.copy_(text_kv[layer][0])
+                wv.copy_(text_kv[layer][1])
+            else:
+                wk.copy_(torch.randn(dim, context_dim, generator=g) / math.sqrt(context_dim))
+                wv.copy_(torch.randn(dim, context_dim, generator=g) / math.sqrt(context_dim))
+    return adapter
+
+
+def save_adapter(adapter: PaletteAdapter, path: str | os.PathLike, trained_steps: int = 0, **metadata: str) -> Path:
+    """Write the SPEC §6 ``.safetensors`` file atomically (temporary file, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise AdapterError(f"{path.name}: adapters are written as .safetensors files")
+    meta = {
+        "format": FILE_FORMAT,
+        "version": FILE_VERSION,
+        "base": BASE_MODEL,
+        "histogram": HISTOGRAM_ID,
+        "layers": json.dumps(adapter.layers),
+        "trained_steps": str(int(trained_steps)),
+        **{k: str(v) for k, v in metadata.items()},
+    }
+    tensors = {k: v.contiguous().cpu() for k, v in adapter.file_tensors().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _expect(found: Sequence[int], expected: Sequence[int], key: str, hint: str) -> None:
+    if tuple(found) != tuple(expected):
+        raise AdapterError(f"{key}: shape {list(found)} found, {list(expected)} expected{hint}")
+
+
+def read_adapter_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of an adapter file, after checking it is a ``.safetensors`` palette adapter."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise AdapterError(
+            f"{path.name}: only .safetensors adapter files are loaded (never pickled .bin/.pt/.ckpt files); "
+            "ask for a .safetensors export or convert it yourself in a trusted environment"
+        )
+    if not path.is_file():
+        raise AdapterError(f"{path}: no such file")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise AdapterError(f"{path.name}: {path.stat().st_size} bytes is too large for a palette adapter")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise AdapterError(f"{path.name}: not a readable .safetensors file ({e})") from e
+    if meta.get("format") != FILE_FORMAT:
+        raise AdapterError(f"{path.name}: metadata format {meta.get('format')!r}; expected {FILE_FORMAT!r}")
+    if meta.get("version") != FILE_VERSION:
+        raise AdapterError(f"{path.name}: format version {meta.get('version')!r}; this pack reads {FILE_VERSION!r}")
+    if meta.get("histogram") != HISTOGRAM_ID:
+        raise AdapterError(f"{path.name}: histogram {meta.get('histogram')!r}; this pack computes {HISTOGRAM_ID!r}")
+    return meta
+
+
+def load_adapter(
+    path: str | os.PathLike,
+    model_layers: Mapping[str, int] | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> PaletteAdapter:
+    """Load a SPEC §6 file, checking every shape (against ``model_layers`` {name: C} when given)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    meta = read_adapter_metadata(path)
+    base = meta.get("base", "?")
+    try:
+        names = json.loads(meta.get("layers", ""))
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
+            raise ValueError
+    except ValueError:
+        raise AdapterError(f"{path.name}: metadata 'layers' must be a JSON list of layer names") from None
+    hint = f" (this adapter was made for base model {base!r})"
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+        shapes = {k: f.get_slice(k).get_shape() for k in keys}
+        ctx = shapes.get("scalar_proj.weight", [0, 0])[0]
+        expected = {
+            "color_proj.weight": [NUM_COLOR_TOKENS * ctx, NUM_BINS],
+            "color_proj.bias": [NUM_COLOR_TOKENS * ctx],
+            "color_norm.weight": [ctx],
+            "color_norm.bias": [ctx],
+            "scalar_proj.weight": [ctx, NUM_SCALARS],
+            "scalar_proj.bias": [ctx],
+            "scalar_norm.weight": [ctx],
+            "scalar_norm.bias": [ctx],
+        }
+        dims: dict[str, int] = {}
+        for layer in names:
+            kk, vk = f"layers.{layer}.to_k.weight", f"layers.{layer}.to_v.weight"
+            for key in (kk, vk):
+                if key not in keys:
+                    raise AdapterError(f"{path.name}: metadata lists layer {layer} but tensor {key} is missing")
+            dims[layer] = shapes[kk][0]
+            if model_layers is not None:
+                if layer not in model_layers:
+                    raise AdapterError(
+                        f"{path.name}: layer {layer} does not exist in this model{hint}; "
+                        f"the model has blocks {blocks_in_names(model_layers)}"
+                    )
+                dims[layer] = model_layers[layer]
+            expected[kk] = [dims[layer], ctx]
+            expected[vk] = [dims[layer], ctx]
+        extra = sorted(keys - set(expected))
+        if extra:
+            raise AdapterError(f"{path.name}: unexpected tensor {extra[0]}; not a palette adapter of this format")
+        for key, shape in expected.items():
+            if key not in keys:
+                raise AdapterError(f"{path.name}: tensor {key} is missing")
+            _expect(shapes[key], shape, f"{path.name}: {key}", hint)
+        adapter = PaletteAdapter(dims, ctx)
+        state = {}
+        for key in keys:
+            t = f.get_tensor(key)
+            if not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+                raise AdapterError(f"{path.name}: tensor {key} has non-finite or non-float values")
+            state[key] = t
+    with torch.no_grad():
+        for key, t in state.items():
+            if key.startswith("layers."):
+                layer, which, _ = key.removeprefix("layers.").rsplit(".", 2)  # <name>.to_k.weight
+                getattr(adapter, which)[_module_key(layer)].weight.copy_(t)
+            else:
+                mod, p = key.split(".")
+                getattr(adapter, mod).get_parameter(p).copy_(t)
+    adapter.trained_steps = int(meta.get("trained_steps", "0") or 0)
+    adapter.base = base
+    return adapter.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def blocks_in_names(layers: Iterable[str]) -> list[str]:
+    """Distinct block names of some layer names, in their order."""
+    return list(dict.fromkeys(block_of(n) for n in layers))
+
+
+def select_layers(adapter_layers: Sequence[str], blocks: Sequence[str] | None) -> list[str]:
+    """The adapter's layers inside ``blocks`` (all when None); an error names a block the file lacks."""
+    if blocks is None:
+        return list(adapter_layers)
+    have = blocks_in_names(adapter_layers)
+    missing = [b for b in blocks if b not in have]
+    if missing:
+        raise AdapterError(f"block {missing[0]} is not in this adapter file; it has weights for {have}")
+    chosen = set(blocks)
+    return [n for n in adapter_layers if block_of(n) in chosen]
+
+
+__all__ = [
+    "ColorCondition",
+    "PaletteAdapter",
+    "blocks_in",
+    "branch_conditions",
+    "decoupled_attention",
+    "histogram_condition",
+    "init_adapter",
+    "load_adapter",
+    "negative_condition",
+    "null_condition",
+    "palette_condition",
+    "save_adapter",
+    "select_layers",
+]

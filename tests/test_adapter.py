@@ -1,0 +1,198 @@
+"""palette_core.adapter and palette_core.blocks: conditions, tokens, attention, the file format, block names."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from palette_core import adapter as A
+from palette_core.blocks import DEFAULT_BLOCKS, block_of, blocks_in, diffusers_block, parse_blocks, sdxl_layers
+from palette_core.errors import AdapterError, InputShapeError
+from palette_core.histogram import NUM_BINS, palette_histogram
+
+SPEC_KEYS = {  # SPEC §6: ComfyUI block -> diffusers block
+    ("input", 4): "down_blocks.1.attentions.0",
+    ("input", 5): "down_blocks.1.attentions.1",
+    ("input", 7): "down_blocks.2.attentions.0",
+    ("input", 8): "down_blocks.2.attentions.1",
+    ("middle", 0): "mid_block.attentions.0",
+    **{("output", i): f"up_blocks.{i // 3}.attentions.{i % 3}" for i in range(6)},
+}
+
+
+def test_sdxl_layer_table_matches_the_spec():
+    layers = sdxl_layers()
+    assert len(layers) == 70
+    assert len(blocks_in(layers)) == 11
+    for layer in layers:
+        kind, block_id, index = layer.comfy_key
+        assert layer.name == f"{SPEC_KEYS[(kind, block_id)]}.transformer_blocks.{index}.attn2"
+        assert layer.dim == (
+            640 if SPEC_KEYS[(kind, block_id)].split(".")[1] == "1" and "mid" not in layer.name else 1280
+        )
+    assert DEFAULT_BLOCKS[0] in blocks_in(layers)
+    assert sum(1 for layer in layers if layer.block == "up_blocks.0.attentions.1") == 10
+
+
+def test_block_naming_rules():
+    assert diffusers_block("output", 8, [2, 2, 2]) == "up_blocks.2.attentions.2"
+    assert diffusers_block("input", 1, [2, 2, 2]) == "down_blocks.0.attentions.0"
+    with pytest.raises(AdapterError):
+        diffusers_block("input", 3, [2, 2, 2])  # the downsampler
+    assert block_of("mid_block.attentions.0.transformer_blocks.9.attn2") == "mid_block.attentions.0"
+    assert parse_blocks("from file") is None
+    assert parse_blocks("up_blocks.0.attentions.1, mid_block.attentions.0 up_blocks.0.attentions.1") == [
+        "up_blocks.0.attentions.1",
+        "mid_block.attentions.0",
+    ]
+    with pytest.raises(AdapterError, match="'up_block.0' is not a block name"):
+        parse_blocks("up_block.0")
+
+
+def layers_of(block: str = DEFAULT_BLOCKS[0]) -> dict[str, int]:
+    return {x.name: x.dim for x in sdxl_layers() if x.block == block}
+
+
+def test_conditions_and_scalar_features():
+    colors = torch.tensor([[1.0, 0, 0], [0, 0, 1.0]])
+    pal = A.palette_condition(colors)
+    assert pal.batch_size == 1 and int(pal.kind[0]) == A.KIND_PALETTE
+    assert torch.allclose(pal.histogram[0], palette_histogram(colors))
+    feats = pal.scalar_features()
+    assert feats.tolist() == [[0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]]  # no distance, no entropy
+    set_ = pal.with_controls(distance=0.6, entropy=3.0)
+    assert set_.scalar_features()[0].tolist() == pytest.approx([0, 1, 0, 0.6, 1, 3.0 / math.log2(NUM_BINS), 1])
+    hist = A.histogram_condition(torch.ones(2, NUM_BINS))
+    assert hist.batch_size == 2 and hist.kind.tolist() == [2, 2]
+    assert torch.allclose(hist.histogram.sum(-1), torch.ones(2))
+    null = A.null_condition()
+    assert null.histogram.abs().sum() == 0 and int(null.kind[0]) == A.KIND_NONE
+    neg = A.negative_condition(colors, weight=0.3)
+    assert neg.histogram.sum() == pytest.approx(0.3)  # spread over its bins, not renormalised
+    with pytest.raises(InputShapeError):
+        A.histogram_condition(torch.zeros(NUM_BINS))
+
+
+def test_branch_conditions_relative_and_absent_controls():
+    pos = A.palette_condition(torch.rand(3, 3))
+    p, n = A.branch_conditions(pos)
+    assert int(n.kind[0]) == 0 and torch.isnan(n.entropy).all() and torch.isnan(n.distance).all()
+    rel = pos.with_controls(entropy=4.0, null_entropy=7.0)
+    p, n = A.branch_conditions(rel, A.negative_condition(torch.rand(2, 3), weight=0.1))
+    assert float(p.entropy[0]) == 4.0 and float(n.entropy[0]) == 7.0
+    assert torch.isnan(n.distance).all() and torch.isnan(p.distance).all()  # unset: absent on both
+    assert int(n.kind[0]) == A.KIND_PALETTE
+    absolute = pos.with_controls(distance=0.3)
+    _, n = A.branch_conditions(absolute)
+    assert torch.isnan(n.distance).all()
+
+
+def test_tokens_shape_norm_and_dependence_on_condition():
+    adapter = A.init_adapter(layers_of(), seed=3)
+    c1 = A.palette_condition(torch.tensor([[1.0, 0, 0]]))
+    c2 = A.palette_condition(torch.tensor([[0, 0, 1.0]]))
+    t1, t2 = adapter.tokens(c1), adapter.tokens(c2)
+    assert t1.shape == (1, A.NUM_TOKENS, A.CONTEXT_DIM)
+    assert torch.allclose(t1.mean(-1), torch.zeros(1, 5), atol=1e-5)  # LayerNorm per token
+    assert not torch.allclose(t1[:, :4], t2[:, :4])
+    assert torch.allclose(t1[:, 4], t2[:, 4])  # same scalars -> same 5th token
+    t3 = adapter.tokens(c1.with_controls(entropy=2.0))
+    assert torch.allclose(t3[:, :4], t1[:, :4]) and not torch.allclose(t3[:, 4], t1[:, 4])
+
+
+def reference_attention(q, k, v, heads):
+    b, t, c = q.shape
+    d = c // heads
+    out = torch.empty_like(q)
+    for h in range(heads):
+        sl = slice(h * d, (h + 1) * d)
+        w = torch.softmax(q[..., sl] @ k[..., sl].transpose(1, 2) / math.sqrt(d), dim=-1)
+        out[..., sl] = w @ v[..., sl]
+    return out
+
+
+def test_decoupled_attention_is_attention_over_projected_tokens():
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 16, 128, generator=g)
+    tokens = torch.randn(2, 5, 64, generator=g)
+    wk, wv = torch.randn(128, 64, generator=g), torch.randn(128, 64, generator=g)
+    out = A.decoupled_attention(q, tokens, wk, wv, heads=4)
+    ref = reference_attention(q, tokens @ wk.T, tokens @ wv.T, 4)
+    assert torch.allclose(out, ref, atol=1e-5)
+    shared = A.decoupled_attention(q, tokens[:1], wk, wv, heads=4)  # one condition for the whole batch
+    assert torch.allclose(shared[1], reference_attention(q[1:], tokens[:1] @ wk.T, tokens[:1] @ wv.T, 4)[0], atol=1e-5)
+    with pytest.raises(InputShapeError):
+        A.decoupled_attention(q, torch.randn(3, 5, 64), wk, wv, heads=4)
+
+
+SMALL_BLOCK = "down_blocks.1.attentions.0"  # 2 layers of 640: keeps the file tests light
+
+
+def small_adapter(context_dim: int = 64) -> A.PaletteAdapter:
+    return A.init_adapter(layers_of(SMALL_BLOCK), seed=1, context_dim=context_dim)
+
+
+def test_save_load_round_trip_and_metadata(tmp_path):
+    adapter = A.init_adapter(layers_of(SMALL_BLOCK), seed=1)
+    path = A.save_adapter(adapter, tmp_path / "a.safetensors", trained_steps=12)
+    meta = A.read_adapter_metadata(path)
+    assert meta["format"] == "palette-adapter" and meta["version"] == "1" and meta["base"] == "sdxl"
+    assert meta["histogram"] == "hsv-34x12x10-v1" and meta["trained_steps"] == "12"
+    assert json.loads(meta["layers"]) == list(layers_of(SMALL_BLOCK))
+    tensors = load_file(path)
+    assert tensors["color_proj.weight"].shape == (4 * 2048, NUM_BINS)
+    assert tensors["layers.down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_v.weight"].shape == (640, 2048)
+    loaded = A.load_adapter(path, model_layers={x.name: x.dim for x in sdxl_layers()})
+    assert loaded.trained_steps == 12
+    for key, value in adapter.file_tensors().items():
+        assert torch.equal(value, loaded.file_tensors()[key]), key
+    assert not any(p.requires_grad for p in loaded.parameters())
+
+
+def test_load_refuses_pickles_and_names_bad_shapes(tmp_path):
+    pickle_file = tmp_path / "adapter.bin"
+    pickle_file.write_bytes(b"\x80\x04not really")
+    with pytest.raises(AdapterError, match=r"only \.safetensors"):
+        A.load_adapter(pickle_file)
+    path = A.save_adapter(small_adapter(), tmp_path / "a.safetensors")
+    other_widths = {name: 320 for name in layers_of(SMALL_BLOCK)}
+    with pytest.raises(AdapterError) as info:
+        A.load_adapter(path, model_layers=other_widths)
+    msg = str(info.value)
+    assert "layers.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight" in msg
+    assert "[640, 64] found, [320, 64] expected" in msg and "'sdxl'" in msg
+    with pytest.raises(AdapterError, match="does not exist in this model"):
+        A.load_adapter(path, model_layers={"up_blocks.0.attentions.1.transformer_blocks.0.attn2": 1280})
+
+
+def test_load_rejects_tampered_files(tmp_path):
+    adapter = small_adapter()
+    tensors = {k: v.contiguous() for k, v in adapter.file_tensors().items()}
+    meta = A.read_adapter_metadata(A.save_adapter(adapter, tmp_path / "ok.safetensors"))
+    cases = {
+        "missing": ({k: v for k, v in tensors.items() if k != "scalar_norm.bias"}, meta, "scalar_norm.bias is missing"),
+        "extra": ({**tensors, "junk": torch.zeros(1)}, meta, "unexpected tensor junk"),
+        "format": (tensors, {**meta, "format": "ip-adapter"}, "metadata format"),
+        "histogram": (tensors, {**meta, "histogram": "rgb-8x8x8"}, "histogram"),
+        "shape": ({**tensors, "scalar_proj.weight": torch.zeros(64, 6)}, meta, r"scalar_proj.weight: shape \[64, 6\]"),
+    }
+    for name, (t, m, message) in cases.items():
+        path = tmp_path / f"{name}.safetensors"
+        save_file(t, path, metadata=m)
+        with pytest.raises(AdapterError, match=message):
+            A.load_adapter(path)
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(AdapterError, match="not a readable"):
+        A.load_adapter(tmp_path / "garbage.safetensors")
+
+
+def test_select_layers():
+    names = list(layers_of("up_blocks.0.attentions.1")) + list(layers_of("mid_block.attentions.0"))
+    assert A.select_layers(names, None) == names
+    assert A.select_layers(names, ["mid_block.attentions.0"]) == names[10:]
+    with pytest.raises(AdapterError, match="block up_blocks.1.attentions.0 is not in this adapter file"):
+        A.select_layers(names, ["up_blocks.1.attentions.0"])
