@@ -431,6 +431,22 @@ def load_adapter(
     return adapter.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
+def write_untrained_sdxl(out: str | os.PathLike, blocks: Sequence[str] | None = None, seed: int = 0) -> Path:
+    """An *untrained* SDXL adapter file (``trained_steps`` 0) for ``blocks`` (default: the paper's block).
+
+    Its random weights visibly change images but not toward the palette: it exists so workflows can be
+    built and tested before trained weights do.
+    """
+    layers = sdxl_layers()
+    chosen = list(blocks) if blocks else list(DEFAULT_BLOCKS)
+    known = blocks_in(layers)
+    unknown = [b for b in chosen if b not in known]
+    if unknown:
+        raise AdapterError(f"{unknown[0]} is not an SDXL attention block; choose from {known}")
+    adapter = init_adapter({x.name: x.dim for x in layers if x.block in chosen}, seed)
+    return save_adapter(adapter, out, trained_steps=0, note="untrained random initialisation", seed=str(seed))
+
+
 def blocks_in_names(layers: Iterable[str]) -> list[str]:
     """Distinct block names of some layer names, in their order."""
     return list(dict.fromkeys(block_of(n) for n in layers))
@@ -462,4 +478,5 @@ __all__ = [
     "palette_condition",
     "save_adapter",
     "select_layers",
+    "write_untrained_sdxl",
 ]

@@ -196,3 +196,13 @@ def test_select_layers():
     assert A.select_layers(names, ["mid_block.attentions.0"]) == names[10:]
     with pytest.raises(AdapterError, match="block up_blocks.1.attentions.0 is not in this adapter file"):
         A.select_layers(names, ["up_blocks.1.attentions.0"])
+
+
+def test_untrained_sdxl_file_for_the_default_and_chosen_blocks(tmp_path):
+    path = A.write_untrained_sdxl(tmp_path / "u.safetensors", blocks=["mid_block.attentions.0"], seed=5)
+    meta = A.read_adapter_metadata(path)
+    assert meta["trained_steps"] == "0" and "untrained" in meta["note"]
+    loaded = A.load_adapter(path, model_layers={x.name: x.dim for x in sdxl_layers()})
+    assert loaded.blocks == ["mid_block.attentions.0"] and len(loaded.layers) == 10
+    with pytest.raises(AdapterError, match="not an SDXL attention block"):
+        A.write_untrained_sdxl(tmp_path / "x.safetensors", blocks=["down_blocks.0.attentions.0"])
