@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import as_tensor
-from .blocks import block_of, blocks_in
+from .blocks import DEFAULT_BLOCKS, block_of, blocks_in, sdxl_layers
 from .errors import AdapterError, InputShapeError
 from .histogram import HISTOGRAM_ID, MAX_ENTROPY, NUM_BINS, entropy, palette_histogram
 
