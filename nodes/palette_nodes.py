@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..palette_core.errors import PaletteError
+from ..palette_core.extract import extract_palette
 from ..palette_core.palette import Palette
 from ..palette_core.render import palette_stripes
 from .types import Palette as PaletteType
@@ -79,4 +80,37 @@ class PalettePreview(io.ComfyNode):
         return io.NodeOutput(preview(palette))
 
 
-NODES = [PaletteInput, PalettePreview]
+class PaletteFromImage(io.ComfyNode):
+    """Extract a palette from a reference image (k-means or median cut, as the paper does)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PaletteFromImage",
+            display_name="Palette From Image",
+            category=CATEGORY,
+            description="Extracts the main colours of an image (the first of a batch), weighted by their pixel "
+            "share. The paper evaluates with 5-colour k-means palettes and trains with median-cut palettes.",
+            inputs=[
+                io.Image.Input("image", tooltip="The reference image (only the first image of a batch is used)."),
+                io.Int.Input("size", default=5, min=1, max=32, tooltip="Number of colours to extract."),
+                io.Combo.Input(
+                    "method",
+                    options=["kmeans", "median_cut"],
+                    default="kmeans",
+                    tooltip="k-means (compact, evaluation palettes) or median cut (training palettes).",
+                ),
+            ],
+            outputs=[
+                PaletteType.Output(display_name="palette"),
+                io.Image.Output(display_name="preview", tooltip="Stripes whose widths follow the weights."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image, size: int, method: str) -> io.NodeOutput:
+        p = extract_palette(image[:1], size=size, method=method)
+        return io.NodeOutput(p, preview(p))
+
+
+NODES = [PaletteInput, PalettePreview, PaletteFromImage]

@@ -33,3 +33,12 @@ def test_palette_input_rejects_bad_text_before_queueing():
     cls = load_comfyui().classes["PaletteInput"]
     verdict = cls.validate_inputs(palette="#12345g, #fff")
     assert isinstance(verdict, str) and '"#12345g" is not a colour' in verdict
+
+
+def test_palette_from_image_extracts_weighted_colours():
+    image = torch.zeros(2, 256, 256, 3)  # 256 px: Pylette's resample leaves it as it is
+    image[0, :192] = torch.tensor([1.0, 0.0, 0.0])  # 75% red, 25% black
+    palette, preview = run_node("PaletteFromImage", image=image, size=3, method="kmeans")
+    assert palette.hex == ["#ff0000", "#000000"]  # the first image of the batch
+    assert palette.weights.tolist() == pytest.approx([0.75, 0.25])
+    assert preview.shape == (1, 64, 512, 3)
