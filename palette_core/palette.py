@@ -235,11 +235,23 @@ class Palette:
         return ", ".join(h if t == "1" else f"{h}:{t}" for h, t in zip(self.hex, texts))
 
     def _weight_ratios(self) -> list[float]:
-        w = self.weights.double()
-        positive = w[w > 0]
-        if positive.numel() == 0:
+        """Weights relative to the smallest positive one, nudged so that they parse back bit for bit.
+
+        Stored float32 weights need not sum to exactly 1, and re-normalising them can then move a weight
+        to a neighbouring float32. Spreading the deficit ``1 - sum(w)`` over the weights, each within half
+        a float32 step of its value, gives targets that sum to 1 and still round to the stored weights.
+        """
+        w = self.weights.detach().cpu().numpy().astype(np.float32)
+        if not bool((w > 0).any()):
             raise InputShapeError("Palette: the weights sum to 0; build palettes with Palette.from_colors")
-        return (w / positive.min()).tolist()
+        up = np.nextafter(w, np.float32(np.inf)) - w
+        down = w - np.nextafter(w, np.float32(0))
+        half_step = np.where(w > 0, np.minimum(up, down).astype(np.float64) / 2, 0.0)
+        target = w.astype(np.float64)
+        deficit, room = 1.0 - float(target.sum()), float(half_step.sum())
+        if 0 < abs(deficit) < room:
+            target = target + deficit * half_step / room
+        return (target / target[target > 0].min()).tolist()
 
     def to_json(self) -> list[dict]:
         """A JSON-able list of ``{"hex", "weight"}`` (weights normalised)."""

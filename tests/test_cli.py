@@ -174,7 +174,12 @@ def test_bad_input_exits_2_with_one_line(files, args, needle):
 
 @pytest.mark.skipif(not HAS_EXTRACT, reason="palette_core.extract is not on this branch yet")
 def test_extract_text_and_files(files, tmp_path):
-    halves = files / "images" / "a_halves.png"
+    # 256 x 256: extraction resamples to 256 x 256 first, so these pixels reach it unblended
+    halves = tmp_path / "halves.png"
+    pixels = np.zeros((256, 256, 3), np.uint8)
+    pixels[:, :128] = (255, 0, 0)
+    pixels[:, 128:] = (0, 0, 255)
+    Image.fromarray(pixels).save(halves)
     proc = run("extract", halves, "--size", "2", "--method", "median-cut")
     assert proc.returncode == 0, proc.stderr
     assert sorted(proc.stdout.strip().split(", ")) == ["#0000ff", "#ff0000"]  # equal shares: no weights
