@@ -19,7 +19,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,14 +76,15 @@ def save_palette(palette: Palette, path: str | os.PathLike) -> None:
             f"expected one of {', '.join(WRITE_FORMATS)}"
         )
     data = encode(palette, fmt, name=path.stem)
-    # Write beside the target and rename, so an interrupted save never leaves half a file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
+    # Write beside the target and rename, so an interrupted save never leaves half a file (a plain
+    # open, unlike mkstemp's 0600, gives the file the user's usual permissions).
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with tmp.open("wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -251,7 +251,7 @@ def _read_hex(text: str, source: str) -> Palette:
         s = line.strip()
         if not s or s.startswith((";", "//")):  # Paint.NET and C-style comment lines
             continue
-        for token in re.split(r"[\s,]+", s):
+        for token in re.split(r"[\s,;]+", s):
             if not token:
                 continue
             if len(rows) == MAX_COLORS:
@@ -341,14 +341,14 @@ class _Bytes:
 
 
 _ASE_FORM = 'an Adobe Swatch Exchange file ("ASEF", version 1.0, then colour and group blocks)'
-_ASE_MODELS = {b"RGB ": 3, b"LAB ": 3, b"CMYK": 4, b"Gray": 1}
+_ASE_MODELS = {b"RGB ": 3, b"LAB ": 3, b"CMYK": 4, b"GRAY": 1}  # matched case-insensitively (Adobe writes "Gray")
 
 
 def _ase_colour(model: bytes, values: tuple[float, ...]) -> tuple[float, float, float]:
     """One ASE colour entry's values to sRGB in [0, 1] (Lab L is stored in [0, 1], a and b as is)."""
     if model == b"RGB ":
         return values
-    if model == b"Gray":
+    if model == b"GRAY":
         return (values[0],) * 3
     if model == b"CMYK":
         c, m, y, k = values
@@ -389,7 +389,7 @@ def _ase_entry(body: _Bytes, i: int) -> tuple[float, float, float]:
     (units,) = body.unpack(">H", f"colour block {i}'s name length")
     body.utf16(units, f"colour block {i}'s name")
     at = body.offset()
-    model = body.take(4, f"colour block {i}'s colour model")
+    model = body.take(4, f"colour block {i}'s colour model").upper()
     if model not in _ASE_MODELS:
         raise body.error(f'colour block {i}: colour model {model!r} is not "RGB ", "LAB ", "CMYK" or "Gray"', at)
     at = body.offset()

@@ -159,6 +159,11 @@ def test_ase_golden_every_colour_model(tmp_path):
     assert torch.allclose(p.colors[2].double(), expected, atol=1e-6)
 
 
+def test_ase_colour_model_names_are_case_insensitive():
+    blocks = [ase_colour("a", b"gray", (1.0,)), ase_colour("b", b"rgb ", (0.0, 0.0, 1.0))]
+    assert F.decode(ase_file(blocks), "ase").hex == ["#ffffff", "#0000ff"]
+
+
 def test_aco_golden_v1_v2_and_v2_only(tmp_path):
     both = F.load_palette(write(tmp_path, "both.aco", golden_aco_v1v2()))
     v1 = F.load_palette(write(tmp_path, "v1.aco", aco_v1(ACO_RECORDS)))
@@ -181,7 +186,7 @@ def test_hex_and_paintnet_txt_golden(tmp_path):
     assert lospec.hex == ["#e63946", "#f1faee", "#1d3557"]
     paintnet = ";paint.net Palette File\n;Colors: 2\nFFE63946\nff1d3557\n"
     assert F.load_palette(write(tmp_path, "pdn.txt", paintnet)).hex == ["#e63946", "#1d3557"]
-    weighted = F.load_palette(write(tmp_path, "w.txt", "#e63946:3\n#1d3557, #fff\n"))
+    weighted = F.load_palette(write(tmp_path, "w.txt", "#e63946:3\n#1d3557; #fff\n"))
     assert weighted.weights.tolist() == pytest.approx([0.6, 0.2, 0.2])
 
 
