@@ -77,7 +77,8 @@ def resolve_palette(arg: str, base: Path | None = None) -> Palette:
     path = Path(arg) if base is None or Path(arg).is_absolute() else base / arg
     if _COOLORS_RE.match(arg.strip()):
         return Palette.parse(arg)
-    if path.suffix.lower() in READ_FORMATS and (path.exists() or "\n" not in arg and "," not in arg):
+    looks_like_a_path = not any(c in arg for c in ",\n")  # "#fff, a.json" is text, "a.json" a file
+    if path.suffix.lower() in READ_FORMATS and (path.exists() or looks_like_a_path):
         return load_palette(path)
     try:
         return Palette.parse(arg)
