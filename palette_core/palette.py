@@ -27,16 +27,27 @@ MAX_COLORS = 256
 MAX_TEXT_CHARS = 1_000_000  # a 256-colour palette with weights is under 10 kB; refuse anything absurd
 
 _HEX_RE = re.compile(r"#?(?:[0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
-_COOLORS_RE = re.compile(r"^(?:https?://)?(?:www\.)?coolors\.co/(?:palette/)?([0-9a-fA-F-]+)/?(?:[?#].*)?$")
+# Any path segment is captured so that a bad colour in a Coolors URL is named, not the "https" before it.
+_COOLORS_RE = re.compile(r"^(?:https?://)?(?:www\.)?coolors\.co/(?:palette/)?([^/?#\s]*)/?(?:[?#]\S*)?$", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[\s,;]+")
+# Plain decimal weights only: float() alone would also take "1_0", "nan" or non-ASCII digits.
+_WEIGHT_RE = re.compile(r"[+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 EXPECTED_COLOUR = "expected #RGB, #RRGGBB or RRGGBB"
+_QUOTE_CHARS = 40
+
+
+def quote(token: str) -> str:
+    """``token`` in double quotes for an error message, shortened when long."""
+    t = token if len(token) <= _QUOTE_CHARS else token[: _QUOTE_CHARS - 3] + "..."
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in t)
+    return f'"{shown}"'
 
 
 def parse_hex(token: str) -> tuple[int, int, int]:
     """One hex colour token to 8-bit ``(r, g, b)`` (SPEC §5); ``#RGB`` doubles each digit."""
     t = token.strip()
     if not _HEX_RE.fullmatch(t) or (len(t) == 3 and not t.startswith("#")):
-        raise PaletteFormatError(f'"{token}" is not a colour: {EXPECTED_COLOUR}')
+        raise PaletteFormatError(f"{quote(token)} is not a colour: {EXPECTED_COLOUR}")
     digits = t.lstrip("#")
     if len(digits) == 3:
         digits = "".join(ch * 2 for ch in digits)
@@ -50,19 +61,44 @@ def to_hex(rgb: Sequence[float]) -> str:
 
 
 def _parse_weight(text: str, token: str) -> float:
-    try:
-        w = float(text)
-    except ValueError:
+    if text.startswith("-") and _WEIGHT_RE.fullmatch(text[1:]):
+        raise PaletteFormatError(f"{quote(token)}: weight {text} must be >= 0")
+    if not _WEIGHT_RE.fullmatch(text):
         raise PaletteFormatError(
-            f'"{token}": weight "{text}" is not a number: expected colour:weight, e.g. #e63946:2'
-        ) from None
-    if not math.isfinite(w) or w < 0:
-        raise PaletteFormatError(f'"{token}": weight {text} must be finite and >= 0')
+            f"{quote(token)}: weight {quote(text)} is not a number: expected colour:weight, e.g. #e63946:2"
+        )
+    w = float(text)
+    if not math.isfinite(w):
+        raise PaletteFormatError(f"{quote(token)}: weight {text} is too large: weights must be finite")
     return w
 
 
-def _format_weight(w: float) -> str:
-    return str(int(w)) if w == int(w) and abs(w) < 1e15 else repr(w)
+def parse_token(token: str) -> tuple[tuple[int, int, int], float | None]:
+    """One text-form token ``colour[:weight]`` to 8-bit ``(r, g, b)`` and its weight (None if not given)."""
+    colour, sep, weight = token.partition(":")
+    rgb = parse_hex(colour)
+    if sep and not weight:
+        raise PaletteFormatError(f'{quote(token)}: missing weight after ":": expected colour:weight, e.g. #e63946:2')
+    return rgb, (_parse_weight(weight, token) if sep else None)
+
+
+def _format_weights(ratios: list[float], digits: int) -> list[str]:
+    out = []
+    for r in ratios:
+        text = f"{r:.{digits}g}"
+        out.append(text.replace("e+", "e") if "e" in text else text)
+    return out
+
+
+def _prescale(w: Tensor) -> Tensor:
+    """Divide finite weights by their largest one so that their sum cannot overflow (1e308 + 1e308)."""
+    if not w.is_floating_point():
+        return w
+    w = w.double()
+    top = float(w.max()) if w.numel() else 0.0
+    if math.isfinite(top) and top > 0 and bool(torch.isfinite(w).all()):
+        return w / top
+    return w
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,6 +126,8 @@ class Palette:
             raise InputShapeError(f"colors: {n} colours; a palette holds 1 to {MAX_COLORS}")
         if weights is not None and not isinstance(weights, (Tensor, np.ndarray)):
             weights = torch.tensor(list(weights), dtype=torch.float64)
+        if weights is not None:
+            weights = _prescale(torch.as_tensor(weights))
         w = check_weights(weights, c.double())
         return cls(c[0].float().contiguous(), w[0].float().contiguous())
 
@@ -115,7 +153,7 @@ class Palette:
         s = text.strip()
         if not s:
             raise PaletteFormatError("the palette is empty: enter colours such as #e63946, #f1faee, #1d3557")
-        if s.startswith("["):
+        if s.startswith(("[", "{")):
             return cls._parse_json(s)
         coolors = _COOLORS_RE.match(s)
         if coolors:
@@ -125,12 +163,9 @@ class Palette:
         for token in _SEPARATORS.split(s):
             if not token:
                 continue
-            colour, sep, weight = token.partition(":")
-            if sep and not weight:
-                raise PaletteFormatError(f'"{token}": missing weight after ":": expected colour:weight, e.g. #e63946:2')
-            parse_hex(colour)
-            hexes.append(colour)
-            weights.append(_parse_weight(weight, token) if sep else 1.0)
+            _, weight = parse_token(token)
+            hexes.append(token.partition(":")[0])
+            weights.append(1.0 if weight is None else weight)
             if len(hexes) > MAX_COLORS:
                 raise PaletteFormatError(f"more than {MAX_COLORS} colours: a palette holds 1 to {MAX_COLORS}")
         return cls.from_hex(hexes, weights)
@@ -140,7 +175,12 @@ class Palette:
         try:
             items = json.loads(s)
         except json.JSONDecodeError as e:
-            raise PaletteFormatError(f"invalid JSON palette at character {e.pos}: {e.msg}") from None
+            raise PaletteFormatError(
+                f"invalid JSON palette at line {e.lineno}, column {e.colno}: {e.msg}: "
+                'expected a list of hex strings or {"hex": ..., "weight": ...} objects'
+            ) from None
+        except RecursionError:
+            raise PaletteFormatError("invalid JSON palette: nested too deeply; expected a flat list") from None
         if not isinstance(items, list):
             raise PaletteFormatError("a JSON palette must be a list of hex strings or {hex, weight} objects")
         hexes, weights = [], []
@@ -152,11 +192,15 @@ class Palette:
                 hexes.append(item["hex"])
                 w = item.get("weight", 1.0)
                 if isinstance(w, bool) or not isinstance(w, (int, float)):
-                    raise PaletteFormatError(f"JSON palette item {i}: weight {w!r} is not a number")
-                weights.append(_parse_weight(repr(float(w)), json.dumps(item)))
+                    raise PaletteFormatError(f"JSON palette item {i}: weight {quote(repr(w))} is not a number")
+                if isinstance(w, int) and abs(w) > 1e300:
+                    raise PaletteFormatError(f"JSON palette item {i}: weight {quote(str(w))} is too large")
+                if w < 0 or not math.isfinite(w):
+                    raise PaletteFormatError(f"JSON palette item {i}: weight {w!r} must be finite and >= 0")
+                weights.append(float(w))
             else:
                 expected = 'expected a hex string or {"hex": ..., "weight": ...}'
-                raise PaletteFormatError(f"JSON palette item {i} ({json.dumps(item)[:40]}): {expected}")
+                raise PaletteFormatError(f"JSON palette item {i} ({quote(json.dumps(item))}): {expected}")
         return cls.from_hex(hexes, weights)
 
     def __len__(self) -> int:
@@ -173,16 +217,41 @@ class Palette:
         return bool(torch.allclose(self.weights, torch.full_like(self.weights, 1.0 / len(self)), rtol=1e-6, atol=0))
 
     def to_text(self) -> str:
-        """The SPEC §5 text form; weights are written relative to the smallest positive one, only if unequal."""
+        """The SPEC §5 text form; weights are written relative to the smallest positive one, only if unequal.
+
+        Each weight gets the fewest significant digits (at least 6) that parse back to the same float32
+        weights, so ``Palette.parse(p.to_text())`` reproduces ``p`` and its text exactly.
+        """
         if self.is_uniform:
             return ", ".join(self.hex)
-        w = self.weights.double()
-        base = float(w[w > 0].min())
-        parts = []
-        for h, wi in zip(self.hex, w.tolist()):
-            r = wi / base
-            parts.append(h if r == 1.0 else f"{h}:{_format_weight(r)}")
-        return ", ".join(parts)
+        ratios = self._weight_ratios()
+        texts = _format_weights(ratios, 17)
+        for digits in range(6, 18):
+            candidate = _format_weights(ratios, digits)
+            again = Palette.from_colors(self.colors, [float(t) for t in candidate]).weights
+            if torch.equal(again, self.weights):
+                texts = candidate
+                break
+        return ", ".join(h if t == "1" else f"{h}:{t}" for h, t in zip(self.hex, texts))
+
+    def _weight_ratios(self) -> list[float]:
+        """Weights relative to the smallest positive one, nudged so that they parse back bit for bit.
+
+        Stored float32 weights need not sum to exactly 1, and re-normalising them can then move a weight
+        to a neighbouring float32. Spreading the deficit ``1 - sum(w)`` over the weights, each within half
+        a float32 step of its value, gives targets that sum to 1 and still round to the stored weights.
+        """
+        w = self.weights.detach().cpu().numpy().astype(np.float32)
+        if not bool((w > 0).any()):
+            raise InputShapeError("Palette: the weights sum to 0; build palettes with Palette.from_colors")
+        up = np.nextafter(w, np.float32(np.inf)) - w
+        down = w - np.nextafter(w, np.float32(0))
+        half_step = np.where(w > 0, np.minimum(up, down).astype(np.float64) / 2, 0.0)
+        target = w.astype(np.float64)
+        deficit, room = 1.0 - float(target.sum()), float(half_step.sum())
+        if 0 < abs(deficit) < room:
+            target = target + deficit * half_step / room
+        return (target / target[target > 0].min()).tolist()
 
     def to_json(self) -> list[dict]:
         """A JSON-able list of ``{"hex", "weight"}`` (weights normalised)."""
