@@ -434,8 +434,17 @@ def _size(text: str) -> int:
     return n
 
 
+def cmd_adapter_init(args: argparse.Namespace) -> int:
+    """Write an UNTRAINED Palette-Adapter for SDXL (random weights) so workflows can be built and tested."""
+    from .adapter import write_untrained_sdxl
+
+    path = write_untrained_sdxl(args.out, blocks=args.blocks, seed=args.seed)
+    print(f"wrote {path} (untrained: random weights that change images but not toward the palette)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of the five commands."""
+    """The argparse parser of the commands."""
     parser = _Parser(prog=PROG, description="Palettes: extract, inspect, compare, convert and score images.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
@@ -469,6 +478,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="report.csv", help="write the per-image scores as CSV")
     p.add_argument("--plot", metavar="report.png", help="save each image beside its palette and histogram")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("adapter", help="Palette-Adapter files", description="Palette-Adapter files.")
+    adapter_sub = p.add_subparsers(dest="adapter_command", required=True, metavar="adapter_command")
+    q = adapter_sub.add_parser("init", help="write an untrained SDXL adapter", description=cmd_adapter_init.__doc__)
+    q.add_argument("--out", required=True, metavar="FILE.safetensors", help="where to write the adapter")
+    q.add_argument(
+        "--blocks", nargs="+", metavar="NAME", help="diffusers block names (default up_blocks.0.attentions.1)"
+    )
+    q.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    q.set_defaults(func=cmd_adapter_init)
     return parser
 
 

@@ -243,3 +243,51 @@ def test_evaluate_without_tqdm_and_relative_csv_paths(files, tmp_path, capsys, m
     assert float(row["palette_emd"]) == pytest.approx(SQRT2, abs=1e-6)
     assert row["palette"] == "#ff0000, #0000ff"
     assert "± 0.0000" in capsys.readouterr().out
+
+
+def test_adapter_init_writes_an_untrained_sdxl_adapter(tmp_path):
+    from palette_core.adapter import load_adapter, read_adapter_metadata
+
+    out = tmp_path / "untrained.safetensors"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "palette_core",
+            "adapter",
+            "init",
+            "--out",
+            str(out),
+            "--blocks",
+            "mid_block.attentions.0",
+            "--seed",
+            "3",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "untrained" in r.stdout
+    assert read_adapter_metadata(out)["trained_steps"] == "0"
+    assert load_adapter(out).blocks == ["mid_block.attentions.0"]
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "palette_core",
+            "adapter",
+            "init",
+            "--out",
+            str(tmp_path / "x.safetensors"),
+            "--blocks",
+            "down_blocks.0.attentions.0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert bad.returncode == 2
+    assert "not an SDXL attention block" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
