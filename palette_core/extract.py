@@ -5,19 +5,20 @@ None, resampled to ``resize x resize`` pixels with Pillow's bicubic filter, exac
 (a square resample that ignores the aspect ratio; it also upsamples small images). The palette is then
 extracted from those pixels:
 
-* ``median_cut``: Pylette's median cut. The box (set of pixels) of largest volume
+* ``median_cut``: Pylette's median cut, bit for bit. The box (set of pixels) of largest volume
   ``prod(max - min)`` over R, G, B is sorted along its widest channel with numpy's default argsort and
-  split at index ``len // 2``, until there are ``size`` boxes. The colour is the box mean, the weight its
-  pixel share. Numpy's sort is used on purpose: which of the pixels tied at the median go left decides
-  later splits, so only the very same sort reproduces Pylette's boxes.
-* ``kmeans``: Lloyd's k-means in RGB with greedy k-means++ seeding (as scikit-learn, which Pylette
-  calls), several seeded restarts run as one batch, the best kept. Colours are the centroids, weights the
-  cluster shares.
+  split at index ``len // 2``, until there are ``size`` boxes. The colour is the box mean rounded to an
+  8-bit level, the weight the box's pixel share. Numpy's sort is used on purpose: which of the pixels tied
+  at the median go left decides later splits, so only the very same sort reproduces Pylette's boxes.
+* ``kmeans``: Lloyd's k-means in RGB with greedy k-means++ seeding as in scikit-learn (which Pylette
+  calls), but with ``KMEANS_RESTARTS`` seeded restarts so the result is no worse than Pylette's single
+  run. The restarts run side by side on the weighted means of a 32- or 64-level colour grid (the worse
+  half dropped every few iterations), the best is finished on the distinct colours of the image. Colours
+  are the exact centroids (Pylette truncates them to 8 bits), weights the cluster shares.
 
 Both return colours sorted by share, largest first (ties keep the extraction order). If the image has at
-most ``size`` distinct colours, both return exactly those colours with their pixel shares; so a palette
-can have fewer than ``size`` colours. Colours are the exact means in [0, 1] (Pylette rounds or truncates
-them to 8-bit levels).
+most ``size`` distinct colours, both return exactly those colours with their pixel shares, so a palette
+can have fewer than ``size`` colours.
 """
 
 from __future__ import annotations
