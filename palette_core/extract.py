@@ -274,14 +274,14 @@ class _Points:
             inertia[idx] = (dist * self.w).sum(1)  # not @: BLAS threads stall on a busy CPU
             new, count = self.update(labels, centres[idx])
             if (count == 0).any():
-                new = self._relocate(new, count, dist)
+                new = self.relocate(new, count, dist)
             running[idx[np.square(new - centres[idx]).sum((1, 2)) <= tol]] = False
             centres[idx] = new
             if halve_every and it % halve_every == 0 and len(alive) > 1:
                 alive = alive[np.argsort(inertia[alive], kind="stable")[: len(alive) // 2]]
         return centres[alive]
 
-    def _relocate(self, centres: np.ndarray, count: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    def relocate(self, centres: np.ndarray, count: np.ndarray, dist: np.ndarray) -> np.ndarray:
         """Move empty clusters to the points farthest from their centres (as scikit-learn does)."""
         centres, dist = centres.copy(), dist * (self.w > 0)
         for r, j in zip(*np.nonzero(count == 0)):
@@ -329,13 +329,15 @@ def _cells(x8: np.ndarray, w: np.ndarray, bits: int = 6) -> tuple[np.ndarray, np
     return sums / (255.0 * weight[:, None]), weight
 
 
-def _kmeans(x8: np.ndarray, counts: np.ndarray, size: int, seed: int, restarts: int = KMEANS_RESTARTS):
+def _kmeans(x8: np.ndarray, counts: np.ndarray, size: int, seed: int, restarts: int | None = None):
     """k-means++ seeded Lloyd on distinct colours ``x8 [M, 3]`` (M > size): ``(means [K, 3], counts [K])``."""
     fine = _Points(x8 / 255.0, counts)
     total = fine.w.sum()
     var = (np.square(fine.x - fine.xw[:3].sum(1) / total) * fine.w[:, None]).sum(0) / total
     tol = KMEANS_TOL * float(var.mean())  # scikit-learn's tolerance: a fraction of the mean channel variance
     rng = np.random.default_rng(int(seed))
+    if restarts is None:  # many clusters: optima differ less, and each restart costs more
+        restarts = max(2, min(KMEANS_RESTARTS, 128 // size))
     # The restarts are seeded and converged on the means of 32-level grid cells (a few thousand weighted
     # points); the one of lowest cell inertia is then converged on the exact colours in a few iterations.
     cx, cw = _cells(x8, fine.w, 5)
@@ -346,10 +348,17 @@ def _kmeans(x8: np.ndarray, counts: np.ndarray, size: int, seed: int, restarts: 
         cells = fine  # too few cells to stand in for the colours: seed on the colours themselves
     coarse = cells.lloyd(cells.kmeans_pp(size, restarts, rng), tol, KMEANS_HALVE_EVERY)
     best = int(cells.inertia(coarse).argmin())
-    centres = fine.lloyd(coarse[best : best + 1], tol)[0]
-    share = np.bincount(fine.assign(centres[None])[0][0], weights=counts, minlength=size).round().astype(np.int64)
-    keep = share > 0  # scikit-learn's result too: the centres and a final assignment to them
-    return torch.from_numpy(centres[keep].astype(np.float64)), torch.from_numpy(share[keep])
+    centres = fine.lloyd(coarse[best : best + 1], tol)
+    # As scikit-learn: the centres and a final assignment to them. A cluster left empty by it (rare) is moved
+    # to the farthest colour, which it then owns, so there are always `size` colours (M > size here).
+    for _ in range(size):
+        labels, dist = fine.assign(centres)
+        share = np.bincount(labels[0], weights=counts, minlength=size).round().astype(np.int64)
+        if (share > 0).all():
+            break
+        centres = fine.relocate(centres, share[None], dist)
+    keep = share > 0
+    return torch.from_numpy(centres[0][keep].astype(np.float64)), torch.from_numpy(share[keep])
 
 
 def extract_palette(
