@@ -5,19 +5,20 @@ None, resampled to ``resize x resize`` pixels with Pillow's bicubic filter, exac
 (a square resample that ignores the aspect ratio; it also upsamples small images). The palette is then
 extracted from those pixels:
 
-* ``median_cut``: Pylette's median cut. The box (set of pixels) of largest volume
+* ``median_cut``: Pylette's median cut, bit for bit. The box (set of pixels) of largest volume
   ``prod(max - min)`` over R, G, B is sorted along its widest channel with numpy's default argsort and
-  split at index ``len // 2``, until there are ``size`` boxes. The colour is the box mean, the weight its
-  pixel share. Numpy's sort is used on purpose: which of the pixels tied at the median go left decides
-  later splits, so only the very same sort reproduces Pylette's boxes.
-* ``kmeans``: Lloyd's k-means in RGB with greedy k-means++ seeding (as scikit-learn, which Pylette
-  calls), several seeded restarts run as one batch, the best kept. Colours are the centroids, weights the
-  cluster shares.
+  split at index ``len // 2``, until there are ``size`` boxes. The colour is the box mean rounded to an
+  8-bit level, the weight the box's pixel share. Numpy's sort is used on purpose: which of the pixels tied
+  at the median go left decides later splits, so only the very same sort reproduces Pylette's boxes.
+* ``kmeans``: Lloyd's k-means in RGB with greedy k-means++ seeding as in scikit-learn (which Pylette
+  calls), but with ``KMEANS_RESTARTS`` seeded restarts so the result is no worse than Pylette's single
+  run. The restarts run side by side on the weighted means of a 32- or 64-level colour grid (the worse
+  half dropped every few iterations), the best is finished on the distinct colours of the image. Colours
+  are the exact centroids (Pylette truncates them to 8 bits), weights the cluster shares.
 
 Both return colours sorted by share, largest first (ties keep the extraction order). If the image has at
-most ``size`` distinct colours, both return exactly those colours with their pixel shares; so a palette
-can have fewer than ``size`` colours. Colours are the exact means in [0, 1] (Pylette rounds or truncates
-them to 8-bit levels).
+most ``size`` distinct colours, both return exactly those colours with their pixel shares, so a palette
+can have fewer than ``size`` colours.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ._checks import as_tensor, check_image
+from ._checks import RANGE_TOLERANCE, as_tensor, check_image
 from .errors import InputShapeError, PaletteError
 from .palette import MAX_COLORS, Palette
 
@@ -38,10 +39,12 @@ Method = Literal["kmeans", "median_cut"]
 METHODS: tuple[str, ...] = ("kmeans", "median_cut")
 DEFAULT_RESIZE = 256
 # Restarts of k-means++ run side by side; the best by quantisation error is kept (scikit-learn runs one).
-KMEANS_RESTARTS = 4
+KMEANS_RESTARTS = 8
+KMEANS_HALVE_EVERY = 3
 KMEANS_MAX_ITER = 300
 # Convergence: total squared centroid shift below this fraction of the mean per-channel variance (sklearn's tol).
 KMEANS_TOL = 1e-4
+_FINER_CELLS = 2048  # fewer occupied 32-level cells than this: use 64 levels
 _MIN_CELLS = 256  # fewer occupied grid cells than this: k-means++ seeds on the exact colours
 _MAX_PIXELS = 1 << 28  # 268 M pixels: beyond this a full-resolution extraction is refused
 
@@ -70,11 +73,37 @@ def _check_resize(resize: int | None) -> int | None:
 def _to_uint8(image: Tensor | np.ndarray) -> np.ndarray:
     """Images ``[B, H, W, 3]`` as 8-bit sRGB numpy (uint8 input is kept, floats are rounded to 1/255 levels)."""
     x = as_tensor(image, "image")
-    if x.dtype == torch.uint8 and x.ndim in (3, 4) and x.shape[-1] in (3, 4) and x.numel() > 0:
-        x = x[..., :3] if x.ndim == 4 else x[None, ..., :3]
-        return np.ascontiguousarray(x.cpu().numpy())
-    f, _ = check_image(x)
+    if x.ndim in (3, 4) and x.shape[-1] in (3, 4) and x.numel() > 0:
+        a = x.detach().cpu()
+        a = (a.float() if a.dtype in (torch.float16, torch.bfloat16) else a).numpy()
+        a = a[..., :3] if a.ndim == 4 else a[None, ..., :3]
+        if a.dtype == np.uint8:
+            return np.ascontiguousarray(a)
+        if a.dtype in (np.float32, np.float64):
+            u8 = _float_to_uint8(a.reshape(-1, a.shape[-2], 3))
+            if u8 is not None:
+                return u8.reshape(a.shape)
+    f, _ = check_image(x)  # every other form, and the error messages
     return f.mul(255.0).round_().to(torch.uint8).cpu().numpy()
+
+
+def _float_to_uint8(a: np.ndarray, rows: int = 64) -> np.ndarray | None:
+    """Rows of float pixels ``[R, W, 3]`` rounded to 8-bit, or None if any value is non-finite or out of range.
+
+    numpy in cache-sized blocks: one pass over memory, and no torch threads to stall on a busy CPU.
+    """
+    out = np.empty(a.shape, dtype=np.uint8)
+    buf = np.empty((rows, *a.shape[1:]), dtype=np.float32)
+    for i in range(0, a.shape[0], rows):
+        block, b = a[i : i + rows], buf[: min(rows, a.shape[0] - i)]
+        lo, hi = float(block.min()), float(block.max())  # NaN propagates: one test for both
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo >= -RANGE_TOLERANCE and hi <= 1 + RANGE_TOLERANCE):
+            return None
+        np.multiply(block, 255.0, out=b)
+        if lo < 0 or hi > 1:
+            np.clip(b, 0.0, 255.0, out=b)
+        out[i : i + rows] = np.rint(b, out=b)
+    return out
 
 
 def resized_pixels(image: Tensor | np.ndarray, resize: int | None = DEFAULT_RESIZE) -> Tensor:
@@ -152,7 +181,7 @@ def _median_cut(px: np.ndarray, size: int) -> tuple[Tensor, Tensor]:
         s, e, bmin, bmax = boxes[best]
         ch = int(np.argmax(bmax - bmin))
         seg = data[:, s:e]
-        seg[:] = seg[:, seg[ch].argsort()]
+        seg[:] = np.take(seg, seg[ch].argsort(), axis=1)
         m = s + (e - s) // 2
         left, right = data[:, s:m], data[:, m:e]
         boxes[best : best + 1] = [
@@ -162,138 +191,174 @@ def _median_cut(px: np.ndarray, size: int) -> tuple[Tensor, Tensor]:
     starts = np.array([b[0] for b in boxes])
     counts = np.array([b[1] - b[0] for b in boxes], dtype=np.int64)
     sums = np.add.reduceat(data.astype(np.int64), starts, axis=1).T
-    means = torch.from_numpy(sums / counts[:, None] / 255.0)
-    return means, torch.from_numpy(counts)
+    # Pylette's colour: the box mean rounded (half to even) to an 8-bit level, so palettes are bit-identical.
+    return torch.from_numpy(np.round(sums / counts[:, None]) / 255.0), torch.from_numpy(counts)
 
 
-def _unique_colours(px: np.ndarray) -> tuple[Tensor, Tensor]:
-    """Distinct 8-bit colours ``[M, 3]`` (int32) and their pixel counts ``[M]``: k-means on fewer points."""
-    keys, counts = torch.unique(torch.from_numpy(_pack(px)), return_counts=True)
-    return torch.stack([keys >> 16, (keys >> 8) & 255, keys & 255], dim=1), counts
-
-
-def _sq_dist(xt: Tensor, xsq: Tensor, centres: Tensor) -> Tensor:
-    """Squared distances ``[C, M]`` of ``centres [C, 3]`` to points ``xt [3, M]`` (``xsq`` = their squared norms)."""
-    # |x - c|^2 = |c|^2 - 2 c.x + |x|^2 as one matmul; clamped because the expansion can dip below 0.
-    d = torch.addmm(centres.square().sum(1, keepdim=True), centres, xt, alpha=-2.0)
-    return d.add_(xsq).clamp_min_(0.0)
-
-
-def _kmeans_pp(xt: Tensor, xsq: Tensor, w: Tensor, k: int, restarts: int, gen: torch.Generator) -> Tensor:
-    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, as in scikit-learn), weighted: ``[R, k, 3]``."""
-    m = xt.shape[1]
-    x = xt.T
-    trials = 2 + int(math.log(k))
-    cum_w = w.cumsum(0)
-    first = torch.searchsorted(cum_w, torch.rand(restarts, generator=gen, dtype=w.dtype) * cum_w[-1], right=True)
-    first = first.clamp_(max=m - 1)
-    centres = [x[first]]  # k tensors [R, 3]
-    closest = _sq_dist(xt, xsq, x[first])  # [R, M]
-    rows = torch.arange(restarts)
-    for _ in range(1, k):
-        cum = (closest * w).cumsum(1)
-        u = torch.rand(restarts, trials, generator=gen, dtype=cum.dtype) * cum[:, -1:]
-        cand = torch.searchsorted(cum, u, right=True).clamp_(max=m - 1)  # [R, T], probability ~ w D^2
-        d = _sq_dist(xt, xsq, x[cand.reshape(-1)]).view(restarts, trials, m)
-        d = torch.minimum(d, closest.unsqueeze(1))
-        best = (d * w).sum(2).argmin(1)  # the candidate that lowers the potential most
-        closest = d[rows, best]
-        centres.append(x[cand[rows, best]])
-    return torch.stack(centres, dim=1)
-
-
-def _assign(xt: Tensor, xsq: Tensor, centres: Tensor) -> tuple[Tensor, Tensor]:
-    """Nearest centre for every point and restart: ``(labels [R, M] int32, squared distance [R, M])``."""
-    r, k, _ = centres.shape
-    d = _sq_dist(xt, xsq, centres.reshape(r * k, 3)).view(r, k, -1)
-    # argmin over a short non-inner dim is slow in torch; fold the centre index into the low mantissa bits of
-    # the (non-negative, hence integer-ordered) float32 distances and take one integer amin instead.
-    bits = max(1, (k - 1).bit_length())
-    idx = torch.arange(k, dtype=torch.int32).view(1, k, 1)
-    key = (d.view(torch.int32) & ~((1 << bits) - 1) | idx).amin(1)
-    return key & ((1 << bits) - 1), (key & ~((1 << bits) - 1)).view(torch.float32)
-
-
-def _update(xw: Tensor, labels: Tensor, centres: Tensor) -> tuple[Tensor, Tensor]:
-    """Weighted cluster means ``[R, k, 3]`` (float64) and weights ``[R, k]``; an empty cluster keeps its centre."""
-    r, k, _ = centres.shape
-    flat = (labels + torch.arange(r, dtype=labels.dtype).unsqueeze(1) * k).reshape(-1)
-    # xw: [M, 4] float64 rows (w*r, w*g, w*b, w); one index_add for the four sums of every restart.
-    src = xw.repeat(r, 1) if r > 1 else xw
-    sums = torch.zeros(r * k, 4, dtype=xw.dtype).index_add_(0, flat, src).view(r, k, 4)
-    count = sums[..., 3]
-    old = centres.to(xw.dtype)
-    return torch.where(count.unsqueeze(-1) > 0, sums[..., :3] / count.clamp_min(1e-300).unsqueeze(-1), old), count
+def _unique_colours(px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct 8-bit colours ``[M, 3]`` (in ``_pack`` key order) and their pixel counts ``[M]``."""
+    keys = np.sort(_pack(px))
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    counts = np.diff(np.append(starts, len(keys)))
+    uniq = keys[starts]
+    return np.stack([uniq >> 16, (uniq >> 8) & 255, uniq & 255], axis=1).astype(np.uint8), counts
 
 
 class _Points:
-    """Weighted points prepared once for Lloyd iterations: transposed coordinates, squared norms, weighted sums."""
+    """Weighted colours ``x [M, 3]`` (float32 in [0, 1]) prepared for Lloyd iterations of ``R`` restarts at once.
 
-    def __init__(self, x: Tensor, w: Tensor) -> None:
-        self.x, self.w = x, w
-        self.xt, self.xsq = x.T.contiguous(), x.square().sum(1)
-        self.xw = torch.cat([x.double() * w.double().unsqueeze(1), w.double().unsqueeze(1)], dim=1)
+    numpy, not torch: every array here is small (tens of thousands of points), where torch's intra-op threads
+    only add synchronisation, and on a busy CPU each barrier can wait for a time slice (10x slower end to end).
+    """
+
+    def __init__(self, x: np.ndarray, w: np.ndarray) -> None:
+        self.x, self.w = x.astype(np.float32), w.astype(np.float64)
+        self.xt = np.ascontiguousarray(self.x.T)
+        self.xw = np.concatenate([self.x.T * self.w, self.w[None]]).astype(np.float64)  # w*r, w*g, w*b, w
+        self._repeated: dict[int, np.ndarray] = {1: self.xw}
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def lloyd(self, centres: Tensor, tol: float) -> Tensor:
-        """Lloyd iterations for ``R`` restarts ``[R, k, 3]`` at once until every centre shift^2 <= tol."""
-        for _ in range(KMEANS_MAX_ITER):
-            labels, dist = _assign(self.xt, self.xsq, centres)
-            new, count = _update(self.xw, labels, centres)
-            new = new.to(torch.float32)
-            if bool((count == 0).any()):
-                new = self._relocate(new, count, dist)
-            shift = (new - centres).square().sum((1, 2))
-            centres = new
-            if bool((shift <= tol).all()):
-                break
-        return centres
+    def sq_dist(self, centres: np.ndarray) -> np.ndarray:
+        """Squared RGB distances ``[C, M]`` (float32, exact squares, no cancellation) of ``centres [C, 3]``."""
+        d = np.subtract(self.xt[0], centres[:, 0:1], dtype=np.float32)
+        np.square(d, out=d)
+        tmp = np.empty_like(d)
+        for ch in (1, 2):
+            np.subtract(self.xt[ch], centres[:, ch : ch + 1], out=tmp)
+            d += np.square(tmp, out=tmp)
+        return d
 
-    def _relocate(self, centres: Tensor, count: Tensor, dist: Tensor) -> Tensor:
+    def assign(self, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest of ``centres [R, k, 3]`` per point and restart: ``(labels [R, M], squared distance [R, M])``."""
+        r, k, _ = centres.shape
+        d = self.sq_dist(centres.reshape(r * k, 3).astype(np.float32)).reshape(r, k, -1)
+        # Fold the centre index into the low mantissa bits of the non-negative (so integer-ordered) float32
+        # distances: one integer min over k gives both the label and the distance (to 2^-15 relative).
+        bits = max(1, (k - 1).bit_length())
+        mask = np.int32((1 << bits) - 1)
+        key = np.minimum.reduce(d.view(np.int32) & ~mask | np.arange(k, dtype=np.int32)[:, None], axis=1)
+        return key & mask, (key & ~mask).view(np.float32)
+
+    def update(self, labels: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted cluster means ``[R, k, 3]`` (float64) and weights ``[R, k]``; an empty cluster keeps its centre."""
+        r, k, _ = centres.shape
+        if r not in self._repeated:
+            self._repeated[r] = np.repeat(self.xw, r, axis=1)
+        # Point-major order (each point's R labels side by side): consecutive adds hit different bins, which
+        # avoids bincount's store-to-load stalls on runs of one label (2x faster than restart-major).
+        flat = (labels.T + np.arange(r, dtype=np.intp) * k).ravel()
+        sums = np.stack([np.bincount(flat, weights=row, minlength=r * k) for row in self._repeated[r]], axis=1)
+        sums = sums.reshape(r, k, 4)
+        count = sums[..., 3]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(count[..., None] > 0, sums[..., :3] / count[..., None], centres)
+        return means, count
+
+    def lloyd(self, centres: np.ndarray, tol: float, halve_every: int = 0) -> np.ndarray:
+        """Lloyd iterations (Lloyd 1982) on ``centres [R, k, 3]`` until every restart's total shift^2 <= tol.
+
+        A converged restart stops iterating. With ``halve_every`` = n, every n iterations the worse half of the
+        restarts (by inertia) is dropped, so the slowest restarts do not set the cost; the survivors are returned.
+        """
+        centres = centres.copy()
+        alive = np.arange(len(centres))
+        running = np.ones(len(centres), dtype=bool)
+        inertia = np.full(len(centres), np.inf)
+        for it in range(1, KMEANS_MAX_ITER + 1):
+            idx = alive[running[alive]]
+            if len(idx) == 0:
+                break
+            labels, dist = self.assign(centres[idx])
+            inertia[idx] = (dist * self.w).sum(1)  # not @: BLAS threads stall on a busy CPU
+            new, count = self.update(labels, centres[idx])
+            if (count == 0).any():
+                new = self.relocate(new, count, dist)
+            running[idx[np.square(new - centres[idx]).sum((1, 2)) <= tol]] = False
+            centres[idx] = new
+            if halve_every and it % halve_every == 0 and len(alive) > 1:
+                alive = alive[np.argsort(inertia[alive], kind="stable")[: len(alive) // 2]]
+        return centres[alive]
+
+    def relocate(self, centres: np.ndarray, count: np.ndarray, dist: np.ndarray) -> np.ndarray:
         """Move empty clusters to the points farthest from their centres (as scikit-learn does)."""
-        centres, dist = centres.clone(), dist * (self.w > 0)
-        for r, j in (count == 0).nonzero().tolist():
+        centres, dist = centres.copy(), dist * (self.w > 0)
+        for r, j in zip(*np.nonzero(count == 0)):
             far = int(dist[r].argmax())
             centres[r, j] = self.x[far]
             dist[r, far] = 0.0
         return centres
 
-    def inertia(self, centres: Tensor) -> Tensor:
+    def inertia(self, centres: np.ndarray) -> np.ndarray:
         """Weighted sum of squared distances to the nearest centre, per restart ``[R]``."""
-        return (_assign(self.xt, self.xsq, centres)[1].double() * self.w.double()).sum(1)
+        return (self.assign(centres)[1] * self.w).sum(1)
+
+    def kmeans_pp(self, k: int, restarts: int, rng: np.random.Generator) -> np.ndarray:
+        """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; scikit-learn's variant), weighted: ``[R, k, 3]``."""
+        m = len(self)
+        trials = 2 + int(math.log(k))
+        cum_w = np.cumsum(self.w)
+        first = np.minimum(np.searchsorted(cum_w, rng.random(restarts) * cum_w[-1], side="right"), m - 1)
+        centres = [self.x[first]]  # k arrays [R, 3]
+        closest = self.sq_dist(self.x[first]).astype(np.float64)  # [R, M]
+        rows = np.arange(restarts)
+        for _ in range(1, k):
+            cum = np.cumsum(closest * self.w, axis=1)
+            u = rng.random((restarts, trials)) * cum[:, -1:]
+            # Candidates drawn with probability w D^2; the one that lowers the potential most is kept.
+            cand = np.minimum([np.searchsorted(c, v, side="right") for c, v in zip(cum, u)], m - 1)  # [R, T]
+            d = np.minimum(self.sq_dist(self.x[cand.ravel()]).reshape(restarts, trials, m), closest[:, None])
+            best = (d * self.w).sum(2).argmin(1)
+            closest = d[rows, best]
+            centres.append(self.x[cand[rows, best]])
+        return np.stack(centres, axis=1)
 
 
-def _cells(x8: Tensor, w: Tensor, bits: int = 5) -> tuple[Tensor, Tensor]:
+def _cells(x8: np.ndarray, w: np.ndarray, bits: int = 6) -> tuple[np.ndarray, np.ndarray]:
     """Weighted mean colour ``[C, 3]`` and weight ``[C]`` of each occupied cell of a ``2^bits``-level RGB grid."""
-    q = x8 >> (8 - bits)
-    _, inv = torch.unique((q[:, 0] << (2 * bits)) | (q[:, 1] << bits) | q[:, 2], return_inverse=True)
-    wx = torch.cat([x8.double() / 255.0 * w.double().unsqueeze(1), w.double().unsqueeze(1)], dim=1)
-    sums = torch.zeros(int(inv.max()) + 1, 4, dtype=torch.float64).index_add_(0, inv, wx)
-    return (sums[:, :3] / sums[:, 3:]).to(torch.float32), sums[:, 3].to(torch.float32)
+    q = (x8 >> (8 - bits)).astype(np.intp)
+    key = (q[:, 0] << (2 * bits)) | (q[:, 1] << bits) | q[:, 2]
+    weight = np.bincount(key, weights=w, minlength=1 << (3 * bits))
+    occupied = np.flatnonzero(weight)
+    lut = np.zeros(len(weight), dtype=np.intp)
+    lut[occupied] = np.arange(len(occupied))
+    cell = lut[key]
+    sums = np.stack([np.bincount(cell, weights=x8[:, ch] * w, minlength=len(occupied)) for ch in range(3)], axis=1)
+    weight = weight[occupied]
+    return sums / (255.0 * weight[:, None]), weight
 
 
-def _kmeans(x8: Tensor, counts: Tensor, size: int, seed: int, restarts: int = KMEANS_RESTARTS) -> tuple[Tensor, Tensor]:
-    """k-means++ seeded Lloyd on distinct colours ``x8 [M, 3]`` (M > size) with pixel ``counts``: means, counts."""
-    fine = _Points(x8.to(torch.float32) / 255.0, counts.to(torch.float32))
-    total = fine.xw[:, 3].sum()
-    var = (fine.xw[:, 3:] * (fine.x.double() - fine.xw[:, :3].sum(0) / total).square()).sum(0) / total
+def _kmeans(x8: np.ndarray, counts: np.ndarray, size: int, seed: int, restarts: int | None = None):
+    """k-means++ seeded Lloyd on distinct colours ``x8 [M, 3]`` (M > size): ``(means [K, 3], counts [K])``."""
+    fine = _Points(x8 / 255.0, counts)
+    total = fine.w.sum()
+    var = (np.square(fine.x - fine.xw[:3].sum(1) / total) * fine.w[:, None]).sum(0) / total
     tol = KMEANS_TOL * float(var.mean())  # scikit-learn's tolerance: a fraction of the mean channel variance
-    gen = torch.Generator().manual_seed(int(seed))
+    rng = np.random.default_rng(int(seed))
+    if restarts is None:  # many clusters: optima differ less, and each restart costs more
+        restarts = max(2, min(KMEANS_RESTARTS, 128 // size))
     # The restarts are seeded and converged on the means of 32-level grid cells (a few thousand weighted
     # points); the one of lowest cell inertia is then converged on the exact colours in a few iterations.
-    cells = _Points(*_cells(x8, fine.w))
+    cx, cw = _cells(x8, fine.w, 5)
+    if len(cw) < _FINER_CELLS:  # a narrow gamut: 32 levels would blur the clusters apart, use 64
+        cx, cw = _cells(x8, fine.w, 6)
+    cells = _Points(cx, cw)
     if len(cells) < max(_MIN_CELLS, 8 * size):
         cells = fine  # too few cells to stand in for the colours: seed on the colours themselves
-    coarse = cells.lloyd(_kmeans_pp(cells.xt, cells.xsq, cells.w, size, restarts, gen), tol)
+    coarse = cells.lloyd(cells.kmeans_pp(size, restarts, rng), tol, KMEANS_HALVE_EVERY)
     best = int(cells.inertia(coarse).argmin())
     centres = fine.lloyd(coarse[best : best + 1], tol)
-    labels, _ = _assign(fine.xt, fine.xsq, centres)
-    means, _ = _update(fine.xw, labels, centres)
-    share = torch.zeros(size, dtype=torch.int64).index_add_(0, labels[0].long(), counts)
+    # As scikit-learn: the centres and a final assignment to them. A cluster left empty by it (rare) is moved
+    # to the farthest colour, which it then owns, so there are always `size` colours (M > size here).
+    for _ in range(size):
+        labels, dist = fine.assign(centres)
+        share = np.bincount(labels[0], weights=counts, minlength=size).round().astype(np.int64)
+        if (share > 0).all():
+            break
+        centres = fine.relocate(centres, share[None], dist)
     keep = share > 0
-    return means[0][keep], share[keep]
+    return torch.from_numpy(centres[0][keep].astype(np.float64)), torch.from_numpy(share[keep])
 
 
 def extract_palette(
@@ -330,7 +395,7 @@ def _extract(u8: np.ndarray, size: int, method: str, resize: int | None, seed: i
     if method == "kmeans":
         x8, counts = _unique_colours(px)
         if len(x8) <= size:
-            return _sorted_palette(x8.double() / 255.0, counts)
+            return _sorted_palette(torch.from_numpy(x8 / 255.0), torch.from_numpy(counts))
         return _sorted_palette(*_kmeans(x8, counts, size, seed))
     few = _few_colours(px, size)
     if few is not None:
