@@ -18,15 +18,21 @@ import torch  # noqa: E402
 from comfyhost import load_comfyui, run_node, sample, tiny_sdxl  # noqa: E402
 
 
-def per_step(model, steps: int, size: int, repeat: int, device_sync) -> float:
-    """Best seconds per sampling step over ``repeat`` runs (cfg 5: cond + uncond per evaluation)."""
-    sample(model, steps=1, size=size)  # warm-up
-    best = float("inf")
+def per_step(models: dict, steps: int, size: int, repeat: int, device_sync) -> dict[str, float]:
+    """Best seconds per sampling step of each model (cfg 5: cond + uncond per evaluation).
+
+    Runs are interleaved (A, B, C, A, B, C, ...) so that load drifting on a shared machine hits every
+    configuration alike; the minimum over repeats is kept.
+    """
+    for m in models.values():
+        sample(m, steps=1, size=size)  # warm-up
+    best = {name: float("inf") for name in models}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        sample(model, steps=steps, size=size)
-        device_sync()
-        best = min(best, (time.perf_counter() - t0) / steps)
+        for name, m in models.items():
+            t0 = time.perf_counter()
+            sample(m, steps=steps, size=size)
+            device_sync()
+            best[name] = min(best[name], (time.perf_counter() - t0) / steps)
     return best
 
 
@@ -64,9 +70,14 @@ def main() -> None:
         return m
 
     all_blocks = ", ".join(dict.fromkeys(x.block for x in layers))
-    base = per_step(model, args.steps, args.size, args.repeat, sync)
-    default = per_step(patched("up_blocks.0.attentions.1"), args.steps, args.size, args.repeat, sync)
-    every = per_step(patched(all_blocks), args.steps, args.size, args.repeat, sync)
+    times = per_step(
+        {"base": model, "default": patched("up_blocks.0.attentions.1"), "every": patched(all_blocks)},
+        args.steps,
+        args.size,
+        args.repeat,
+        sync,
+    )
+    base, default, every = times["base"], times["default"], times["every"]
     print(
         f"UNet model_channels {args.channels}, {args.size}x{args.size}, cfg 5, device "
         f"{'cuda' if torch.cuda.is_available() else 'cpu'}, torch threads {torch.get_num_threads()}"
