@@ -99,16 +99,13 @@ def init_random_(module, seed: int = 0) -> None:
                     p.zero_()
 
 
-def tiny_sdxl(seed: int = 0):
-    """A random-weight SDXL-layout UNet (model_channels 64) as a ComfyUI ModelPatcher on the CPU."""
-    load_comfyui()
-    import comfy.model_management
-    import comfy.model_patcher
+def sdxl_model_config(model_channels: int, dtype):
+    """ComfyUI's SDXL model config with the full detected UNet layout (as model_detection builds it)."""
     import comfy.supported_models
 
     unet_config = dict(comfy.supported_models.SDXL.unet_config)
     unet_config.update(
-        model_channels=TINY_SDXL_CHANNELS,
+        model_channels=model_channels,
         in_channels=4,
         out_channels=4,
         num_res_blocks=[2, 2, 2],
@@ -122,17 +119,21 @@ def tiny_sdxl(seed: int = 0):
         legacy=False,
     )
     model_config = comfy.supported_models.SDXL(unet_config)
-    model_config.set_inference_dtype(torch_float32(), None)
-    model = model_config.get_model({})
+    model_config.set_inference_dtype(dtype, None)
+    return model_config
+
+
+def tiny_sdxl(seed: int = 0):
+    """A random-weight SDXL-layout UNet (model_channels 64) as a ComfyUI ModelPatcher on the CPU."""
+    load_comfyui()
+    import comfy.model_management
+    import comfy.model_patcher
+    import torch
+
+    model = sdxl_model_config(TINY_SDXL_CHANNELS, torch.float32).get_model({})
     init_random_(model.diffusion_model, seed)
     device = comfy.model_management.get_torch_device()
     return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
-
-
-def torch_float32():
-    import torch
-
-    return torch.float32
 
 
 def sdxl_conditioning(seed: int = 0, batch: int = 1):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from comfyhost import init_random_, load_comfyui  # noqa: E402
+from comfyhost import init_random_, load_comfyui, sdxl_model_config  # noqa: E402
 
 VAE_CONFIG = {
     "double_z": True,
@@ -36,26 +36,10 @@ def build(path: str | Path, seed: int = 0) -> Path:
     load_comfyui()
     import comfy.ldm.models.autoencoder
     import comfy.sdxl_clip
-    import comfy.supported_models
     import comfy.utils
     import torch
 
-    unet_config = dict(comfy.supported_models.SDXL.unet_config)
-    unet_config.update(
-        in_channels=4,
-        out_channels=4,
-        num_res_blocks=[2, 2, 2],
-        channel_mult=[1, 2, 4],
-        transformer_depth_middle=10,
-        transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10],
-        num_classes="sequential",
-        image_size=32,
-        use_checkpoint=False,
-        use_spatial_transformer=True,
-        legacy=False,
-    )
-    model_config = comfy.supported_models.SDXL(unet_config)
-    model_config.set_inference_dtype(torch.float16, None)
+    model_config = sdxl_model_config(320, torch.float16)
     model = model_config.get_model({})
     init_random_(model, seed)
     clip = comfy.sdxl_clip.SDXLClipModel(dtype=torch.float16)
