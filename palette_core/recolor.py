@@ -1,0 +1,579 @@
+"""Recolouring to a palette with L* kept, the lightness lock, and their metrics (SPEC §10).
+
+PaletteNet (``palettenet-recoloring.txt`` §3) recolours an image to a target palette while keeping its
+luminance; its predecessor (Chang et al. 2015, palette-based photo recolouring) moves colours by an RBF
+blend of the palette edits. :func:`recolor` is that training-free transfer:
+
+1. extract a source palette (k-means, SPEC §4) from the image;
+2. match source to target colours by optimal transport in Lab with the palettes' weights (or by order);
+3. give every source colour the a*b* offset to its matched target (barycentre of its transport plan row);
+4. move each pixel's a*b* by a Gaussian-RBF-weighted blend of those offsets (weights normalised to sum 1,
+   distance in Lab to the source colours), times ``strength``; L* is never touched;
+5. colours that leave the sRGB gamut lose chroma along their a*b* ray (never lightness).
+
+The offset field depends only on a pixel's Lab colour, so it is tabulated once per image on a coarse Lab
+grid and read back with trilinear interpolation (a 3-D table packed into a 2-D texture so that the fast
+2-D ``grid_sample`` kernel does the work); L* itself comes from each pixel's own Y, exactly.
+
+:func:`lightness_lock` is the training-free form of the piggybacked colouriser's lightness-aware decoder
+(``piggybacked-colorization.txt`` §3.3): the source's L* with the colour image's a*b*.
+
+Internally pixels are channel planes ``[3, M]`` of ``f = (f(X/Xn), f(Y/Yn), f(Z/Zn))`` (the CIELAB
+cube-root function), where ``L* = 116 fy - 16``, ``a* = 500 (fx - fy)``, ``b* = 200 (fy - fz)``: changing
+a*b* with L* kept means changing ``fx`` and ``fz`` with ``fy`` (and so Y) fixed.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import check_colors, check_image, check_weights
+from .color import _LAB_EPSILON, _LAB_KAPPA, _M_RGB_TO_XYZ, _M_XYZ_TO_RGB, D65_XYZ, linear_to_srgb, srgb_to_lab
+from .distance import _emd_exact
+from .errors import InputShapeError, PaletteError
+from .render import palette_stripes
+
+MATCH_MODES = ("ot", "order")
+# Chroma (C*ab) scale of the neutral protection: a pixel keeps exp(-(C/c)^2) of its own a*b*.
+NEUTRAL_CHROMA = 10.0
+# Source colours extracted per image when not given: enough clusters that the transport plan rarely
+# splits one source colour between targets (a split sends it to the mean of its targets).
+MIN_SOURCE_COLORS, MAX_SOURCE_COLORS = 8, 16
+# Kernel width = this x the mean distance from each source colour to its nearest other source colour.
+# Two centres d apart then hand over within about 0.5 d (10-90 % of the weight, 4.4 sigma^2 / d): a
+# pixel follows its own cluster's offset, and gradients between clusters stay smooth.
+SIGMA_SCALE = 1.0 / 3.0
+SIGMA_MIN = 2.0  # Lab units: guards palettes whose colours coincide (a constant image)
+# Lightness counts this much in the matching cost: light source colours go to light targets, so the
+# moved a*b* tends to stay inside the gamut at the pixel's own L*.
+LIGHTNESS_WEIGHT = 1.0
+# Offset table: L* in [0, 100] and a*, b* in [-AB_RANGE, AB_RANGE] (the sRGB gamut spans about
+# a* -86..98, b* -108..95). 5-unit cells: the field varies over sigma (>= several units).
+LUT_L, LUT_AB, AB_RANGE = 21, 53, 130.0
+# Extraction runs on a copy no larger than this (area-averaged): the palette of a photo does not need
+# every pixel, and k-means cost grows with the pixel count.
+EXTRACT_SIDE = 128
+# Gamut limit table: C*ab limit per (L*, hue) in 1 L* x 2 degree cells, scanned at 61 chromas (about
+# 0.3 s once per process).
+LIMIT_L, LIMIT_H, LIMIT_CHROMA, LIMIT_SCAN = 101, 180, 200.0, 61
+LIMIT_MARGIN = 0.002  # the table's limit is shrunk by this fraction so that interpolation rarely overshoots
+FALLBACK_STEP = 0.05  # pixels the table leaves outside: bracket from 5 % below its limit when in gamut
+GAMUT_STEPS = 8  # Illinois steps on the chroma scale: mean shortfall ~1e-3 C*, 99.9th percentile < 0.2
+# The published sRGB matrix pair round-trips to ~2e-4, so grey and white land a hair outside [0, 1].
+GAMUT_TOLERANCE = 2e-6
+
+_WHITE = tuple(float(v) for v in D65_XYZ)
+# Pixels per slice: the ~20 temporaries of a slice stay in cache (about 1.5x faster on 1024^2 than whole).
+_PIXEL_CHUNK = 1 << 18
+
+
+@functools.lru_cache(maxsize=16)
+def _matrices(dtype: torch.dtype, device: str) -> tuple[Tensor, Tensor]:
+    """``(sRGB linear -> XYZ / white, XYZ * white -> sRGB linear)``: white-point scaling folded into the rows."""
+    white = torch.tensor(_WHITE, dtype=torch.float64)
+    to_xyz = torch.tensor(_M_RGB_TO_XYZ, dtype=torch.float64) / white[:, None]
+    to_rgb = torch.tensor(_M_XYZ_TO_RGB, dtype=torch.float64) * white[None, :]
+    return to_xyz.to(dtype=dtype, device=device), to_rgb.to(dtype=dtype, device=device)
+
+
+def _f(t: Tensor) -> Tensor:
+    """CIELAB companding f(t) (CIE 15, Lab definition), elementwise."""
+    return torch.where(t > _LAB_EPSILON, t.clamp_min(_LAB_EPSILON) ** (1.0 / 3.0), (_LAB_KAPPA * t + 16.0) / 116.0)
+
+
+def _f_inv(f: Tensor, out: Tensor | None = None) -> Tensor:
+    """Inverse of :func:`_f`, elementwise (into ``out`` when given)."""
+    f3 = f * f * f
+    return torch.where(f3 > _LAB_EPSILON, f3, (116.0 / _LAB_KAPPA) * f - 16.0 / _LAB_KAPPA, out=out)
+
+
+def _planes(x: Tensor) -> Tensor:
+    """``[B, H, W, 3]`` to contiguous channel planes ``[3, B*H*W]`` (elementwise kernels run on dense rows)."""
+    return x.reshape(-1, 3).T.contiguous()
+
+
+def _unplanes(p: Tensor, shape: torch.Size) -> Tensor:
+    return p.T.reshape(shape)
+
+
+def _decode(rgb: Tensor) -> Tensor:
+    """sRGB to linear planes (IEC 61966-2-1, as :func:`color.srgb_to_linear`, with fewer temporaries)."""
+    lin = rgb.clamp_min(0.04045).add_(0.055).mul_(1.0 / 1.055).pow_(2.4)
+    return torch.where(rgb <= 0.04045, rgb * (1.0 / 12.92), lin, out=lin)
+
+
+def _rgb_to_fy(rgb: Tensor) -> tuple[Tensor, Tensor]:
+    """sRGB planes ``[3, M]`` to ``(f planes [3, M], Y [M])`` (SPEC §3 conversions, planar)."""
+    xyz = torch.mm(_matrices(rgb.dtype, str(rgb.device))[0], _decode(rgb))  # Yn = 1: row 1 is Y itself
+    return _f(xyz), xyz[1]
+
+
+def _f_to_linear(fx: Tensor, y: Tensor, fz: Tensor) -> Tensor:
+    """Linear sRGB planes ``[3, M]`` from ``fx``, the kept ``Y`` and ``fz``."""
+    xyz = torch.empty((3, *fx.shape), dtype=fx.dtype, device=fx.device)
+    _f_inv(fx, out=xyz[0])
+    xyz[1] = y
+    _f_inv(fz, out=xyz[2])
+    return torch.mm(_matrices(fx.dtype, str(fx.device))[1], xyz)
+
+
+def _excess(lin: Tensor) -> Tensor:
+    """How far each pixel is outside the sRGB cube (beyond the tolerance); <= 0 inside."""
+    lo, hi = torch.aminmax(lin, dim=0)
+    return torch.maximum(-lo, hi - 1.0).sub_(GAMUT_TOLERANCE)
+
+
+def _ray_excess(fy: Tensor, y: Tensor, ex: Tensor, ez: Tensor, t: Tensor) -> Tensor:
+    return _excess(_f_to_linear(torch.addcmul(fy, t, ex), y, torch.addcmul(fy, t, ez)))
+
+
+def _ray_fit(
+    fy: Tensor, y: Tensor, ex: Tensor, ez: Tensor, t_in: Tensor, t_out: Tensor, v_out: Tensor, steps: int
+) -> Tensor:
+    """An in-gamut ``t`` in ``[t_in, t_out]`` next to the boundary on the rays ``f = fy + t (ex, 0, ez)``.
+
+    ``t_in`` must be in gamut and ``t_out`` outside (excess ``v_out > 0``). Illinois variant of regula
+    falsi (superlinear); the bracket's inner end, always in gamut, is returned.
+    """
+    lo, hi = t_in, t_out
+    v_lo, v_hi = _ray_excess(fy, y, ex, ez, lo).clamp_max_(0.0), v_out
+    last = torch.zeros_like(fy, dtype=torch.int8)  # end replaced by the previous step: 1 inner, 2 outer
+    for _ in range(steps):
+        t = (lo * v_hi - hi * v_lo) / (v_hi - v_lo)
+        v = _ray_excess(fy, y, ex, ez, t)
+        inside = v <= 0
+        # Illinois: when the same end is replaced twice running, halve the other end's value.
+        v_hi = torch.where(inside & (last == 1), 0.5 * v_hi, v_hi)
+        v_lo = torch.where(~inside & (last == 2), 0.5 * v_lo, v_lo)
+        lo, v_lo = torch.where(inside, t, lo), torch.where(inside, v, v_lo)
+        hi, v_hi = torch.where(inside, hi, t), torch.where(inside, v_hi, v)
+        last = torch.where(inside, 1, 2).to(torch.int8)
+    return lo
+
+
+@functools.cache
+def _chroma_limit_table_f64() -> Tensor:
+    """Largest in-gamut C*ab per (L*, hue) on a ``LIMIT_L x (LIMIT_H + 1)`` grid (hue wraps around).
+
+    The sRGB gamut seen along a constant-hue ray of CIELAB is not always one interval (near the yellow
+    cusp a ray leaves and re-enters it), so the rays are scanned outward at ``LIMIT_SCAN`` chromas and
+    the last in-gamut sample is refined against the next one.
+    """
+    lightness = torch.linspace(0.0, 100.0, LIMIT_L, dtype=torch.float64)
+    hue = torch.arange(LIMIT_H, dtype=torch.float64) * (2 * math.pi / LIMIT_H)
+    grid_l, grid_h = torch.meshgrid(lightness, hue, indexing="ij")
+    fy = ((grid_l + 16.0) / 116.0).reshape(-1)
+    ex = (LIMIT_CHROMA / 500.0) * torch.cos(grid_h).reshape(-1)
+    ez = -(LIMIT_CHROMA / 200.0) * torch.sin(grid_h).reshape(-1)
+    y = _f_inv(fy)
+    last_in = torch.zeros_like(fy)
+    for t in torch.linspace(0.0, 1.0, LIMIT_SCAN, dtype=torch.float64)[1:]:
+        last_in = torch.where(_ray_excess(fy, y, ex, ez, t.expand_as(fy)) <= 0, t, last_in)
+    t_out = (last_in + 1.0 / (LIMIT_SCAN - 1)).clamp_max_(1.0)
+    v_out = _ray_excess(fy, y, ex, ez, t_out)
+    t = torch.where(v_out > 0, _ray_fit(fy, y, ex, ez, last_in, t_out, v_out.clamp_min(1e-12), 30), t_out)
+    table = (t * LIMIT_CHROMA).reshape(LIMIT_L, LIMIT_H)
+    return torch.cat((table, table[:, :1]), dim=1)[None, None]
+
+
+@functools.lru_cache(maxsize=8)
+def _chroma_limit_table(dtype: torch.dtype, device: str) -> Tensor:
+    return _chroma_limit_table_f64().to(dtype=dtype, device=device)
+
+
+def _chroma_limit(lightness: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """Interpolated gamut limit on C*ab at each pixel's L* and hue (bilinear in the cached table)."""
+    table = _chroma_limit_table(lightness.dtype, str(lightness.device))
+    hue = torch.atan2(b, a).remainder_(2 * math.pi)
+    gx = hue * (2.0 / (2 * math.pi)) - 1.0
+    gy = lightness * (2.0 / 100.0) - 1.0
+    grid = torch.stack((gx, gy), dim=-1)[None, :, None]
+    return F.grid_sample(table, grid, mode="bilinear", padding_mode="border", align_corners=True)[0, 0, :, 0]
+
+
+def _fit_chroma(fx: Tensor, fy: Tensor, y: Tensor, fz: Tensor) -> Tensor:
+    """Linear sRGB planes of ``(fx, fy, fz)``; out-of-gamut pixels lose chroma at fixed L* (SPEC §10).
+
+    Scaling a*b* by ``t`` is scaling ``fx - fy`` and ``fz - fy``. Out-of-gamut pixels first take the
+    chroma limit of a cached (L*, hue) table (shrunk by ``LIMIT_MARGIN``); the few the interpolated limit
+    still leaves outside are solved on their own ray (:func:`_ray_fit`).
+    """
+    lin = _f_to_linear(fx, y, fz)
+    v = _excess(lin)
+    idx = torch.nonzero(v > 0, as_tuple=True)[0]
+    if idx.numel() == 0:
+        return lin.clamp_(0.0, 1.0)
+    sy, sY = fy[idx], y[idx]
+    ex, ez = fx[idx] - sy, fz[idx] - sy
+    chroma = torch.hypot(500.0 * ex, 200.0 * ez)
+    limit = _chroma_limit(116.0 * sy - 16.0, 500.0 * ex, -200.0 * ez)
+    t = (limit * (1.0 - LIMIT_MARGIN) / chroma.clamp_min(1e-12)).clamp_(0.0, 1.0)
+    sub = _f_to_linear(torch.addcmul(sy, t, ex), sY, torch.addcmul(sy, t, ez))
+    v_t = _excess(sub)
+    still = torch.nonzero(v_t > 0, as_tuple=True)[0]
+    if still.numel():
+        fy_s, y_s, ex_s, ez_s, t_s = sy[still], sY[still], ex[still], ez[still], t[still]
+        # Bracket from just below the table's limit when that is in gamut, else from the grey.
+        near = t_s * (1.0 - FALLBACK_STEP)
+        t_in = torch.where(_ray_excess(fy_s, y_s, ex_s, ez_s, near) <= 0, near, torch.zeros_like(near))
+        t_fix = _ray_fit(fy_s, y_s, ex_s, ez_s, t_in, t_s, v_t[still], GAMUT_STEPS)
+        t[still] = t_fix
+        sub[:, still] = _f_to_linear(torch.addcmul(fy_s, t_fix, ex_s), y_s, torch.addcmul(fy_s, t_fix, ez_s))
+    lin[:, idx] = sub
+    return lin.clamp_(0.0, 1.0)
+
+
+def lab_to_srgb_keep_lightness(lab: Tensor) -> Tensor:
+    """Lab ``[..., 3]`` to sRGB in [0, 1], out-of-gamut colours losing chroma, not L* (SPEC §10 gamut rule)."""
+    if lab.ndim == 0 or lab.shape[-1] != 3:
+        raise InputShapeError(f"lab: shape {tuple(lab.shape)}; expected [..., 3] CIE L*a*b* colours")
+    if not lab.is_floating_point():
+        lab = lab.double()
+    p = lab.reshape(-1, 3).T
+    fy = (p[0].clamp(0.0, 100.0) + 16.0) / 116.0
+    fx, fz = fy + p[1] / 500.0, fy - p[2] / 200.0
+    y = _f_inv(fy)
+    return linear_to_srgb(_fit_chroma(fx, fy, y, fz)).T.reshape(lab.shape)
+
+
+def _lab(rgb: Tensor) -> Tensor:
+    return srgb_to_lab(rgb.double())
+
+
+def match_palettes(
+    source_lab: Tensor,
+    source_weights: Tensor,
+    target_lab: Tensor,
+    target_weights: Tensor,
+    match: str = "ot",
+    lightness_weight: float = LIGHTNESS_WEIGHT,
+) -> Tensor:
+    """Transport plan ``[K, N]`` from source to target colours (exact OT in Lab, squared ground cost; SPEC §10).
+
+    ``match="ot"``: the earth mover's plan between the weighted palettes with cost
+    ``(w_L dL*)^2 + da*^2 + db*^2``; ``match="order"``: source ``i`` goes to target ``i`` (K == N).
+    Rows sum to the source weights, columns to the target weights (for ``"order"``, to the source's).
+    """
+    if match not in MATCH_MODES:
+        raise PaletteError(f"match: {match!r} is not one of {MATCH_MODES}")
+    k, n = source_lab.shape[0], target_lab.shape[0]
+    a = source_weights.double().cpu()
+    a = a / a.sum()
+    if match == "order":
+        if k != n:
+            raise PaletteError(
+                f"match='order' pairs source colour i with target colour i, but there are {k} source and {n} "
+                "target colours; give as many source colours as target colours, or use match='ot'"
+            )
+        return torch.diag(a)
+    import ot  # POT: a runtime requirement (requirements.txt)
+
+    b = target_weights.double().cpu()
+    b = b / b.sum()
+    scale = torch.tensor([lightness_weight, 1.0, 1.0], dtype=torch.float64)
+    cost = torch.cdist(source_lab.double().cpu() * scale, target_lab.double().cpu() * scale) ** 2
+    plan = ot.emd(a.numpy(), b.numpy(), cost.numpy(), numItermax=1_000_000)
+    return torch.from_numpy(np.asarray(plan))
+
+
+def matched_offsets(source_lab: Tensor, target_lab: Tensor, plan: Tensor) -> Tensor:
+    """a*b* offset ``[K, 2]`` of each source colour: to the barycentre of its plan row's targets (SPEC §10)."""
+    rows = plan.to(target_lab.dtype).to(target_lab.device)
+    mass = rows.sum(1, keepdim=True)
+    goal = (rows @ target_lab[:, 1:]) / torch.where(mass > 0, mass, torch.ones_like(mass))
+    # A source colour with no mass (weight 0) keeps its own colour.
+    goal = torch.where(mass > 0, goal, source_lab[:, 1:])
+    return goal - source_lab[:, 1:]
+
+
+def kernel_width(source_lab: Tensor, scale: float = SIGMA_SCALE) -> Tensor:
+    """RBF width: ``scale`` x mean Lab distance from each source colour to its nearest other one (SPEC §10)."""
+    if source_lab.shape[0] < 2:
+        return torch.tensor(SIGMA_MIN * 10, dtype=source_lab.dtype, device=source_lab.device)
+    d = torch.cdist(source_lab, source_lab)
+    d.fill_diagonal_(float("inf"))
+    return (scale * d.min(1).values.mean()).clamp_min(SIGMA_MIN)
+
+
+def rbf_offsets(lab: Tensor, source_lab: Tensor, offsets: Tensor, sigma: float | Tensor) -> Tensor:
+    """Offset field at Lab points ``[..., 3]``: normalised Gaussian-RBF blend of the source offsets (SPEC §10)."""
+    # [K, P] layout: the reductions over the K source colours then run along dense rows of P points.
+    d2 = torch.cdist(source_lab.to(lab.dtype), lab.reshape(-1, 3)).square_()
+    logits = d2.mul_(-0.5 / float(sigma) ** 2)
+    w = logits.sub_(logits.amax(0)).exp_()
+    w = w.div_(w.sum(0))
+    return (offsets.to(lab.dtype).T @ w).T.reshape(*lab.shape[:-1], 2)
+
+
+def _lut_nodes(dtype: torch.dtype, device: torch.device) -> Tensor:
+    lightness = torch.linspace(0.0, 100.0, LUT_L, dtype=dtype, device=device)
+    ab = torch.linspace(-AB_RANGE, AB_RANGE, LUT_AB, dtype=dtype, device=device)
+    return torch.stack(torch.meshgrid(lightness, ab, ab, indexing="ij"), dim=-1)  # [L, a, b, 3]
+
+
+def offset_texture(
+    source_lab: Tensor, offsets: Tensor, sigma: float | Tensor, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """The offset field tabulated on the Lab grid, packed as a 2-D texture ``[4, LUT_AB, (LUT_L-1) * LUT_AB]``.
+
+    Tile ``k`` (columns ``k*LUT_AB ...``) holds the field at L* slices ``k`` (channels 0-1) and ``k+1``
+    (channels 2-3), rows index b*, columns within a tile index a*: one bilinear read gives both slices.
+    """
+    field = rbf_offsets(_lut_nodes(dtype, source_lab.device), source_lab, offsets, sigma)
+    planes = field.permute(3, 2, 0, 1)  # [2, b, L, a]
+    tiles = torch.cat((planes[:, :, :-1], planes[:, :, 1:]), dim=0)  # [4, b, L-1, a]
+    return tiles.reshape(4, LUT_AB, (LUT_L - 1) * LUT_AB)
+
+
+def _read_texture(texture: Tensor, lightness: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Trilinear read of ``[B, 4, LUT_AB, W]`` textures at per-image pixel planes ``[B, N]``: ``(da, db)``."""
+    lpos = (lightness * ((LUT_L - 1) / 100.0)).clamp_(0.0, LUT_L - 1)
+    tile = lpos.floor().clamp_(max=LUT_L - 2)
+    frac = lpos - tile
+    to_cell = (LUT_AB - 1) / (2.0 * AB_RANGE)
+    col = tile * LUT_AB + ((a + AB_RANGE) * to_cell).clamp_(0.0, LUT_AB - 1)
+    row = ((b + AB_RANGE) * to_cell).clamp_(0.0, LUT_AB - 1)
+    width = texture.shape[-1]
+    grid = torch.stack((col * (2.0 / (width - 1)) - 1.0, row * (2.0 / (LUT_AB - 1)) - 1.0), dim=-1)
+    out = F.grid_sample(texture, grid.unsqueeze(2), mode="bilinear", align_corners=True)[..., 0]  # [B, 4, N]
+    low, high = out[:, :2], out[:, 2:]
+    mixed = torch.lerp(low, high, frac.unsqueeze(1))
+    return mixed[:, 0], mixed[:, 1]
+
+
+def _check_unit(value: float, name: str) -> float:
+    v = float(value)
+    if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+        raise PaletteError(f"{name}: {value} must be in [0, 1] (0 leaves the image as it is, 1 is the full effect)")
+    return v
+
+
+def _per_image(t: Tensor, b: int, name: str, what: str) -> Tensor:
+    if t.shape[0] == b:
+        return t
+    if t.shape[0] == 1:
+        return t.expand(b, *t.shape[1:])
+    raise InputShapeError(f"{name}: {t.shape[0]} {what} for {b} images; give one (shared) or one per image")
+
+
+def source_palette(image: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """k-means palette ``(colors [K, 3], shares [K])`` of one image ``[H, W, 3]``, on a reduced copy (SPEC §4)."""
+    from .extract import extract_palette
+
+    h, w = image.shape[:2]
+    scale = EXTRACT_SIDE / max(h, w)
+    if scale < 1.0:
+        size_hw = (max(1, round(h * scale)), max(1, round(w * scale)))
+        image = F.interpolate(image.permute(2, 0, 1)[None], size=size_hw, mode="area")[0].permute(1, 2, 0)
+    pal = extract_palette(image, size, method="kmeans")
+    return pal.colors, pal.weights
+
+
+def default_source_size(n_target: int) -> int:
+    """Source colours extracted for ``n_target`` target colours: ``clamp(2 n, 8, 16)``."""
+    return max(MIN_SOURCE_COLORS, min(MAX_SOURCE_COLORS, 2 * n_target))
+
+
+def _palettes(
+    x: Tensor,
+    colors: Tensor,
+    weights: Tensor | None,
+    source_colors: Tensor | None,
+    source_weights: Tensor | None,
+    source_size: int | None,
+    match: str,
+) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+    """Per image: source Lab, source weights, target Lab, target weights (validated, broadcast)."""
+    b = x.shape[0]
+    tc, _ = check_colors(colors)
+    tw = check_weights(weights, tc)
+    tc, tw = _per_image(tc, b, "colors", "palettes"), _per_image(tw, b, "weights", "palettes")
+    n = tc.shape[1]
+    if source_colors is not None:
+        sc, _ = check_colors(source_colors, "source_colors")
+        sw = check_weights(source_weights, sc, "source_weights")
+        sc, sw = _per_image(sc, b, "source_colors", "palettes"), _per_image(sw, b, "source_weights", "palettes")
+        sources = [(sc[i], sw[i]) for i in range(b)]
+    else:
+        size = n if match == "order" else (source_size or default_source_size(n))
+        if size < 1:
+            raise PaletteError(f"source_size: {size} must be >= 1")
+        sources = [source_palette(x[i], size) for i in range(b)]
+    src_lab = [_lab(c.to(x.device)) for c, _ in sources]
+    src_w = [w.double().to(x.device) for _, w in sources]
+    return src_lab, src_w, [_lab(tc[i]) for i in range(b)], [tw[i].double() for i in range(b)]
+
+
+def recolor(
+    image: Tensor | np.ndarray,
+    colors: Tensor | np.ndarray,
+    weights: Tensor | np.ndarray | None = None,
+    strength: float = 1.0,
+    *,
+    match: str = "ot",
+    keep_neutrals: bool = False,
+    source_colors: Tensor | np.ndarray | None = None,
+    source_weights: Tensor | np.ndarray | None = None,
+    source_size: int | None = None,
+    sigma: float | None = None,
+) -> Tensor:
+    """Recolour images to a palette keeping L* (PaletteNet premise; Chang et al. 2015 RBF transfer; SPEC §10).
+
+    ``image`` ``[H, W, 3]`` or ``[B, H, W, 3]``; ``colors`` ``[N, 3]`` (shared) or ``[B, N, 3]``;
+    ``weights`` the target weights (equal when None). The source palette is ``source_colors`` (with
+    ``source_weights``) when given, else a k-means palette of each image (``source_size`` colours,
+    default :func:`default_source_size`; ``match="order"`` extracts N and pairs them by share). Each
+    pixel's a*b* moves by ``strength`` x the RBF blend of the matched offsets (``sigma`` in Lab units,
+    default :func:`kernel_width`); ``keep_neutrals`` keeps low-chroma pixels (C* below ~NEUTRAL_CHROMA)
+    near their own a*b*. Out-of-gamut results lose chroma, never lightness. Returns the input's shape.
+    """
+    strength = _check_unit(strength, "strength")
+    if sigma is not None and not (math.isfinite(float(sigma)) and float(sigma) > 0):
+        raise PaletteError(f"sigma: {sigma} must be a positive RBF width in Lab units (or None for automatic)")
+    x, batched = check_image(image)
+    b = x.shape[0]
+    src_lab, src_w, tgt_lab, tgt_w = _palettes(x, colors, weights, source_colors, source_weights, source_size, match)
+    textures = []
+    for i in range(b):
+        plan = match_palettes(src_lab[i], src_w[i], tgt_lab[i], tgt_w[i], match)
+        offsets = matched_offsets(src_lab[i], tgt_lab[i], plan)
+        width = torch.as_tensor(sigma, dtype=torch.float64) if sigma is not None else kernel_width(src_lab[i])
+        textures.append(offset_texture(src_lab[i], offsets * strength, width, x.dtype))
+    out = _shift_ab(x, torch.stack(textures), keep_neutrals)
+    return out if batched else out[0]
+
+
+def _shift_pixels(rgb: Tensor, texture: Tensor, keep_neutrals: bool) -> Tensor:
+    """sRGB planes ``[3, n]`` of one image moved by its offset texture ``[1, 4, ., .]``; L* (Y) kept."""
+    f, y = _rgb_to_fy(rgb)
+    fx, fy, fz = f.unbind(0)
+    a, b = 500.0 * (fx - fy), 200.0 * (fy - fz)
+    da, db = _read_texture(texture, (116.0 * fy - 16.0)[None], a[None], b[None])
+    da, db = da[0], db[0]
+    if keep_neutrals:
+        keep = torch.exp(a.square().add_(b.square()).mul_(-1.0 / NEUTRAL_CHROMA**2)).neg_().add_(1.0)
+        da, db = da * keep, db * keep
+    lin = _fit_chroma(fx.add_(da, alpha=1.0 / 500.0), fy, y, fz.sub_(db, alpha=1.0 / 200.0))
+    return linear_to_srgb(lin)
+
+
+def _shift_ab(x: Tensor, texture: Tensor, keep_neutrals: bool) -> Tensor:
+    """Move every pixel's a*b* by its image's tabulated offset field, in cache-sized slices of pixels."""
+    flat = x.reshape(x.shape[0], -1, 3)
+    out = torch.empty_like(flat)
+    for i in range(flat.shape[0]):
+        for s in range(0, flat.shape[1], _PIXEL_CHUNK):
+            rgb = flat[i, s : s + _PIXEL_CHUNK].T.contiguous()
+            out[i, s : s + _PIXEL_CHUNK] = _shift_pixels(rgb, texture[i : i + 1], keep_neutrals).T
+    return out.reshape(x.shape).clamp_(0.0, 1.0)
+
+
+def reinhard_ab(
+    image: Tensor | np.ndarray, colors: Tensor | np.ndarray, weights: Tensor | np.ndarray | None = None
+) -> Tensor:
+    """Baseline: Reinhard et al. 2001 statistics transfer on a*b* only, L* kept, to the palette's stripes render.
+
+    Each image's a* and b* are shifted and scaled to the mean and standard deviation of a*, b* over
+    :func:`palette_stripes` of the palette (the same gamut rule as :func:`recolor`). A constant image
+    (zero spread) takes the palette's mean a*b*.
+    """
+    x, batched = check_image(image)
+    b = x.shape[0]
+    tc, _ = check_colors(colors)
+    tw = check_weights(weights, tc)
+    tc, tw = _per_image(tc, b, "colors", "palettes"), _per_image(tw, b, "weights", "palettes")
+    f, y = _rgb_to_fy(_planes(x))
+    fx, fy, fz = f.unbind(0)
+    ab = torch.stack((500.0 * (fx - fy), 200.0 * (fy - fz))).view(2, b, -1)
+    out = torch.empty_like(ab)
+    for i in range(b):
+        stripes = palette_stripes(tc[i], tw[i], height=1, width=1024).to(x.dtype)
+        goal = srgb_to_lab(stripes)[0, :, 1:].T  # [2, W]
+        mean, std = ab[:, i].mean(1, keepdim=True), ab[:, i].std(1, correction=0, keepdim=True)
+        scale = torch.where(std > 1e-6, goal.std(1, correction=0, keepdim=True) / std.clamp_min(1e-6), 0.0)
+        out[:, i] = (ab[:, i] - mean) * scale + goal.mean(1, keepdim=True)
+    out = out.view(2, -1)
+    lin = _fit_chroma(fy + out[0] / 500.0, fy, y, fy - out[1] / 200.0)
+    res = _unplanes(linear_to_srgb(lin), x.shape).clamp(0.0, 1.0)
+    return res if batched else res[0]
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(x.shape[1:3]) == size:
+        return x
+    chw = x.permute(0, 3, 1, 2)
+    out = F.interpolate(chw, size=size, mode="bicubic", align_corners=False, antialias=True)
+    return out.permute(0, 2, 3, 1).clamp(0.0, 1.0)
+
+
+def lightness_lock(image: Tensor | np.ndarray, lightness_source: Tensor | np.ndarray) -> Tensor:
+    """The colour image's a*b* on the source's L* (training-free lightness-aware decoding; SPEC §10).
+
+    ``image`` is resized to ``lightness_source``'s size first (bicubic, antialiased). Batches of 1 are
+    broadcast against the other; otherwise the batch sizes must match. The result has the source's L*
+    (to rounding); where the a*b* cannot be shown at that L*, chroma is reduced. Returns ``[B, H, W, 3]``
+    (or ``[H, W, 3]`` when both inputs were single images).
+    """
+    x, x_batched = check_image(image, "image")
+    s, s_batched = check_image(lightness_source, "lightness_source")
+    if x.shape[0] != s.shape[0] and 1 not in (x.shape[0], s.shape[0]):
+        raise InputShapeError(
+            f"image has {x.shape[0]} images and lightness_source has {s.shape[0]}; give the same number, "
+            "or a single image on one side (it is used for every image of the other)"
+        )
+    b = max(x.shape[0], s.shape[0])
+    s = s.to(device=x.device, dtype=torch.promote_types(x.dtype, s.dtype)).expand(b, -1, -1, -1)
+    x = _resize(x.to(s.dtype), tuple(s.shape[1:3])).expand(b, -1, -1, -1)
+    fc, _ = _rgb_to_fy(_planes(x))
+    fs, y = _rgb_to_fy(_planes(s))
+    fy = fs[1]
+    lin = _fit_chroma(fy + (fc[0] - fc[1]), fy, y, fy - (fc[1] - fc[2]))
+    out = _unplanes(linear_to_srgb(lin), s.shape).clamp(0.0, 1.0)
+    return out if (x_batched or s_batched) else out[0]
+
+
+def lightness_error(before: Tensor | np.ndarray, after: Tensor | np.ndarray) -> Tensor:
+    """Mean |L*(before) - L*(after)| per image (SPEC §10 check); scalar or ``[B]``."""
+    x, batched = check_image(before, "before")
+    y, _ = check_image(after, "after")
+    if x.shape != y.shape:
+        raise InputShapeError(f"before {tuple(x.shape)} and after {tuple(y.shape)}: shapes must match")
+    d = (srgb_to_lab(x.double())[..., 0] - srgb_to_lab(y.double().to(x.device))[..., 0]).abs()
+    out = d.reshape(x.shape[0], -1).mean(1)
+    return out if batched else out[0]
+
+
+def chroma_emd(
+    image: Tensor | np.ndarray,
+    colors: Tensor | np.ndarray,
+    weights: Tensor | np.ndarray | None = None,
+    samples: int = 1024,
+    seed: int = 0,
+) -> Tensor:
+    """Exact EMD (W1, Euclidean in the a*b* plane) between sampled pixels' a*b* and the palette's (SPEC §10).
+
+    Pixels are drawn as in :func:`palette_emd` (``samples`` uniformly with replacement, generator seeded
+    by ``seed`` per image); the palette's a*b* carry its weights. Scalar or ``[B]`` (float64).
+    """
+    if samples < 1:
+        raise InputShapeError(f"samples: {samples} must be >= 1")
+    x, batched = check_image(image)
+    c, _ = check_colors(colors)
+    w = check_weights(weights, c)
+    b = x.shape[0]
+    c, w = _per_image(c, b, "colors", "palettes"), _per_image(w, b, "weights", "palettes")
+    pixels = x.reshape(b, -1, 3)
+    out = torch.empty(b, dtype=torch.float64)
+    for i in range(b):
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randint(0, pixels.shape[1], (samples,), generator=gen).to(pixels.device)
+        picked = _lab(pixels[i, idx])[:, 1:].cpu().numpy()
+        target = _lab(c[i])[:, 1:].cpu().numpy()
+        out[i] = _emd_exact(picked, target, w[i].double().cpu().numpy())
+    return out if batched else out[0]
