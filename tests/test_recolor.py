@@ -12,7 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from palette_core import gamut, recolor as rc
+from palette_core import gamut
+from palette_core import recolor as rc
 from palette_core.color import srgb_to_lab
 from palette_core.errors import InputShapeError, PaletteError
 from palette_core.palette import Palette
@@ -130,7 +131,8 @@ def test_match_palettes_is_the_exact_ot_plan():
     plan = rc.match_palettes(lab(src), ws, lab(tgt), wt, lightness_weight=1.0)
     assert torch.allclose(plan.sum(1), ws / ws.sum()) and torch.allclose(plan.sum(0), wt / wt.sum())
     cost = (torch.cdist(lab(src), lab(tgt)) ** 2).numpy()
-    assert float((plan.numpy() * cost).sum()) == pytest.approx(ot.emd2((ws / ws.sum()).numpy(), (wt / wt.sum()).numpy(), cost))
+    expected = ot.emd2((ws / ws.sum()).numpy(), (wt / wt.sum()).numpy(), cost)
+    assert float((plan.numpy() * cost).sum()) == pytest.approx(expected)
 
 
 def test_identical_palettes_match_to_themselves_with_zero_offsets():
@@ -146,7 +148,8 @@ def test_order_matching_pairs_by_index_and_checks_sizes():
     t = lab(torch.tensor([[0.2, 0.2, 0.8], [0.8, 0.2, 0.2]]))
     w = torch.tensor([0.5, 0.5])
     assert torch.allclose(rc.match_palettes(s, w, t, w, "order"), torch.diag(w.double()))
-    assert torch.allclose(rc.match_palettes(s, w, t, w, "ot"), torch.tensor([[0.0, 0.5], [0.5, 0.0]], dtype=torch.float64))
+    crossed = torch.tensor([[0.0, 0.5], [0.5, 0.0]], dtype=torch.float64)
+    assert torch.allclose(rc.match_palettes(s, w, t, w, "ot"), crossed)
     with pytest.raises(PaletteError, match="as many source colours as target colours"):
         rc.match_palettes(s, w, t[:1], w[:1], "order")
     with pytest.raises(PaletteError, match="not one of"):
@@ -268,7 +271,8 @@ def test_given_source_palette_in_order_moves_each_cluster_to_its_target():
     assert torch.allclose(got[0, -1, 1:], lab(t_for_blue)[1:], atol=1.5)
     # The same targets in the other order swap the colours.
     swapped = lab(rc.recolor(img, targets.flip(0), source_colors=sources, match="order"))
-    assert float((swapped[0, 0, 1:] - lab(t_for_blue)[1:]).norm()) < float((swapped[0, 0, 1:] - lab(t_for_red)[1:]).norm())
+    red_region = swapped[0, 0, 1:]
+    assert float((red_region - lab(t_for_blue)[1:]).norm()) < float((red_region - lab(t_for_red)[1:]).norm())
 
 
 def test_keep_neutrals_leaves_greys_alone(photos):
