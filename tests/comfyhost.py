@@ -57,7 +57,9 @@ def load_comfyui() -> types.SimpleNamespace:
 def run_node(node_id: str, **inputs):
     """Execute a V3 node the way the executor does (validate_inputs first) and return its output tuple."""
     cls = load_comfyui().classes[node_id]
-    validate = getattr(cls, "validate_inputs", None) or getattr(cls, "VALIDATE_INPUTS", None)
+    from comfy_api.internal import first_real_override
+
+    validate = first_real_override(cls, "validate_inputs") or getattr(cls, "VALIDATE_INPUTS", None)
     if validate is not None:
         import inspect
 
