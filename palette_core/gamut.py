@@ -42,21 +42,40 @@ def _matrices(dtype: torch.dtype, device: str) -> tuple[Tensor, Tensor]:
     return to_xyz.to(dtype=dtype, device=device), to_rgb.to(dtype=dtype, device=device)
 
 
+# Piecewise curves are evaluated without torch.where (several times slower than arithmetic on the CPU):
+# each branch is fed its side of the junction by a clamp, and the two clamped halves are combined.
+_F_KNEE = 6.0 / 29.0  # f(_LAB_EPSILON): where the CIELAB cube root meets its linear segment
+_SRGB_KNEE, _LINEAR_KNEE = 0.04045, 0.0031308
+
+
 def _f(t: Tensor) -> Tensor:
-    """CIELAB companding f(t) (CIE 15, Lab definition), elementwise."""
-    return torch.where(t > _LAB_EPSILON, t.clamp_min(_LAB_EPSILON) ** (1.0 / 3.0), (_LAB_KAPPA * t + 16.0) / 116.0)
+    """CIELAB companding f(t) (CIE 15, Lab definition), elementwise.
+
+    The linear segment is the cube root's tangent at the knee (value 6/29, slope 841/108 both ways), so
+    it lies above the concave cube root everywhere: ``min(cbrt(max(t, eps)), linear(t))`` is exactly f.
+    """
+    lin = t * (_LAB_KAPPA / 116.0)
+    lin.add_(16.0 / 116.0)
+    return torch.minimum(t.clamp_min(_LAB_EPSILON).pow_(1.0 / 3.0), lin, out=lin)
 
 
-def f_inv(f: Tensor, out: Tensor | None = None) -> Tensor:
-    """Inverse of the CIELAB function f (CIE 15), elementwise (into ``out`` when given)."""
-    f3 = f * f * f
-    return torch.where(f3 > _LAB_EPSILON, f3, (116.0 / _LAB_KAPPA) * f - 16.0 / _LAB_KAPPA, out=out)
+def f_inv(f: Tensor) -> Tensor:
+    """Inverse of the CIELAB function f (CIE 15), elementwise: ``f^3`` above the knee, linear below."""
+    linear = f.clamp_max(_F_KNEE).mul_(116.0 / _LAB_KAPPA).sub_(16.0 / _LAB_KAPPA + _LAB_EPSILON)
+    high = f.clamp_min(_F_KNEE)
+    return high.square().mul_(high).add_(linear)
 
 
 def _decode(rgb: Tensor) -> Tensor:
-    """sRGB to linear planes (IEC 61966-2-1, as :func:`color.srgb_to_linear`, with fewer temporaries)."""
-    lin = rgb.clamp_min(0.04045).add_(0.055).mul_(1.0 / 1.055).pow_(2.4)
-    return torch.where(rgb <= 0.04045, rgb * (1.0 / 12.92), lin, out=lin)
+    """sRGB to linear planes (IEC 61966-2-1, as :func:`color.srgb_to_linear`, to 3e-9)."""
+    linear = rgb.clamp_max(_SRGB_KNEE).mul_(1.0 / 12.92).sub_(_SRGB_KNEE / 12.92)
+    return rgb.clamp_min(_SRGB_KNEE).add_(0.055).mul_(1.0 / 1.055).pow_(2.4).add_(linear)
+
+
+def encode(lin: Tensor) -> Tensor:
+    """Linear to sRGB planes (IEC 61966-2-1, as :func:`color.linear_to_srgb`, to 3e-8); ``lin`` is consumed."""
+    linear = lin.clamp_max(_LINEAR_KNEE).mul_(12.92).sub_(_LINEAR_KNEE * 12.92)
+    return lin.clamp_min_(_LINEAR_KNEE).pow_(1.0 / 2.4).mul_(1.055).sub_(0.055).add_(linear)
 
 
 def srgb_planes_to_f(rgb: Tensor) -> tuple[Tensor, Tensor]:
@@ -67,17 +86,16 @@ def srgb_planes_to_f(rgb: Tensor) -> tuple[Tensor, Tensor]:
 
 def f_to_linear(fx: Tensor, y: Tensor, fz: Tensor) -> Tensor:
     """Linear sRGB planes ``[3, M]`` from ``fx``, the kept ``Y`` and ``fz`` (SPEC §3, inverse of the above)."""
-    xyz = torch.empty((3, *fx.shape), dtype=fx.dtype, device=fx.device)
-    f_inv(fx, out=xyz[0])
-    xyz[1] = y
-    f_inv(fz, out=xyz[2])
+    xyz = torch.stack((f_inv(fx), y, f_inv(fz)))
     return torch.mm(_matrices(fx.dtype, str(fx.device))[1], xyz)
 
 
 def _excess(lin: Tensor) -> Tensor:
     """How far each pixel is outside the sRGB cube (beyond the tolerance); <= 0 inside."""
-    lo, hi = torch.aminmax(lin, dim=0)
-    return torch.maximum(-lo, hi - 1.0).sub_(GAMUT_TOLERANCE)
+    r, g, b = lin.unbind(0)
+    hi = torch.maximum(torch.maximum(r, g), b).sub_(1.0)
+    lo = torch.minimum(torch.minimum(r, g), b).neg_()
+    return torch.maximum(hi, lo, out=hi).sub_(GAMUT_TOLERANCE)
 
 
 def _ray_excess(fy: Tensor, y: Tensor, ex: Tensor, ez: Tensor, t: Tensor) -> Tensor:
