@@ -25,6 +25,7 @@ recomputed from a*b*, each pixel keeps its own Y.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -303,15 +304,20 @@ def _shift_pixels(rgb: Tensor, texture: Tensor, keep_neutrals: bool) -> Tensor:
     return encode(fit_chroma(fx.add_(dfx), fy, y, fz.add_(dfz)))
 
 
+def _per_chunk(fn: Callable[..., Tensor], *images: Tensor) -> Tensor:
+    """``fn(i, *planes)`` on cache-sized slices of pixels of image ``i`` of same-shape ``[B, H, W, 3]`` images."""
+    flats = [x.reshape(x.shape[0], -1, 3) for x in images]
+    out = torch.empty_like(flats[0])
+    for i in range(out.shape[0]):
+        for s in range(0, out.shape[1], _PIXEL_CHUNK):
+            planes = [f[i, s : s + _PIXEL_CHUNK].T.contiguous() for f in flats]
+            out[i, s : s + _PIXEL_CHUNK] = fn(i, *planes).T
+    return out.reshape(images[0].shape).clamp_(0.0, 1.0)
+
+
 def _shift_ab(x: Tensor, texture: Tensor, keep_neutrals: bool) -> Tensor:
-    """Move every pixel's a*b* by its image's tabulated offset field, in cache-sized slices of pixels."""
-    flat = x.reshape(x.shape[0], -1, 3)
-    out = torch.empty_like(flat)
-    for i in range(flat.shape[0]):
-        for s in range(0, flat.shape[1], _PIXEL_CHUNK):
-            rgb = flat[i, s : s + _PIXEL_CHUNK].T.contiguous()
-            out[i, s : s + _PIXEL_CHUNK] = _shift_pixels(rgb, texture[i : i + 1], keep_neutrals).T
-    return out.reshape(x.shape).clamp_(0.0, 1.0)
+    """Move every pixel's a*b* by its image's tabulated offset field."""
+    return _per_chunk(lambda i, rgb: _shift_pixels(rgb, texture[i : i + 1], keep_neutrals), x)
 
 
 def reinhard_ab(
@@ -370,12 +376,16 @@ def lightness_lock(image: Tensor | np.ndarray, lightness_source: Tensor | np.nda
     b = max(x.shape[0], s.shape[0])
     s = s.to(device=x.device, dtype=torch.promote_types(x.dtype, s.dtype)).expand(b, -1, -1, -1)
     x = _resize(x.to(s.dtype), tuple(s.shape[1:3])).expand(b, -1, -1, -1)
-    fc, _ = srgb_planes_to_f(_planes(x))
-    fs, y = srgb_planes_to_f(_planes(s))
-    fy = fs[1]
-    lin = fit_chroma(fy + (fc[0] - fc[1]), fy, y, fy - (fc[1] - fc[2]))
-    out = _unplanes(linear_to_srgb(lin), s.shape).clamp(0.0, 1.0)
+    out = _per_chunk(lambda i, colour, source: _lock_pixels(colour, source), x, s)
     return out if (x_batched or s_batched) else out[0]
+
+
+def _lock_pixels(colour: Tensor, source: Tensor) -> Tensor:
+    """sRGB planes with the a*b* of ``colour`` and the Y (so L*) of ``source``; gamut by chroma."""
+    fc, _ = srgb_planes_to_f(colour)
+    fs, y = srgb_planes_to_f(source)
+    fy = fs[1]
+    return encode(fit_chroma(fc[0].sub_(fc[1]).add_(fy), fy, y, fc[2].sub_(fc[1]).add_(fy)))
 
 
 def lightness_error(before: Tensor | np.ndarray, after: Tensor | np.ndarray) -> Tensor:
