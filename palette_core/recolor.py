@@ -91,8 +91,8 @@ def match_palettes(
     """Transport plan ``[K, N]`` from source to target colours (exact OT in Lab, squared ground cost; SPEC §10).
 
     ``match="ot"``: the earth mover's plan between the weighted palettes with cost
-    ``(w_L dL*)^2 + da*^2 + db*^2``; ``match="order"``: source ``i`` goes to target ``i`` (K == N).
-    Rows sum to the source weights, columns to the target weights (for ``"order"``, to the source's).
+    ``(w_L dL*)^2 + da*^2 + db*^2``; ``match="order"``: source ``i`` goes to target ``i`` (K <= N; the
+    targets past K are unused). Rows sum to the source weights; for ``"ot"`` columns to the target weights.
     """
     if match not in MATCH_MODES:
         raise PaletteError(f"match: {match!r} is not one of {MATCH_MODES}")
@@ -100,12 +100,13 @@ def match_palettes(
     a = source_weights.double().cpu()
     a = a / a.sum()
     if match == "order":
-        if k != n:
+        if k > n:
             raise PaletteError(
                 f"match='order' pairs source colour i with target colour i, but there are {k} source and {n} "
-                "target colours; give as many source colours as target colours, or use match='ot'"
+                "target colours; give at most as many source colours as target colours, or use match='ot'"
             )
-        return torch.diag(a)
+        # An image with fewer distinct colours than the palette uses the palette's first k colours.
+        return torch.cat((torch.diag(a), torch.zeros(k, n - k, dtype=a.dtype)), dim=1)
     import ot  # POT: a runtime requirement (requirements.txt)
 
     b = target_weights.double().cpu()

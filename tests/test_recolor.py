@@ -163,8 +163,10 @@ def test_order_matching_pairs_by_index_and_checks_sizes():
     assert torch.allclose(rc.match_palettes(s, w, t, w, "order"), torch.diag(w.double()))
     crossed = torch.tensor([[0.0, 0.5], [0.5, 0.0]], dtype=torch.float64)
     assert torch.allclose(rc.match_palettes(s, w, t, w, "ot"), crossed)
-    with pytest.raises(PaletteError, match="as many source colours as target colours"):
+    with pytest.raises(PaletteError, match="at most as many source colours as target colours"):
         rc.match_palettes(s, w, t[:1], w[:1], "order")
+    fewer = rc.match_palettes(s[:1], w[:1], t, w, "order")
+    assert torch.allclose(fewer, torch.tensor([[1.0, 0.0]], dtype=torch.float64))
     with pytest.raises(PaletteError, match="not one of"):
         rc.match_palettes(s, w, t, w, "nearest")
 
@@ -312,6 +314,13 @@ def test_single_colour_palette_pulls_everything_toward_it(photos):
     assert float(after.mean()) < 0.25 * float(before.mean())
     # Not to zero: the suit's blacks and whites cannot carry the target's chroma at their own L*.
     assert float(rc.chroma_emd(out, target)) < 0.3 * float(rc.chroma_emd(img, target))
+
+
+def test_order_matching_on_an_image_with_fewer_colours_than_the_palette():
+    img = torch.tensor([0.6, 0.5, 0.5]).expand(8, 8, 3)
+    pal = Palette.parse("#2a9d8f, #e76f51, #264653")
+    out = rc.recolor(img, pal.colors, match="order")
+    assert float((lab(out[0, 0])[1:] - lab(pal.colors[0])[1:]).norm()) < 1.0  # the one colour -> the first
 
 
 def test_constant_image_takes_the_palette_mean_a_b():
