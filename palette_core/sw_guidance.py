@@ -90,7 +90,8 @@ def colour_jacobian(latent: Tensor, rgb: Tensor) -> Tensor:
     x = latent.detach().movedim(1, -1).reshape(-1, c)
     y = blocks.detach().movedim(1, -1).reshape(-1, 3)
     x1 = torch.cat([x, torch.ones_like(x[:, :1])], dim=1).double()
-    sol = torch.linalg.lstsq(x1, y.double(), driver="gelsd").solution  # [C + 1, 3], the last row is the bias
+    # rcond: latents that span fewer than C dimensions must not produce huge coefficients along the rest
+    sol = torch.linalg.lstsq(x1, y.double(), rcond=1e-6, driver="gelsd").solution  # [C + 1, 3]; last row = bias
     return sol[:c].to(latent.dtype)
 
 
