@@ -174,10 +174,12 @@ def test_cluster_transport_is_exact():
         c = torch.tensor(rng.random((n, k)) * 10)
         sizes = torch.tensor(rng.multinomial(n - k, np.ones(k) / k) + 1)
         w = torch.tensor(rng.normal(size=k))  # any start: the repair does all the work
-        assign = A._exact_capacities(c, w, sizes)
+        assign, duals = A._exact_capacities(c, w, sizes)
         assert torch.equal(torch.bincount(assign, minlength=k), sizes)
         exact = ot.emd2(np.ones(n), sizes.double().numpy(), c.numpy())
         assert float(c[torch.arange(n), assign].sum()) == pytest.approx(exact, rel=1e-9, abs=1e-9)
+        reduced = c - duals[None, :]  # the returned potentials are exact duals: each source sits at a minimum
+        assert bool((reduced[torch.arange(n), assign] <= reduced.min(1).values + 1e-9).all())
 
 
 def test_cluster_potentials_leave_little_to_repair():
