@@ -28,9 +28,9 @@ def _register_models_folder() -> None:
 if IN_COMFYUI:
     from comfy_api.latest import ComfyExtension
 
-    from .nodes import adapter_nodes, palette_nodes, recolor_nodes
+    from .nodes import adapter_nodes, palette_nodes, recolor_nodes, training_free_nodes
 
-    NODE_LIST = [*palette_nodes.NODES, *adapter_nodes.NODES, *recolor_nodes.NODES]
+    NODE_LIST = [*palette_nodes.NODES, *adapter_nodes.NODES, *recolor_nodes.NODES, *training_free_nodes.NODES]
     _register_models_folder()
 
     class PaletteExtension(ComfyExtension):

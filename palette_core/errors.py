@@ -17,3 +17,7 @@ class PaletteFormatError(PaletteError):
 
 class AdapterError(PaletteError):
     """An adapter file, block list or model does not fit; the message names the key, shape or block."""
+
+
+class IncompatibleModelError(PaletteError):
+    """A model or VAE of the wrong kind was connected (e.g. not SDXL's 4-channel latent format)."""

@@ -1,0 +1,254 @@
+"""Training-free palette control nodes (SPEC §9): PaletteAlign and PaletteGuidance, both post-CFG functions."""
+
+from __future__ import annotations
+
+import comfy.latent_formats
+import comfy.model_management
+import torch
+from comfy_api.latest import io
+
+from ..palette_core.alignment import check_palette_weights
+from ..palette_core.errors import IncompatibleModelError, PaletteError
+from ..palette_core.palette import Palette
+from .training_free_patches import AlignPatch, GuidancePatch
+from .types import Palette as PaletteType
+
+CATEGORY = "palette/training-free"
+DECODERS = ["fast", "exact"]
+
+
+def palette_arrays(palette: Palette):
+    """The palette's colours and weights with zero-weight colours dropped, or a PaletteError."""
+    if not isinstance(palette, Palette):
+        raise PaletteError(f"expected a PALETTE, got {type(palette).__name__}: connect a Palette node")
+    return check_palette_weights(palette.colors, palette.weights)
+
+
+def check_sdxl_vae(vae) -> None:
+    """Raise IncompatibleModelError unless ``vae`` encodes images to SDXL's 4-channel, 8x-downscaled latents."""
+    channels = getattr(vae, "latent_channels", None)
+    dims = getattr(vae, "latent_dim", 2)
+    ratio = vae.spacial_compression_encode() if hasattr(vae, "spacial_compression_encode") else None
+    if getattr(vae, "first_stage_model", None) is None:
+        raise IncompatibleModelError("the VAE is empty (the checkpoint had no VAE weights): load an SDXL VAE")
+    if channels != 4 or dims != 2 or ratio != 8:
+        raise IncompatibleModelError(
+            f"the VAE makes {channels}-channel latents at 1/{ratio} scale; SDXL's VAE makes 4-channel latents "
+            "at 1/8 scale: connect the SDXL checkpoint's VAE (or an SDXL VAE loader)"
+        )
+
+
+def check_sdxl_model(model, node: str) -> None:
+    """Raise IncompatibleModelError unless the model samples in SDXL's latent format."""
+    fmt = model.get_model_object("latent_format")
+    if not isinstance(fmt, comfy.latent_formats.SDXL):
+        raise IncompatibleModelError(
+            f"{node} works on SDXL models; this model's latent format is {type(fmt).__name__}: load an SDXL checkpoint"
+        )
+
+
+def vae_encoder(vae):
+    """``encode(image, model)``: the VAE latent of an image, moved into the model's sampling space."""
+
+    def encode(image, model):
+        latent = vae.encode(image)
+        return model.process_latent_in(latent) if model is not None else latent
+
+    return encode
+
+
+class _Decode(torch.nn.Module):
+    """Wraps a VAE model so torch.func.functional_call can run its ``decode`` with substitute weights."""
+
+    def __init__(self, vae_model: torch.nn.Module) -> None:
+        super().__init__()
+        self.vae_model = vae_model
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae_model.decode(z)
+
+
+def vae_decoder(vae):
+    """``decode(z, model)``: the VAE decoder with autograd (gradients w.r.t. ``z`` only), image in [0, 1] unclamped.
+
+    ComfyUI loads models and samples under ``torch.inference_mode``, so the VAE's weights are inference
+    tensors that autograd refuses to save; each call runs the decoder on detached copies of them.
+    """
+
+    def decode(z, model):
+        comfy.model_management.load_models_gpu([vae.patcher])
+        raw = model.process_latent_out(z) if model is not None else z
+        wrapper = _Decode(vae.first_stage_model)
+        state = {name: t.detach().clone() for name, t in wrapper.state_dict(keep_vars=True).items()}
+        x = torch.func.functional_call(wrapper, state, (raw.to(vae.device, vae.vae_dtype),))
+        return ((x.float() + 1.0) * 0.5).movedim(1, -1).to(z.device)
+
+    return decode
+
+
+class PaletteAlign(io.ComfyNode):
+    """Zero-shot colour alignment: x̂0 is replaced by a one-to-one matching to the palette's condition latents."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PaletteAlign",
+            display_name="Palette Align (zero-shot)",
+            category=CATEGORY,
+            description="Training-free colour alignment (Color Alignment in Diffusion, zero-shot): at every step the "
+            "model's predicted image is rearranged to use exactly the palette's colours in the palette's "
+            "proportions, and the model repairs the structure. Works with any SDXL checkpoint; no adapter.",
+            inputs=[
+                io.Model.Input("model", tooltip="An SDXL model."),
+                io.Vae.Input("vae", tooltip="The SDXL VAE; it encodes the palette condition once per image size."),
+                PaletteType.Input("palette", tooltip="Colours and their proportions (weights)."),
+                io.Float.Input(
+                    "stop_percent",
+                    default=0.2,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Final fraction of the schedule left unaligned so the model can refine details (the "
+                    "paper: 0.2). 0 aligns every step, so the result uses only the palette's latents.",
+                ),
+                io.Float.Input(
+                    "strength",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.05,
+                    tooltip="Blend between the model's prediction (0) and the aligned one (1).",
+                ),
+            ],
+            outputs=[io.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, stop_percent: float, strength: float) -> bool | str:
+        if not 0.0 <= stop_percent <= 1.0:
+            return f"stop_percent {stop_percent} is outside [0, 1]: it is a fraction of the schedule"
+        if not 0.0 <= strength <= 1.0:
+            return f"strength {strength} is outside [0, 1]"
+        return True
+
+    @classmethod
+    def execute(cls, model, vae, palette, stop_percent, strength) -> io.NodeOutput:
+        verdict = cls.validate_inputs(stop_percent, strength)
+        if verdict is not True:
+            raise PaletteError(verdict)
+        colors, weights = palette_arrays(palette)
+        check_sdxl_vae(vae)
+        check_sdxl_model(model, "PaletteAlign")
+        m = model.clone()
+        # aligned while sigma is above the point where the final stop_percent of the schedule begins
+        stop_sigma = m.get_model_object("model_sampling").percent_to_sigma(1.0 - stop_percent)
+        m.set_model_sampler_post_cfg_function(AlignPatch(vae_encoder(vae), colors, weights, stop_sigma, strength))
+        return io.NodeOutput(m)
+
+
+class PaletteGuidance(io.ComfyNode):
+    """Sliced-Wasserstein palette guidance: gradient steps pull x̂0's colours toward the palette distribution."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PaletteGuidance",
+            display_name="Palette Guidance (sliced Wasserstein)",
+            category=CATEGORY,
+            description="Training-free palette guidance: at each step, a few gradient steps move the model's predicted "
+            "image so its colour distribution approaches the palette (sliced Wasserstein distance). 'fast' "
+            "differentiates ComfyUI's linear SDXL preview decoder (nearly free); 'exact' the VAE decoder.",
+            inputs=[
+                io.Model.Input("model", tooltip="An SDXL model."),
+                PaletteType.Input("palette", tooltip="Colours and their proportions (weights)."),
+                io.Float.Input(
+                    "strength",
+                    default=1.0,
+                    min=0.0,
+                    max=2.0,
+                    step=0.05,
+                    tooltip="Step size: at 1 each colour moves about half way to its target per guidance step.",
+                ),
+                io.Int.Input(
+                    "steps_per_sample",
+                    default=4,
+                    min=1,
+                    max=32,
+                    tooltip="Guidance steps per sampling step (each costs one decode and its gradient).",
+                ),
+                io.Float.Input(
+                    "start_percent",
+                    default=0.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Where in the schedule guidance starts (0 = first step).",
+                ),
+                io.Float.Input(
+                    "end_percent",
+                    default=0.8,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Where it stops (1 = last step); stopping early leaves the last steps for detail.",
+                ),
+                io.Combo.Input(
+                    "decoder",
+                    options=DECODERS,
+                    default="fast",
+                    tooltip="fast: ComfyUI's linear SDXL latent-to-RGB preview map. exact: the VAE decoder (needs "
+                    "the vae input; slower and memory-hungry at large sizes).",
+                ),
+                io.Vae.Input("vae", optional=True, tooltip="The SDXL VAE, needed by the exact decoder."),
+            ],
+            outputs=[io.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    def validate_inputs(
+        cls, strength: float, steps_per_sample: int, start_percent: float, end_percent: float, decoder: str
+    ) -> bool | str:
+        if not 0.0 <= strength <= 2.0:
+            return f"strength {strength} is outside [0, 2]"
+        if not 1 <= steps_per_sample <= 32:
+            return f"steps_per_sample {steps_per_sample} is outside [1, 32]"
+        for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
+            if not 0.0 <= value <= 1.0:
+                return f"{name} {value} is outside [0, 1]"
+        if start_percent > end_percent:
+            return f"start_percent {start_percent} is after end_percent {end_percent}"
+        if decoder not in DECODERS:
+            return f"decoder {decoder!r} is not one of {DECODERS}"
+        return True
+
+    @classmethod
+    def execute(
+        cls, model, palette, strength, steps_per_sample, start_percent, end_percent, decoder, vae=None
+    ) -> io.NodeOutput:
+        verdict = cls.validate_inputs(strength, steps_per_sample, start_percent, end_percent, decoder)
+        if verdict is not True:
+            raise PaletteError(verdict)
+        colors, weights = palette_arrays(palette)
+        check_sdxl_model(model, "PaletteGuidance")
+        decode = None
+        if decoder == "exact":
+            if vae is None:
+                raise PaletteError("decoder 'exact' needs the VAE: connect the vae input, or use decoder 'fast'")
+            check_sdxl_vae(vae)
+            decode = vae_decoder(vae)
+        m = model.clone()
+        sampling = m.get_model_object("model_sampling")
+        patch = GuidancePatch(
+            colors,
+            weights,
+            strength,
+            steps_per_sample,
+            sampling.percent_to_sigma(start_percent),
+            sampling.percent_to_sigma(end_percent),
+            decode,
+        )
+        m.set_model_sampler_post_cfg_function(patch)
+        return io.NodeOutput(m)
+
+
+NODES = [PaletteAlign, PaletteGuidance]

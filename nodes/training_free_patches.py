@@ -1,0 +1,129 @@
+"""Post-CFG functions of the training-free nodes (SPEC §9): zero-shot alignment and SW palette guidance.
+
+Host-independent on import: ComfyUI calls these objects as ``sampler_post_cfg_function`` with
+``args = {"denoised", "sigma", "model", ...}`` and uses what they return as the new denoised
+prediction (x̂0, in the sampler's latent space), so contract tests can drive them anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor
+
+from ..palette_core.alignment import DEFAULT_BLOCK, DEFAULT_BLUR, AlignmentCondition, condition_latents
+from ..palette_core.sw_guidance import DEFAULT_ROTATIONS, guide
+
+log = logging.getLogger(__name__)
+
+# encode(image [1, H, W, 3], model) -> latent [1, 4, H/8, W/8] in the sampler's space
+ImageEncoder = Callable[[Tensor, object], Tensor]
+# decode(latent [B, 4, h, w] in the sampler's space, model) -> image [B, H, W, 3], differentiable
+LatentDecoder = Callable[[Tensor, object], Tensor]
+
+
+def _sigma(args: Mapping) -> float:
+    return float(torch.as_tensor(args["sigma"]).max())
+
+
+class AlignPatch:
+    """Replaces x̂0 by its one-to-one matching to the palette's condition latents while sigma > ``stop_sigma``.
+
+    Condition latents are encoded once per latent size and kept (with their clusters) on the patch.
+    """
+
+    def __init__(
+        self,
+        encode: ImageEncoder,
+        colors: Tensor,
+        weights: Tensor,
+        stop_sigma: float,
+        strength: float = 1.0,
+        block: int = DEFAULT_BLOCK,
+        blur: int = DEFAULT_BLUR,
+        seed: int = 0,
+    ) -> None:
+        self.encode = encode
+        self.colors, self.weights = colors, weights
+        self.stop_sigma, self.strength = float(stop_sigma), float(strength)
+        self.block, self.blur, self.seed = block, blur, seed
+        self.conditions: dict[tuple[int, int], AlignmentCondition] = {}
+        self.calls = 0  # active evaluations (tests and benchmarks read it)
+
+    def __deepcopy__(self, memo: dict) -> AlignPatch:
+        return self  # ModelPatcher.clone() deep-copies model_options: share the VAE and the cache
+
+    def condition(self, h: int, w: int, model: object, device: torch.device) -> AlignmentCondition:
+        """The cached condition for an ``h x w`` latent (encoded on first use)."""
+        key = (h, w)
+        if key not in self.conditions:
+            log.info("PaletteAlign: encoding the palette condition for a %dx%d latent", h, w)
+            vectors = condition_latents(
+                lambda image: self.encode(image, model),
+                self.colors,
+                self.weights,
+                h,
+                w,
+                self.block,
+                self.blur,
+                self.seed,
+            )
+            self.conditions[key] = AlignmentCondition(vectors.to(device), seed=self.seed)
+        return self.conditions[key]
+
+    def __call__(self, args: Mapping) -> Tensor:
+        denoised = args["denoised"]
+        if self.strength <= 0 or _sigma(args) <= self.stop_sigma:
+            return denoised
+        self.calls += 1
+        cond = self.condition(denoised.shape[-2], denoised.shape[-1], args.get("model"), denoised.device)
+        return cond.align(denoised, self.strength)
+
+
+class GuidancePatch:
+    """Takes sliced-Wasserstein palette steps on x̂0 while ``sigma_end < sigma <= sigma_start``."""
+
+    def __init__(
+        self,
+        colors: Tensor,
+        weights: Tensor,
+        strength: float,
+        steps: int,
+        sigma_start: float = float("inf"),
+        sigma_end: float = 0.0,
+        decode: LatentDecoder | None = None,
+        rotations: int = DEFAULT_ROTATIONS,
+    ) -> None:
+        self.colors, self.weights = colors, weights
+        self.strength, self.steps = float(strength), int(steps)
+        self.sigma_start, self.sigma_end = float(sigma_start), float(sigma_end)
+        self.decode = decode
+        self.rotations = rotations
+        self.calls = 0
+
+    def __deepcopy__(self, memo: dict) -> GuidancePatch:
+        return self
+
+    def __call__(self, args: Mapping) -> Tensor:
+        denoised = args["denoised"]
+        sigma = _sigma(args)
+        if self.strength == 0 or self.steps == 0 or not (self.sigma_end < sigma <= self.sigma_start):
+            return denoised
+        self.calls += 1
+        decode = None
+        if self.decode is not None:
+            model = args.get("model")
+            decode = lambda z: self.decode(z, model)  # noqa: E731
+        out = guide(
+            denoised,
+            self.colors,
+            self.weights,
+            steps=self.steps,
+            strength=self.strength,
+            decode=decode,
+            rotations=self.rotations,
+            seed=self.calls,
+        )
+        return out.to(denoised.dtype)
