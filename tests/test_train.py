@@ -1,0 +1,335 @@
+"""Training (SPEC §8): the diffusers processor, the condition recipe, resumable training, export, analysis.
+
+A tiny SDXL-layout UNet (3 levels, 11 attention blocks) with a 32-dim text width keeps every test to a
+few seconds on a CPU; the parity test against ComfyUI (test_train_parity_comfyui.py) uses SDXL's 2048.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("accelerate")
+
+from palette_core.adapter import (  # noqa: E402
+    KIND_HISTOGRAM,
+    KIND_NONE,
+    KIND_PALETTE,
+    ColorCondition,
+    init_adapter,
+    load_adapter,
+    palette_condition,
+    read_adapter_metadata,
+)
+from palette_core.histogram import NUM_BINS, image_histogram  # noqa: E402
+from train.checkpoint import list_checkpoints  # noqa: E402
+from train.data import ConstantText, Record, StepBatches, read_manifest  # noqa: E402
+from train.models import build_unet, text_kv, tiny_unet_config, unet_attention_layers  # noqa: E402
+from train.processor import PaletteUNet, time_ids  # noqa: E402
+from train.recipe import Recipe, draw_conditions  # noqa: E402
+from train.toy.shapes import write_dataset  # noqa: E402
+from train.train_palette_adapter import TrainConfig, Trainer, build_parser, config_from_args  # noqa: E402
+
+CTX = 32
+SIZE = 16
+
+
+def tiny_unet(seed: int = 0):
+    return build_unet(tiny_unet_config(32, (1, 1, 1), in_channels=3, sample_size=SIZE, context_dim=CTX), seed=seed)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("toy"), 12, SIZE, seed=0, broken=2)
+
+
+def config(out, data, **kw) -> TrainConfig:
+    base = dict(
+        output=out,
+        data=data,
+        pixel_space=True,
+        constant_text="zeros",
+        text_tokens=2,
+        resolution=SIZE,
+        batch_size=4,
+        max_steps=4,
+        lr=1e-3,
+        checkpoint_every=2,
+        validate_every=0,
+        recipe=Recipe(palette_resize=None),
+        progress=False,
+        sdxl_only=False,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def unet_inputs(batch: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, SIZE, SIZE, generator=g)
+    text = torch.randn(batch, 3, CTX, generator=g)
+    pooled = torch.randn(batch, 1280, generator=g)
+    return x, torch.full((batch,), 500), text, pooled, time_ids(batch, SIZE, SIZE)
+
+
+def test_layers_are_walked_from_the_model_and_sdxl_is_enforced():
+    unet = tiny_unet()
+    layers = unet_attention_layers(unet, CTX)
+    blocks = {n.rsplit(".transformer_blocks", 1)[0] for n in layers}
+    assert len(layers) == 11 and len(blocks) == 11
+    assert layers["up_blocks.0.attentions.1.transformer_blocks.0.attn2"] == 128
+    with pytest.raises(Exception, match="needs an SDXL UNet"):
+        unet_attention_layers(unet)  # 32-dim text is not SDXL's 2048
+
+
+def test_processor_is_the_default_attention_when_off_and_matches_ip_adapter_when_on():
+    from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+
+    unet = tiny_unet().eval()
+    x, t, text, pooled, ids = unet_inputs()
+    with torch.no_grad():
+        plain = unet(x, t, text, added_cond_kwargs={"text_embeds": pooled, "time_ids": ids}).sample
+    layers = unet_attention_layers(unet, CTX)
+    adapter = init_adapter(layers, seed=3, context_dim=CTX)
+    model = PaletteUNet(unet, adapter)
+    cond = palette_condition(torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.2, 0.8], [0.95, 0.9, 0.2]]))
+    with torch.no_grad():
+        off = model(x, t, text, pooled, ids, None)
+        zero = model(x, t, text, pooled, ids, cond, scale=0.0)
+        on = model(x, t, text, pooled, ids, cond, scale=0.7)
+    assert torch.allclose(off, plain, atol=1e-6) and torch.allclose(zero, plain, atol=1e-6)
+    assert (on - plain).abs().max() > 1e-3
+    assert set(model.context.calls) == set(layers)
+
+    # one layer against diffusers' own IP-Adapter processor with the adapter's W_k / W_v and tokens
+    name = "up_blocks.0.attentions.1.transformer_blocks.0.attn2"
+    attn = dict(unet.named_modules())[name]
+    hidden = torch.randn(2, 16, 128)
+    tokens = adapter.tokens(cond).detach()
+    ref_proc = IPAdapterAttnProcessor2_0(128, CTX, num_tokens=(5,), scale=0.7)
+    with torch.no_grad():
+        ref_proc.to_k_ip[0].weight.copy_(adapter.kv_weights(name)[0])
+        ref_proc.to_v_ip[0].weight.copy_(adapter.kv_weights(name)[1])
+        ours = attn(hidden, encoder_hidden_states=text)  # our processor, tokens from the last forward
+        attn.set_processor(ref_proc)
+        ref = attn(hidden, encoder_hidden_states=(text, [tokens.expand(2, -1, -1)]))
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_adapter_gradients():
+    grads = []
+    for ckpt in (False, True):
+        unet = tiny_unet().requires_grad_(False)
+        if ckpt:
+            unet.enable_gradient_checkpointing()
+        adapter = init_adapter(unet_attention_layers(unet, CTX), seed=1, context_dim=CTX)
+        model = PaletteUNet(unet, adapter)
+        x, t, text, pooled, ids = unet_inputs()
+        cond = palette_condition(torch.rand(2, 4, 3, generator=torch.Generator().manual_seed(5)))
+        model(x, t, text, pooled, ids, cond).square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in adapter.named_parameters()})
+    assert all(g is not None and g.abs().sum() > 0 for g in grads[1].values())
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6, rtol=1e-4), n
+
+
+def test_recipe_kinds_distance_entropy_and_drops():
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(6, 8, 8, 3, generator=g)
+    img[:3] = torch.tensor([0.9, 0.1, 0.1])  # flat red images: entropy 0
+    pal = draw_conditions(img, Recipe(1.0, 0.0, 3, 3, 0, 0, 0, 0, 0, None), torch.Generator().manual_seed(1))
+    c = pal.condition
+    assert (c.kind == KIND_PALETTE).all() and not pal.drop_text.any()
+    assert ((c.histogram > 0).sum(-1) <= 3).all() and torch.allclose(c.histogram.sum(-1), torch.ones(6))
+    assert torch.isfinite(c.distance).all() and (c.distance[3:] > 0.1).all()  # 3 colours vs 64 noisy pixels
+    assert torch.allclose(c.entropy[:3], torch.zeros(3))
+    hist = draw_conditions(img, Recipe(0.0, 1.0, p_drop_text=0, p_drop_color=0, p_drop_both=0), g).condition
+    assert (hist.kind == KIND_HISTOGRAM).all()
+    assert torch.allclose(hist.histogram, image_histogram(img)) and torch.allclose(hist.distance, torch.zeros(6))
+    drop = draw_conditions(img, Recipe(p_drop_text=0, p_drop_color=1.0, p_drop_both=0), g)
+    assert (drop.condition.kind == KIND_NONE).all() and drop.condition.histogram.abs().sum() == 0
+    assert torch.isnan(drop.condition.distance).all() and torch.isnan(drop.condition.entropy).all()
+
+
+def test_recipe_frequencies_follow_the_spec():
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(400, 4, 4, 3, generator=g)
+    d = draw_conditions(img, Recipe(), torch.Generator().manual_seed(2))
+    kinds = d.kind_drawn
+    n = len(kinds)
+    assert (
+        abs((kinds == KIND_PALETTE).sum() / n - 0.45) < 0.08 and abs((kinds == KIND_HISTOGRAM).sum() / n - 0.45) < 0.08
+    )
+    null = (d.condition.kind == KIND_NONE) & (d.condition.histogram.sum(-1) == 0)
+    assert 0.10 < null.float().mean() < 0.30  # 10 % unconditioned + 10 % colour drops (colour or both)
+    assert 0.04 < d.drop_text.float().mean() < 0.17  # text or both: 10 %
+    has_e = torch.isfinite(d.condition.entropy)
+    assert 0.6 < has_e.float().mean() < 0.9  # 10 % dropped, and the colour drops
+    again = draw_conditions(img, Recipe(), torch.Generator().manual_seed(2))
+    assert torch.equal(again.condition.histogram, d.condition.histogram)
+
+
+def test_manifests_jsonl_csv_folder_and_step_batches(tmp_path, dataset):
+    rows = read_manifest(dataset)
+    assert len(rows) == 14 and rows[0].image.is_file()
+    (tmp_path / "m.csv").write_text("image,caption,weight\n" + f"{rows[0].image},a red thing,2.5\n")
+    assert read_manifest(tmp_path / "m.csv") == [Record(rows[0].image, "a red thing", 2.5)]
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(rows[0].image.read_bytes())
+    (folder / "a.txt").write_text("caption a\n")
+    assert read_manifest(folder)[0].caption == "caption a"
+    s1 = list(StepBatches([1.0, 0.0, 3.0], 4, seed=1, start=0, total=6))
+    s2 = list(StepBatches([1.0, 0.0, 3.0], 4, seed=1, start=3, total=6))
+    assert s1[3:] == s2 and all(1 not in b for b in s1)
+
+
+def _adapter_state(trainer):
+    return {k: v.clone() for k, v in trainer.palette_model.adapter.file_tensors().items()}
+
+
+def _optim_state(trainer):
+    st = trainer.optimizer.state_dict()["state"]
+    return {(i, k): v.clone() for i, s in st.items() for k, v in s.items() if isinstance(v, torch.Tensor)}
+
+
+def test_adapter_training_lowers_the_loss_on_a_fixed_batch(tmp_path, dataset):
+    """The trainer's loss, gradients and optimizer are wired to the adapter: a fixed batch is fitted."""
+    trainer = Trainer(config(tmp_path / "fit", dataset, lr=1e-2), unet=tiny_unet())
+    idx = torch.arange(6)
+    images = torch.stack([trainer.dataset[i][1] for i in range(6)])
+    unet_before = {k: v.clone() for k, v in trainer.unet.state_dict().items()}
+    losses = []
+    for _ in range(7):
+        loss = trainer.micro_loss(0, idx, images)  # the same noise, timesteps and conditions every time
+        loss.backward()
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.96 * losses[0], losses
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert all(torch.equal(v, unet_before[k]) for k, v in trainer.unet.state_dict().items())  # base frozen
+
+
+def test_training_run_skips_broken_images_logs_and_exports_a_loadable_adapter(tmp_path, dataset):
+    trainer = Trainer(config(tmp_path / "run", dataset, max_steps=6, batch_size=6), unet=tiny_unet())
+    result = trainer.train()
+    assert result["skipped"] > 0  # the broken and tiny files were drawn and skipped, not fatal
+    assert math.isfinite(result["loss"])
+    loaded = load_adapter(result["adapter"], model_layers=unet_attention_layers(trainer.unet, CTX))
+    for k, v in trainer.palette_model.adapter.file_tensors().items():
+        assert torch.equal(loaded.file_tensors()[k], v.cpu()), k
+    meta = read_adapter_metadata(result["adapter"])
+    assert meta["trained_steps"] == "6" and json.loads(meta["blocks"]) == loaded.blocks
+    log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
+    assert log[0].startswith("step,loss") and len(log) == 7
+    assert int(log[-1].split(",")[4]) == result["skipped"]
+    assert (tmp_path / "run" / "training_plot.png").stat().st_size > 0
+
+
+def test_resume_reaches_exactly_the_weights_of_an_uninterrupted_run(tmp_path, dataset):
+    full = Trainer(config(tmp_path / "full", dataset, max_steps=5), unet=tiny_unet())
+    full.train()
+    first = Trainer(config(tmp_path / "cut", dataset, max_steps=5, stop_after=3), unet=tiny_unet())
+    assert first.train()["stopped"]
+    ckpts = list_checkpoints(tmp_path / "cut" / "checkpoints")
+    assert [s for s, _ in ckpts] == [2]  # killed after step 3: step 3 is lost and redone
+    (tmp_path / "cut" / "checkpoints" / ".step-00000004.abc.tmp").write_bytes(b"torn write")
+    resumed = Trainer(config(tmp_path / "cut", dataset, max_steps=5), unet=tiny_unet())
+    assert resumed.train()["step"] == 5
+    a, b = _adapter_state(full), _adapter_state(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    oa, ob = _optim_state(full), _optim_state(resumed)
+    assert oa.keys() == ob.keys() and all(torch.equal(oa[k], ob[k]) for k in oa)
+    rows = (tmp_path / "cut" / "train_log.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4, 5]
+
+
+def test_stage_two_trains_chosen_blocks_from_a_stage_one_file(tmp_path, dataset):
+    stage1 = Trainer(config(tmp_path / "s1", dataset, max_steps=1), unet=tiny_unet()).train()
+    block = "up_blocks.0.attentions.1"
+    analysis = tmp_path / "analysis.json"
+    analysis.write_text(json.dumps({"recommended": [block]}))
+    t2 = Trainer(
+        config(tmp_path / "s2", dataset, max_steps=1, stage=2, blocks_from=analysis, init_adapter=stage1["adapter"]),
+        unet=tiny_unet(),
+    )
+    assert t2.palette_model.adapter.blocks == [block]
+    s1 = load_adapter(stage1["adapter"])
+    assert torch.equal(t2.palette_model.adapter.color_proj.weight.detach(), s1.color_proj.weight)
+    with pytest.raises(Exception, match="give --blocks or --blocks-from"):
+        Trainer(config(tmp_path / "s3", dataset, stage=2), unet=tiny_unet())
+
+
+def test_validation_logs_palette_emd_and_analysis_ranks_every_block(tmp_path, dataset):
+    from palette_core.palette import Palette
+    from train.analyse_blocks import analyse, recommend
+
+    trainer = Trainer(
+        config(tmp_path / "v", dataset, max_steps=1, validate_every=1, val_palettes=["#ff0000, #00ff00"], val_steps=2),
+        unet=tiny_unet(),
+    )
+    trainer.train()
+    rows = (tmp_path / "v" / "validation.csv").read_text().splitlines()
+    assert rows[0] == "step,palette_emd,palette_emd_base" and [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
+    assert all(0 < float(r.split(",")[1]) < 2 for r in rows[1:])
+    text = ConstantText(2, None, CTX)
+    model = trainer.palette_model
+    pals = [Palette.parse("#ff0000, #0000ff")]
+    result = analyse(model, trainer.codec, trainer.scheduler.config, text, pals, [""], [0], SIZE, steps=2)
+    assert {r["block"] for r in result["ranking"]} == set(model.adapter.blocks)
+    deltas = [r["delta"] for r in result["ranking"]]
+    assert deltas == sorted(deltas, reverse=True) and any(d != 0 for d in deltas)
+    assert not model.context.disabled
+    fake = [{"block": "a", "delta": 0.5}, {"block": "b", "delta": 0.3}, {"block": "c", "delta": 0.2}]
+    assert recommend(fake, coverage=0.6) == ["a", "b"] and recommend(fake, coverage=0.4) == ["a"]
+
+
+def test_cli_flags_map_onto_the_config(tmp_path):
+    args = build_parser().parse_args(
+        [
+            "--data",
+            "d.jsonl",
+            "--model",
+            "m",
+            "--blocks",
+            "up_blocks.0.attentions.1, mid_block.attentions.0",
+            "--mixed-precision",
+            "bf16",
+            "--gradient-checkpointing",
+            "--grad-accum",
+            "4",
+            "--p-palette",
+            "0.5",
+            "--palette-resize",
+            "0",
+            "--no-progress",
+        ]
+    )
+    cfg = config_from_args(args)
+    assert cfg.blocks == ["up_blocks.0.attentions.1", "mid_block.attentions.0"]
+    assert cfg.mixed_precision == "bf16" and cfg.gradient_checkpointing and cfg.grad_accum == 4
+    assert cfg.recipe.p_palette == 0.5 and cfg.recipe.palette_resize is None and not cfg.progress
+
+
+def test_condition_batches_broadcast_into_cfg_halves():
+    from train.processor import expand_condition
+
+    c = palette_condition(torch.tensor([[1.0, 0.0, 0.0]]))
+    e = expand_condition(c, 3)
+    assert e.batch_size == 3 and torch.equal(e.histogram[2], c.histogram[0])
+    both = ColorCondition.cat([expand_condition(c, 2), expand_condition(c, 2)])
+    assert both.histogram.shape == (4, NUM_BINS) and math.isnan(float(both.distance[0]))
+
+
+def test_text_kv_initialises_the_adapter_from_the_text_projections():
+    unet = tiny_unet()
+    layers = unet_attention_layers(unet, CTX)
+    kv = text_kv(unet, list(layers))
+    adapter = init_adapter(layers, 0, kv, CTX)
+    name = next(iter(layers))
+    assert torch.equal(adapter.kv_weights(name)[0], dict(unet.named_modules())[name].to_k.weight)

@@ -1,0 +1,1 @@
+"""Standalone training of the Palette-Adapter on diffusers + accelerate (SPEC §8); never imported by ComfyUI."""

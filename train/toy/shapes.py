@@ -1,0 +1,67 @@
+"""Synthetic training images: flat-coloured shapes drawn from a random palette, some with texture.
+
+Each image takes a random palette of 3-5 colours: the first fills the background, the others fill 2-5
+rectangles and ellipses. Half of the images get per-pixel noise and a shading gradient, so the set spans
+low-entropy (flat) and high-entropy (textured) colour histograms, which the entropy control needs.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def random_palette(rng: np.random.Generator, k: int | None = None) -> np.ndarray:
+    """``[k, 3]`` sRGB colours in [0, 1] (k = 3-5): uniform hue, mid-to-high saturation and value."""
+    k = int(rng.integers(3, 6)) if k is None else k
+    hsv = np.stack([rng.random(k), rng.uniform(0.25, 1.0, k), rng.uniform(0.3, 1.0, k)], axis=-1)
+    return np.array([colorsys.hsv_to_rgb(*c) for c in hsv], dtype=np.float64)
+
+
+def draw(palette: np.ndarray, rng: np.random.Generator, size: int = 32, textured: bool | None = None) -> np.ndarray:
+    """An ``[size, size, 3]`` uint8 image of flat shapes in the palette's colours."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    img = np.empty((size, size, 3))
+    img[:] = palette[0]
+    n_shapes = int(rng.integers(2, 6))
+    for s in range(n_shapes):
+        colour = palette[1 + s % (len(palette) - 1)]
+        cx, cy = rng.uniform(0.15, 0.85, 2)
+        rx, ry = rng.uniform(0.12, 0.35, 2)
+        if rng.random() < 0.5:
+            mask = (np.abs(xx - cx) < rx) & (np.abs(yy - cy) < ry)
+        else:
+            mask = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 < 1.0
+        img[mask] = colour
+    if textured if textured is not None else rng.random() < 0.5:
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = (np.cos(angle) * (xx - 0.5) + np.sin(angle) * (yy - 0.5))[..., None]
+        img = img * (1.0 + 0.35 * ramp) + rng.normal(0.0, rng.uniform(0.03, 0.08), img.shape)
+    return (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def write_dataset(folder: str | Path, n: int, size: int = 32, seed: int = 0, broken: int = 0) -> Path:
+    """``n`` PNGs and ``manifest.jsonl`` in ``folder``; ``broken`` extra unreadable/tiny files to be skipped."""
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        pal = random_palette(rng)
+        name = f"images/{i:06d}.png"
+        Image.fromarray(draw(pal, rng, size)).save(folder / name)
+        rows.append({"image": name, "caption": "", "palette": [[round(float(v), 4) for v in c] for c in pal]})
+    for j in range(broken):
+        name = f"images/broken-{j}.png"
+        if j % 2 == 0:
+            (folder / name).write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+        else:
+            Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(folder / name)  # far below the minimum size
+        rows.append({"image": name, "caption": ""})
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return manifest

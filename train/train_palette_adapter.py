@@ -1,0 +1,658 @@
+"""Train the Palette-Adapter on a frozen SDXL UNet with diffusers + accelerate (paper §3.2, SPEC §8).
+
+Stage 1 trains adapters on every cross-attention layer (70 in SDXL); ``analyse_blocks.py`` then ranks the
+blocks and stage 2 trains on the chosen ones. Runs resume from the newest checkpoint in the output folder
+and reach exactly the weights of an uninterrupted run. The result, ``palette_adapter.safetensors``, is
+the SPEC §6 file that ComfyUI's PaletteAdapterLoader reads.
+
+    accelerate launch train/train_palette_adapter.py --model sdxl-base/ --data curated.jsonl \
+        --text-cache captions.safetensors --output runs/stage1 --stage 1 --mixed-precision bf16
+
+See docs/training.md for the whole procedure.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import csv
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from palette_core.adapter import (
+    CONTEXT_DIM,
+    ColorCondition,
+    PaletteAdapter,
+    init_adapter,
+    load_adapter,
+    palette_condition,
+)
+from palette_core.distance import palette_emd
+from palette_core.errors import AdapterError, PaletteError
+from palette_core.palette import Palette
+from palette_core.render import palette_stripes
+from train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from train.data import (
+    CachedText,
+    ConstantText,
+    ImageDataset,
+    LatentCache,
+    StepBatches,
+    collate,
+    read_manifest,
+    step_seed,
+)
+from train.models import (
+    PixelCodec,
+    VaeCodec,
+    load_unet,
+    load_vae,
+    noise_scheduler,
+    select_blocks,
+    text_kv,
+    unet_attention_layers,
+)
+from train.processor import PaletteUNet, generate, time_ids
+from train.recipe import Recipe, draw_conditions
+
+log = logging.getLogger("train_palette_adapter")
+
+DEFAULT_VAL_PALETTES = (
+    "#e63946, #f1faee, #a8dadc, #457b9d, #1d3557",
+    "#264653, #2a9d8f, #e9c46a, #f4a261, #e76f51",
+    "#ff00ff, #00ffff, #ffff00",
+    "#3c1518, #69140e, #a44200, #d58936, #fffb46",
+)
+DEFAULT_VAL_PROMPTS = ("a cosy living room, interior photo", "a landscape painting of hills at dusk")
+TRAIN_LOG = "train_log.csv"
+VAL_LOG = "validation.csv"
+ADAPTER_FILE = "palette_adapter.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (the CLI flags, with ``-`` for ``_``)."""
+
+    output: Path = Path("runs/palette-adapter")
+    data: Path | None = None
+    model: Path | None = None
+    vae: Path | None = None
+    pixel_space: bool = False
+    text_cache: Path | None = None
+    constant_text: str | None = None  # "zeros" or "random": no text encoder (toy runs, tests)
+    text_tokens: int = 77
+    resolution: int = 512
+    min_size: int | None = None
+    stage: int = 1
+    blocks: list[str] | None = None
+    blocks_from: Path | None = None
+    init_adapter: Path | None = None
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_steps: int = 1000
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    adam8bit: bool = False
+    seed: int = 0
+    recipe: Recipe = field(default_factory=Recipe)
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 2
+    validate_every: int = 250
+    val_palettes: list[str] = field(default_factory=lambda: list(DEFAULT_VAL_PALETTES))
+    val_prompts: list[str] = field(default_factory=lambda: list(DEFAULT_VAL_PROMPTS))
+    val_seeds: int = 1
+    val_steps: int = 20
+    val_guidance: float = 5.0
+    val_size: int | None = None
+    num_workers: int = 0
+    latent_cache: Path | None = None
+    restart: bool = False
+    stop_after: int | None = None  # stop as if killed after this many steps (tests resume)
+    progress: bool = True
+    sdxl_only: bool = True  # False: accept any cross-attention width (fast tests; such adapters do not fit SDXL)
+
+
+def _weight_dtype(mixed_precision: str) -> torch.dtype:
+    table = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if mixed_precision not in table:
+        raise PaletteError(f"mixed precision {mixed_precision!r}: choose no, bf16 or fp16")
+    return table[mixed_precision]
+
+
+def build_adapter(
+    unet, layers: dict[str, int], seed: int, init_from: Path | None = None, context_dim: int = CONTEXT_DIM
+) -> PaletteAdapter:
+    """A new adapter for ``layers``: W_k/W_v from the text to_k/to_v, or from a stage-1 file where it has them."""
+    adapter = init_adapter(layers, seed, text_kv(unet, list(layers)), context_dim)
+    if init_from is not None:
+        src = load_adapter(init_from, model_layers=unet_attention_layers(unet, context_dim))
+        with torch.no_grad():
+            for name in ("color_proj", "color_norm", "scalar_proj", "scalar_norm"):
+                getattr(adapter, name).load_state_dict(getattr(src, name).state_dict())
+            for layer in set(layers) & set(src.layers):
+                for dst, s in zip(adapter.kv_weights(layer), src.kv_weights(layer)):
+                    dst.copy_(s)
+    return adapter
+
+
+def chosen_blocks(config: TrainConfig) -> list[str] | None:
+    """The blocks this run trains: all (stage 1), ``--blocks``, or ``--blocks-from`` an analysis JSON."""
+    if config.blocks:
+        return list(config.blocks)
+    if config.blocks_from is not None:
+        data = json.loads(Path(config.blocks_from).read_text())
+        blocks = data.get("recommended") if isinstance(data, dict) else None
+        if not blocks:
+            raise PaletteError(f"{config.blocks_from}: no 'recommended' block list (write it with analyse_blocks.py)")
+        return list(blocks)
+    if config.stage == 2:
+        raise PaletteError("stage 2 trains chosen blocks: give --blocks or --blocks-from (analyse_blocks.py output)")
+    return None
+
+
+class Trainer:
+    """One training run. ``unet``/``codec``/``text`` may be given directly (tests, toy runs)."""
+
+    def __init__(self, config: TrainConfig, unet=None, codec=None, text=None, records=None) -> None:
+        from accelerate import Accelerator
+
+        self.config = c = config
+        self.accelerator = Accelerator(mixed_precision=c.mixed_precision)
+        self.device = self.accelerator.device
+        self.weight_dtype = _weight_dtype(c.mixed_precision)
+        self.out = Path(c.output)
+        if c.restart and self.accelerator.is_main_process:
+            for name in ("checkpoints", TRAIN_LOG, VAL_LOG, "validation"):
+                p = self.out / name
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+        if unet is None:
+            if c.model is None:
+                raise PaletteError("give --model (a diffusers SDXL folder or a single-file .safetensors checkpoint)")
+            unet = load_unet(c.model)
+        self.unet = unet.requires_grad_(False).eval().to(self.device, self.weight_dtype)
+        if c.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        context = CONTEXT_DIM if c.sdxl_only else int(self.unet.config.cross_attention_dim)
+        self.layers = select_blocks(unet_attention_layers(self.unet, context), chosen_blocks(c))
+        self.adapter = build_adapter(self.unet, self.layers, c.seed, c.init_adapter, context).to(self.device).train()
+        self.adapter.requires_grad_(True)
+        self.model = PaletteUNet(self.unet, self.adapter)
+        self.optimizer = self._optimizer()
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.scheduler = noise_scheduler(c.model)
+        self.codec = codec if codec is not None else (PixelCodec() if c.pixel_space else self._vae_codec())
+        self.text = text if text is not None else self._text()
+        self.records = records if records is not None else read_manifest(self._need(c.data, "--data"))
+        self.dataset = ImageDataset(self.records, c.resolution, c.min_size)
+        self.latents = LatentCache(c.latent_cache, c.resolution) if c.latent_cache and not c.pixel_space else None
+        self.skipped = 0
+        self.skipped_paths: set[str] = set()
+        self.base_emd: float | None = None
+        self.history: list[tuple[int, float]] = []
+
+    @staticmethod
+    def _need(value, flag: str):
+        if value is None:
+            raise PaletteError(f"{flag} is required")
+        return value
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        params = [p for p in self.adapter.parameters() if p.requires_grad]
+        if c.adam8bit:
+            try:
+                import bitsandbytes as bnb
+            except ImportError as e:
+                raise ImportError("--adam8bit needs bitsandbytes (pip install -r train/requirements.txt)") from e
+            return bnb.optim.AdamW8bit(params, lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+
+    def _vae_codec(self) -> VaeCodec:
+        c = self.config
+        src = c.vae or c.model
+        if src is None:
+            raise PaletteError("give --vae (or --model), or --pixel-space for a pixel-space toy model")
+        return VaeCodec(load_vae(src), self.device)
+
+    def _text(self):
+        c = self.config
+        if c.text_cache is not None:
+            return CachedText(c.text_cache)
+        if c.constant_text in ("zeros", "random"):
+            dim = int(self.unet.config.cross_attention_dim)
+            return ConstantText(c.text_tokens, None if c.constant_text == "zeros" else c.seed, dim)
+        raise PaletteError(
+            "give --text-cache (captions encoded with encode_text_cache) or --constant-text zeros|random"
+        )
+
+    @property
+    def palette_model(self) -> PaletteUNet:
+        """The unwrapped UNet + adapter."""
+        return self.accelerator.unwrap_model(self.model)
+
+    # ---- one micro-batch -------------------------------------------------------------------------
+
+    def _latents(self, idx: Tensor, images: Tensor, g: torch.Generator) -> Tensor:
+        if self.latents is not None:
+            paths = [self.records[int(i)].image for i in idx]
+            return self.codec.sample(self.latents.moments(self.codec, paths, images), g).to(self.device)
+        return self.codec.encode(images.to(self.device), g).to(self.device)
+
+    def micro_loss(self, micro: int, idx: Tensor, images: Tensor) -> Tensor:
+        """The noise-prediction MSE of one micro-batch (all its randomness from the micro-step's seed)."""
+        c = self.config
+        g = torch.Generator().manual_seed(step_seed(c.seed, micro, 1, self.accelerator.process_index))
+        drawn = draw_conditions(images.permute(0, 2, 3, 1), c.recipe, g)
+        latents = self._latents(idx, images, g).to(self.weight_dtype)
+        b = latents.shape[0]
+        noise = torch.randn(latents.shape, generator=g).to(self.device, latents.dtype)
+        steps = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=g).to(self.device)
+        noisy = self.scheduler.add_noise(latents, noise, steps)
+        if self.scheduler.config.prediction_type == "v_prediction":
+            target = self.scheduler.get_velocity(latents, noise, steps)
+        else:
+            target = noise
+        emb, pooled = self.text.embed([self.records[int(i)].caption for i in idx])
+        e_emb, e_pooled = self.text.empty(b)
+        drop = drawn.drop_text
+        emb = torch.where(drop[:, None, None], e_emb, emb).to(self.device, self.weight_dtype)
+        pooled = torch.where(drop[:, None], e_pooled, pooled).to(self.device, self.weight_dtype)
+        size = c.resolution
+        pred = self.model(
+            noisy, steps, emb, pooled, time_ids(b, size, size, self.device), drawn.condition.to(self.device)
+        )
+        return F.mse_loss(pred.float(), target.float())
+
+    # ---- the loop --------------------------------------------------------------------------------
+
+    def _resume(self) -> int:
+        found = list_checkpoints(self.out / "checkpoints")
+        if not found:
+            return 0
+        step, path = found[-1]
+        step, extra = load_checkpoint(path, self.palette_model.adapter, self.optimizer)
+        self.skipped = int(extra.get("skipped", 0))
+        self.base_emd = extra.get("base_emd")
+        log.info("resumed from %s (step %d)", path.name, step)
+        return step
+
+    def _truncate_logs(self, step: int) -> None:
+        for name in (TRAIN_LOG, VAL_LOG):
+            p = self.out / name
+            if not p.is_file():
+                continue
+            with p.open(newline="") as f:
+                rows = list(csv.reader(f))
+            keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
+            with p.open("w", newline="") as f:
+                csv.writer(f).writerows(keep)
+
+    def _log_row(self, name: str, header: Sequence[str], row: Sequence) -> None:
+        p = self.out / name
+        new = not p.is_file()
+        with p.open("a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(header)
+            w.writerow(row)
+
+    def _lr(self, step: int) -> float:
+        c = self.config
+        return c.lr * min(1.0, (step + 1) / c.warmup_steps) if c.warmup_steps > 0 else c.lr
+
+    def save(self, step: int) -> Path:
+        """Write the training checkpoint of ``step`` (main process only)."""
+        extra = {"skipped": self.skipped, "base_emd": self.base_emd, "config": _jsonable(asdict(self.config))}
+        return save_checkpoint(
+            self.out / "checkpoints",
+            step,
+            self.palette_model.adapter,
+            self.optimizer,
+            extra,
+            self.config.keep_checkpoints,
+        )
+
+    def export(self, step: int, path: Path | None = None) -> Path:
+        """Write the SPEC §6 adapter file (what ComfyUI loads)."""
+        from palette_core.adapter import save_adapter
+
+        c = self.config
+        meta = {"stage": str(c.stage), "blocks": json.dumps(self.palette_model.adapter.blocks)}
+        if c.model is not None:
+            meta["trained_on"] = Path(c.model).name
+        return save_adapter(self.palette_model.adapter, path or self.out / ADAPTER_FILE, trained_steps=step, **meta)
+
+    def train(self) -> dict:
+        """Run (or resume) to ``max_steps``; returns a summary."""
+        from tqdm.auto import tqdm
+
+        c = self.config
+        acc = self.accelerator
+        start = self._resume()
+        if acc.is_main_process:
+            self._truncate_logs(start)
+        if start == 0 and c.validate_every > 0 and acc.is_main_process:
+            self.validate(0)
+        sampler = StepBatches(
+            [r.weight for r in self.records],
+            c.batch_size,
+            c.seed + acc.process_index,
+            start * c.grad_accum,
+            c.max_steps * c.grad_accum,
+        )
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=sampler, collate_fn=collate, num_workers=c.num_workers
+        )
+        batches = iter(loader)
+        bar = tqdm(total=c.max_steps, initial=start, disable=not (c.progress and acc.is_main_process), unit="step")
+        step = start
+        last_loss = math.nan
+        while step < c.max_steps:
+            t0 = time.perf_counter()
+            for group in self.optimizer.param_groups:
+                group["lr"] = self._lr(step)
+            losses, n_images = [], 0
+            for k in range(c.grad_accum):
+                idx, images, skipped = next(batches)
+                self._count_skipped(skipped)
+                if images.shape[0] == 0:
+                    continue
+                loss = self.micro_loss(step * c.grad_accum + k, idx, images)
+                acc.backward(loss / c.grad_accum)
+                losses.append(float(loss.detach()))
+                n_images += images.shape[0]
+            grad_norm = math.nan
+            if losses:
+                grad_norm = float(acc.clip_grad_norm_(self.palette_model.adapter.parameters(), c.max_grad_norm))
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            step += 1
+            last_loss = sum(losses) / len(losses) if losses else math.nan
+            seconds = time.perf_counter() - t0
+            if acc.is_main_process:
+                self.history.append((step, last_loss))
+                self._log_row(
+                    TRAIN_LOG,
+                    ("step", "loss", "lr", "grad_norm", "skipped_images", "images_per_s"),
+                    (
+                        step,
+                        f"{last_loss:.6f}",
+                        f"{self._lr(step - 1):.3g}",
+                        f"{grad_norm:.4f}",
+                        self.skipped,
+                        f"{n_images / max(seconds, 1e-9):.2f}",
+                    ),
+                )
+                bar.update(1)
+                bar.set_postfix(loss=f"{last_loss:.4f}", skipped=self.skipped)
+                if c.validate_every > 0 and step % c.validate_every == 0:
+                    self.validate(step)
+                if step % c.checkpoint_every == 0 or step == c.max_steps:
+                    self.save(step)
+            if c.stop_after is not None and step >= c.stop_after and step < c.max_steps:
+                bar.close()
+                return {"step": step, "stopped": True, "loss": last_loss, "skipped": self.skipped}
+        bar.close()
+        result = {"step": step, "stopped": False, "loss": last_loss, "skipped": self.skipped}
+        if acc.is_main_process:
+            result["adapter"] = str(self.export(step))
+            result["plot"] = str(plot_logs(self.out))
+        acc.wait_for_everyone()
+        return result
+
+    def _count_skipped(self, skipped: list[int]) -> None:
+        for i in skipped:
+            self.skipped += 1
+            path = str(self.records[i].image)
+            if path not in self.skipped_paths:
+                self.skipped_paths.add(path)
+                log.warning("skipped unreadable or too small image %s", path)
+
+    # ---- validation ------------------------------------------------------------------------------
+
+    def validation_set(self) -> tuple[list[Palette], list[str], list[int]]:
+        """Fixed palettes, prompts (cycled over the palettes) and seeds of the validation images."""
+        c = self.config
+        palettes = [Palette.parse(t) for t in c.val_palettes]
+        prompts = [c.val_prompts[i % len(c.val_prompts)] if c.val_prompts else "" for i in range(len(palettes))]
+        return palettes, prompts, list(range(c.val_seeds))
+
+    def sample_palettes(
+        self, palettes: Sequence[Palette], prompts: Sequence[str], seeds: Sequence[int], adapter: bool = True, **kw
+    ) -> Tensor:
+        """One image per (palette, seed), ``[P * S, H, W, 3]``."""
+        c = self.config
+        size = c.val_size or c.resolution
+        pos = ColorCondition.cat([palette_condition(p.colors.float(), p.weights.float()) for p in palettes])
+        rep = len(seeds)
+        pos = ColorCondition.cat([pos.select(i) for i in range(len(palettes)) for _ in range(rep)])
+        text = self.text.embed([prompts[i] for i in range(len(palettes)) for _ in range(rep)])
+        empty = self.text.empty(len(palettes) * rep)
+        all_seeds = [1000 * i + s for i in range(len(palettes)) for s in seeds]
+        kw.setdefault("guidance", c.val_guidance)
+        kw.setdefault("steps", c.val_steps)
+        with torch.no_grad(), self.accelerator.autocast():
+            return generate(
+                self.palette_model,
+                self.codec,
+                self.scheduler.config,
+                text,
+                empty,
+                all_seeds,
+                size,
+                positive=pos if adapter else None,
+                **kw,
+            )
+
+    def validate(self, step: int) -> float:
+        """Validation images and their mean palette_emd (logged; the base model's once, for reference)."""
+        palettes, prompts, seeds = self.validation_set()
+        if self.base_emd is None:
+            base = self.sample_palettes(palettes, prompts, seeds, adapter=False)
+            self.base_emd = _mean_emd(base, palettes, len(seeds))
+        images = self.sample_palettes(palettes, prompts, seeds)
+        emd = _mean_emd(images, palettes, len(seeds))
+        self._log_row(
+            VAL_LOG, ("step", "palette_emd", "palette_emd_base"), (step, f"{emd:.5f}", f"{self.base_emd:.5f}")
+        )
+        save_grid(images, palettes, len(seeds), self.out / "validation" / f"step-{step:08d}.png")
+        return emd
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _mean_emd(images: Tensor, palettes: Sequence[Palette], per: int) -> float:
+    scores = [
+        float(palette_emd(images[i], palettes[i // per].colors.float(), palettes[i // per].weights.float()))
+        for i in range(images.shape[0])
+    ]
+    return sum(scores) / len(scores)
+
+
+def save_grid(images: Tensor, palettes: Sequence[Palette], per: int, path: Path) -> Path:
+    """A PNG with one column per image and its palette as stripes beneath it."""
+    from PIL import Image
+
+    cols = []
+    for i in range(images.shape[0]):
+        img = images[i].float().clamp(0, 1)
+        pal = palettes[i // per]
+        stripes = palette_stripes(pal.colors.float(), pal.weights.float(), max(4, img.shape[0] // 6), img.shape[1])
+        cols.append(torch.cat([img, stripes.to(img.dtype)], dim=0))
+    grid = torch.cat(cols, dim=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((grid * 255).round().byte().numpy()).save(path)
+    return path
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot_logs(folder: Path) -> Path:
+    """``training_plot.png``: loss (raw and smoothed) and validation palette_emd against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    train = _read_csv(folder / TRAIN_LOG)
+    val = _read_csv(folder / VAL_LOG)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    steps = [int(r["step"]) for r in train]
+    loss = [float(r["loss"]) for r in train]
+    ax1.plot(steps, loss, color="0.75", lw=0.8, label="loss")
+    ema, smooth = None, []
+    for v in loss:
+        ema = v if ema is None or math.isnan(ema) else 0.95 * ema + 0.05 * v
+        smooth.append(ema)
+    ax1.plot(steps, smooth, color="C0", label="EMA 0.95")
+    ax1.set(xlabel="step", ylabel="noise MSE", title="training loss")
+    ax1.legend()
+    if val:
+        ax2.plot([int(r["step"]) for r in val], [float(r["palette_emd"]) for r in val], "o-", label="with adapter")
+        ax2.axhline(float(val[0]["palette_emd_base"]), color="C3", ls="--", label="base model (no adapter)")
+        ax2.legend()
+    ax2.set(xlabel="step", ylabel="palette EMD (lower = closer)", title="palette adherence (validation)")
+    fig.tight_layout()
+    out = folder / "training_plot.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+
+def _read_lines(path: str) -> list[str]:
+    return [s.strip() for s in Path(path).read_text(encoding="utf-8").splitlines() if s.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = TrainConfig()
+    a = p.add_argument
+    a("--output", type=Path, default=d.output, help="run folder: checkpoints, logs, plots, the adapter file")
+    a("--data", type=Path, help="manifest (JSONL/CSV with image, caption[, weight]) or a folder of images + .txt")
+    a("--model", type=Path, help="SDXL UNet: a diffusers folder (pipeline or unet/) or a single .safetensors file")
+    a("--vae", type=Path, help="VAE folder or .safetensors (default: from --model)")
+    a("--pixel-space", action="store_true", help="no VAE: the UNet works on RGB pixels (toy models)")
+    a("--text-cache", type=Path, help="precomputed text embeddings (.safetensors from encode_text_cache)")
+    a("--constant-text", choices=("zeros", "random"), help="one fixed text embedding for all captions (no encoder)")
+    a("--resolution", type=int, default=d.resolution, help="training image size (square centre crop)")
+    a("--min-size", type=int, help="skip images whose shorter side is below this (default resolution/2)")
+    a("--stage", type=int, choices=(1, 2), default=1, help="1: all cross-attention layers; 2: the chosen blocks")
+    a("--blocks", type=lambda s: [b for b in s.replace(",", " ").split() if b], help="diffusers block names")
+    a("--blocks-from", type=Path, help="analyse_blocks.py JSON: train its recommended blocks")
+    a("--init-adapter", type=Path, help="start from this adapter file (e.g. stage 1's) where it has weights")
+    a("--batch-size", type=int, default=d.batch_size)
+    a("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
+    a("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
+    a("--lr", type=float, default=d.lr)
+    a("--warmup-steps", type=int, default=d.warmup_steps)
+    a("--weight-decay", type=float, default=d.weight_decay)
+    a("--max-grad-norm", type=float, default=d.max_grad_norm)
+    a("--mixed-precision", choices=("no", "bf16", "fp16"), default=d.mixed_precision)
+    a("--gradient-checkpointing", action="store_true", help="recompute UNet activations in backward (less memory)")
+    a("--adam8bit", action="store_true", help="bitsandbytes 8-bit AdamW (CUDA)")
+    a("--seed", type=int, default=d.seed)
+    a("--p-palette", type=float, default=d.recipe.p_palette)
+    a("--p-histogram", type=float, default=d.recipe.p_histogram)
+    a("--palette-min", type=int, default=d.recipe.palette_min)
+    a("--palette-max", type=int, default=d.recipe.palette_max)
+    a("--p-drop-text", type=float, default=d.recipe.p_drop_text)
+    a("--p-drop-color", type=float, default=d.recipe.p_drop_color)
+    a("--p-drop-both", type=float, default=d.recipe.p_drop_both)
+    a("--p-drop-distance", type=float, default=d.recipe.p_drop_distance)
+    a("--p-drop-entropy", type=float, default=d.recipe.p_drop_entropy)
+    a("--palette-resize", type=int, default=d.recipe.palette_resize, help="median-cut resample size (0 = none)")
+    a("--checkpoint-every", type=int, default=d.checkpoint_every)
+    a("--keep-checkpoints", type=int, default=d.keep_checkpoints)
+    a("--validate-every", type=int, default=d.validate_every, help="0 = no validation")
+    a("--val-palettes", type=_read_lines, help="file: one palette per line (SPEC §5 text)")
+    a("--val-prompts", type=_read_lines, help="file: one prompt per line")
+    a("--val-seeds", type=int, default=d.val_seeds)
+    a("--val-steps", type=int, default=d.val_steps)
+    a("--val-guidance", type=float, default=d.val_guidance)
+    a("--val-size", type=int)
+    a("--num-workers", type=int, default=d.num_workers, help="image-loading worker processes")
+    a("--latent-cache", type=Path, help="folder caching VAE encoder moments per image")
+    a("--restart", action="store_true", help="ignore and delete earlier checkpoints and logs in --output")
+    a("--stop-after", type=int, help="stop after this many steps as if killed (to try resuming)")
+    a("--no-progress", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """A TrainConfig from parsed flags."""
+    recipe = Recipe(
+        p_palette=args.p_palette,
+        p_histogram=args.p_histogram,
+        palette_min=args.palette_min,
+        palette_max=args.palette_max,
+        p_drop_text=args.p_drop_text,
+        p_drop_color=args.p_drop_color,
+        p_drop_both=args.p_drop_both,
+        p_drop_distance=args.p_drop_distance,
+        p_drop_entropy=args.p_drop_entropy,
+        palette_resize=args.palette_resize or None,
+    )
+    names = {f.name for f in fields(TrainConfig)} - {"recipe", "progress", "val_palettes", "val_prompts"}
+    values = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    cfg = TrainConfig(**values, recipe=recipe, progress=not args.no_progress)
+    if args.val_palettes:
+        cfg.val_palettes = args.val_palettes
+    if args.val_prompts:
+        cfg.val_prompts = args.val_prompts
+    return cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        result = Trainer(config_from_args(args)).train()
+    except (PaletteError, AdapterError) as e:
+        log.error("%s", e)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
