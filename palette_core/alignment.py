@@ -113,7 +113,7 @@ def condition_latents(
     the x̂0 they will replace (in ComfyUI: the VAE latent through ``process_latent_in``).
     """
     img = condition_image(colors, weights, h * LATENT_SCALE, w * LATENT_SCALE, block, seed)
-    z = encode(blur(img.unsqueeze(0), blur_factor))
+    z = encode(blur(img.unsqueeze(0), blur_factor)).detach()  # a constant of the sampling run
     if z.ndim != 4 or z.shape[0] != 1:
         raise InputShapeError(f"encode returned shape {tuple(z.shape)}; expected a latent [1, C, h, w]")
     return resize_condition(z[0].flatten(1).T.contiguous(), h * w, seed)
