@@ -145,10 +145,12 @@ class Counted:
         return self.fn(*a, **k)
 
 
-def bench_comfy(size: int, steps_per_sample: int, vae_ch: int, repeat: int) -> None:
+def bench_comfy(size: int, steps_per_sample: int, vae_ch: int, repeat: int, channels: int, exact: bool) -> None:
+    import comfyhost
     from comfyhost import load_comfyui, tiny_sdxl
 
     host = load_comfyui()
+    comfyhost.TINY_SDXL_CHANNELS = channels
     nodes = sys.modules[f"{host.pack.__name__}.nodes.training_free_nodes"]
     model = tiny_sdxl(seed=0)
     bm = model.model
@@ -167,7 +169,8 @@ def bench_comfy(size: int, steps_per_sample: int, vae_ch: int, repeat: int) -> N
     with torch.no_grad():
         t_unet = best_of(lambda: unet(x), repeat=repeat)
         x0 = unet(x)
-    print(f"== per sampling step, tiny SDXL-layout UNet at {size}x{size} (latent {h}x{h}), CPU, batch 2 (cfg)")
+    kind = "full-size random-weight SDXL UNet" if channels == 320 else f"SDXL-layout UNet with {channels} channels"
+    print(f"== per sampling step, {kind} at {size}x{size} (latent {h}x{h}), {x.device}, batch 2 (cfg)")
     print(f"UNet evaluation (cond + uncond): {t_unet * 1e3:.0f} ms")
 
     t_fast = best_of(lambda: S.guide(x0, colors, weights, steps=steps_per_sample), repeat=repeat)
@@ -186,6 +189,8 @@ def bench_comfy(size: int, steps_per_sample: int, vae_ch: int, repeat: int) -> N
         f"alignment (match of {h * h} vectors x 2 images): first step {t_cold * 1e3:.1f} ms, then "
         f"{t_align * 1e3:.1f} ms = {100 * t_align / t_unet:.1f}% of the UNet evaluation"
     )
+    if not exact:
+        return
 
     decode = Counted(nodes.vae_decoder(vae))
     dec_model = Counted(lambda z: decode(z, bm))
@@ -230,6 +235,8 @@ def main() -> None:
     parser.add_argument("--steps-per-sample", type=int, default=4)
     parser.add_argument("--vae-ch", type=int, default=32, help="VAE base channels (128 = SDXL's VAE)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--channels", type=int, default=64, help="UNet model_channels (320 = full SDXL, ~10 GB)")
+    parser.add_argument("--skip-exact", action="store_true", help="skip the exact-vs-original comparison")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu count {os.cpu_count()}")
     cases = [(1, 3), (2, 5), (3, 8), (4, 4), (5, 6)]
@@ -237,7 +244,7 @@ def main() -> None:
         bench_quality(cases)
         bench_speed(128, cases, args.rounds_cases)
     if args.comfy:
-        bench_comfy(args.size, args.steps_per_sample, args.vae_ch, args.repeat)
+        bench_comfy(args.size, args.steps_per_sample, args.vae_ch, args.repeat, args.channels, not args.skip_exact)
 
 
 if __name__ == "__main__":

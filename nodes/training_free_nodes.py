@@ -26,11 +26,11 @@ def palette_arrays(palette: Palette):
 
 def check_sdxl_vae(vae) -> None:
     """Raise IncompatibleModelError unless ``vae`` encodes images to SDXL's 4-channel, 8x-downscaled latents."""
+    if getattr(vae, "first_stage_model", None) is None:
+        raise IncompatibleModelError("the VAE is empty (the checkpoint had no VAE weights): load an SDXL VAE")
     channels = getattr(vae, "latent_channels", None)
     dims = getattr(vae, "latent_dim", 2)
     ratio = vae.spacial_compression_encode() if hasattr(vae, "spacial_compression_encode") else None
-    if getattr(vae, "first_stage_model", None) is None:
-        raise IncompatibleModelError("the VAE is empty (the checkpoint had no VAE weights): load an SDXL VAE")
     if channels != 4 or dims != 2 or ratio != 8:
         raise IncompatibleModelError(
             f"the VAE makes {channels}-channel latents at 1/{ratio} scale; SDXL's VAE makes 4-channel latents "

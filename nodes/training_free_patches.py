@@ -124,6 +124,6 @@ class GuidancePatch:
             strength=self.strength,
             decode=decode,
             rotations=self.rotations,
-            seed=self.calls,
+            seed=int(sigma * 1e6) % (1 << 31),  # from the step, not a counter: a re-run gives the same image
         )
         return out.to(denoised.dtype)

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_colors
-from .errors import InputShapeError, PaletteError
+from ._checks import check_colors, check_weights
+from .errors import InputShapeError
 from .render import stripe_widths
 
 LATENT_SCALE = 8  # SDXL's VAE: one latent vector per 8x8 pixels
@@ -30,23 +30,13 @@ Encoder = Callable[[Tensor], Tensor]
 
 
 def check_palette_weights(colors: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Validate a palette for rendering: ``(colors [K, 3], weights [K])`` with zero-weight colours dropped."""
+    """Validate one palette (SPEC §3): ``(colors [K, 3], weights [K])`` normalised, zero-weight colours dropped."""
     c, batched = check_colors(colors)
     if batched:
         raise InputShapeError(f"colors: shape {tuple(c.shape)}; expected one palette [N, 3]")
-    c = c[0]
-    if weights is None:
-        return c, torch.full((c.shape[0],), 1.0 / c.shape[0], dtype=c.dtype, device=c.device)
-    w = torch.as_tensor(weights, device=c.device).to(c.dtype).reshape(-1)
-    if w.shape[0] != c.shape[0]:
-        raise InputShapeError(f"weights: {w.shape[0]} weights for {c.shape[0]} colours")
-    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
-        raise PaletteError("palette weights must be finite and >= 0; fix the palette's weights")
-    total = float(w.sum())
-    if not total > 0:
-        raise PaletteError("every palette weight is 0, so there is no colour to align to: give a colour a weight > 0")
+    w = check_weights(weights, c)[0]
     keep = w > 0
-    return c[keep], w[keep] / total
+    return c[0][keep], w[keep]
 
 
 def condition_image(
@@ -113,7 +103,7 @@ def condition_latents(
     the x̂0 they will replace (in ComfyUI: the VAE latent through ``process_latent_in``).
     """
     img = condition_image(colors, weights, h * LATENT_SCALE, w * LATENT_SCALE, block, seed)
-    z = encode(blur(img.unsqueeze(0), blur_factor))
+    z = encode(blur(img.unsqueeze(0), blur_factor)).detach()  # a constant of the sampling run
     if z.ndim != 4 or z.shape[0] != 1:
         raise InputShapeError(f"encode returned shape {tuple(z.shape)}; expected a latent [1, C, h, w]")
     return resize_condition(z[0].flatten(1).T.contiguous(), h * w, seed)
@@ -218,24 +208,20 @@ def _excess(cost: Tensor, w: Tensor, sizes: Tensor) -> int:
     return int((counts - sizes).clamp_min(0).sum())
 
 
-def cluster_potentials(cost: Tensor, sizes: Tensor, warm: Tensor | None = None) -> Tensor:
-    """Near-optimal dual potentials ``w [K]`` of the source-to-cluster transport (entropic, annealed).
+def cluster_potentials(cost: Tensor, sizes: Tensor) -> Tensor:
+    """Approximate dual potentials ``w [K]`` of the source-to-cluster transport (entropic, annealed).
 
     Over-relaxed Sinkhorn (Thibault et al. 2017) annealed from 0.1 of the cost spread down to a
-    fraction of the median best-to-second-best margin. ``warm`` (the potentials of a similar earlier
-    problem, e.g. the previous sampling step) starts the anneal at the margin scale instead.
+    fraction of the median best-to-second-best margin.
     """
     k = cost.shape[1]
     if k == 1:
         return torch.zeros(1, dtype=cost.dtype, device=cost.device)
     two = torch.topk(cost, 2, dim=1, largest=False).values
     margin = float((two[:, 1] - two[:, 0]).median()) + 1e-12
-    if warm is None:
-        w, hi = torch.zeros(k, dtype=cost.dtype, device=cost.device), 0.1 * float(cost.std()) + 1e-12
-    else:
-        w, hi = warm.to(cost.device, cost.dtype), 3.0 * margin
-    log_sizes = torch.log(sizes.to(cost.dtype))
-    return _sinkhorn(cost, log_sizes, w, max(hi, margin), _SINKHORN_LOW * margin, _SINKHORN_ITERS)
+    w = torch.zeros(k, dtype=cost.dtype, device=cost.device)
+    hi = max(0.1 * float(cost.std()), margin)
+    return _sinkhorn(cost, torch.log(sizes.to(cost.dtype)), w, hi, _SINKHORN_LOW * margin, _SINKHORN_ITERS)
 
 
 def _laplacian_step(cost: Tensor, w: Tensor, sizes: Tensor) -> Tensor:

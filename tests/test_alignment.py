@@ -55,7 +55,7 @@ def test_condition_image_areas_follow_the_weights_in_shuffled_blocks():
 
 
 def test_condition_image_rejects_palettes_without_weight():
-    with pytest.raises(PaletteError, match="every palette weight is 0"):
+    with pytest.raises(PaletteError, match="weights sum to 0"):
         A.condition_image(torch.rand(3, 3), torch.zeros(3), 16, 16)
     with pytest.raises(PaletteError, match="finite and >= 0"):
         A.condition_image(torch.rand(2, 3), torch.tensor([1.0, -1.0]), 16, 16)

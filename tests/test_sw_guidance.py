@@ -184,3 +184,12 @@ def test_guidance_patch_decodes_with_the_model_it_is_given():
     den = far_latent(batch=1, size=8)
     patch({"denoised": den, "sigma": torch.tensor([5.0]), "model": "the model"})
     assert seen and set(seen) == {"the model"}
+
+
+def test_guidance_patch_is_reproducible_across_runs():
+    patches = pack_module("nodes.training_free_patches")
+    patch = patches.GuidancePatch(PALETTE, WEIGHTS, strength=1.0, steps=2)
+    den = far_latent(batch=1, size=8)
+    first = patch({"denoised": den, "sigma": torch.tensor([4.0]), "model": None})
+    patch({"denoised": den, "sigma": torch.tensor([2.0]), "model": None})
+    assert torch.equal(patch({"denoised": den, "sigma": torch.tensor([4.0]), "model": None}), first)

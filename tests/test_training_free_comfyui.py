@@ -171,7 +171,7 @@ def test_bad_inputs_fail_before_sampling(host, model, vae):
     with pytest.raises(errors.IncompatibleModelError, match="4-channel latents"):
         run_node("PaletteAlign", model=model, vae=flux_like, palette=palette(host), stop_percent=0.2, strength=1.0)
     no_weight = Palette(torch.rand(2, 3), torch.zeros(2))  # built directly, bypassing the parser's check
-    with pytest.raises(errors.PaletteError, match="every palette weight is 0"):
+    with pytest.raises(errors.PaletteError, match="weights sum to 0"):
         run_node("PaletteAlign", model=model, vae=vae, palette=no_weight, stop_percent=0.2, strength=1.0)
     with pytest.raises(ValueError, match="stop_percent 1.5 is outside"):
         run_node("PaletteAlign", model=model, vae=vae, palette=palette(host), stop_percent=1.5, strength=1.0)
