@@ -23,6 +23,7 @@ from PIL import Image
 
 from palette_core.palette import Palette
 from palette_queue import cli
+from palette_queue.report import image_emd, load_rgb
 from palette_queue.state import DONE, FAILED, State
 
 pytestmark = [requires_comfyui, pytest.mark.comfyui]
@@ -165,6 +166,41 @@ def test_server_rejection_and_unknown_node_are_clear(server, tmp_path):
     assert cli.main([str(workflow), str(jobs), "--out", str(out), "--server", server.url]) == 1
     js = next(iter(State.load(out).jobs.values()))
     assert js.status == FAILED and js.error.startswith("rejected by the server:") and "NoSuchNode" in js.error
+
+
+def test_image_column_uploads_local_files(server, tmp_path):
+    recolor = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+        "2": {"class_type": "PaletteInput", "inputs": {"palette": "#ff0000"}},
+        "3": {
+            "class_type": "PaletteRecolor",
+            "inputs": {
+                "image": ["1", 0],
+                "palette": ["2", 0],
+                "strength": 1.0,
+                "matching": "optimal transport",
+                "keep_neutrals": False,
+                "source_colors": 0,
+            },
+        },
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "recolor"}},
+    }
+    workflow = tmp_path / "recolor.api.json"
+    workflow.write_text(json.dumps(recolor))
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text('name,image,palette\na,a.png,"#264653, #e9c46a"\nb,b.png,"#e76f51, #2a9d8f, #ffffff"\n')
+    out = tmp_path / "out"
+    assert cli.main([str(workflow), str(jobs), "--out", str(out), "--server", server.url]) == 0
+    rows = json.loads((out / "report.json").read_text())
+    assert [(r["name"], r["width"], r["height"]) for r in rows] == [("a", 40, 48), ("b", 40, 48)]
+    for r in rows:  # recoloured toward the palette: closer than the random source image
+        source = image_emd(load_rgb(tmp_path / f"{r['name']}.png"), Palette.parse(r["palette"]))
+        assert r["palette_emd"] < source
+    uploaded = sorted(p.name for p in (server.root / "input").iterdir() if p.name.startswith("palette_queue_"))
+    assert len(uploaded) == 2 and all(p.endswith(".png") for p in uploaded)
 
 
 @pytest.mark.slow
