@@ -21,7 +21,7 @@ from .errors import QueueInputError, ServerError, ServerUnavailable
 from .jobs import Job, Plan, plan_jobs, read_jobs
 from .report import write_reports
 from .runner import Options, Progress, Runner
-from .state import STATE_FILE, State
+from .state import STATE_FILE, State, folder_lock
 from .workflow import describe, load_prompt
 
 log = logging.getLogger("palette_queue")
@@ -98,6 +98,13 @@ def run(args: argparse.Namespace, on_job_done: Callable[[Job], None] | None = No
     if out.exists() and not out.is_dir():
         raise QueueInputError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):
+        return _run_locked(args, plan, out, on_job_done, tty)
+
+
+def _run_locked(
+    args: argparse.Namespace, plan: Plan, out: Path, on_job_done: Callable[[Job], None] | None, tty: bool | None
+) -> int:
     state = State.load(out)
     client = ComfyClient(args.server, state.client_id)
     options = Options(window=args.window, retry_timeout=args.retry_timeout, retry_failed=not args.skip_failed)

@@ -120,8 +120,12 @@ def read_jobs(path: str | Path) -> list[JobRow]:
 
 
 def prompt_key(prompt: dict) -> str:
-    """A job's identity: the SHA-256 of the patched prompt's canonical JSON (its first 16 hex digits)."""
-    canonical = json.dumps(prompt, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """A job's identity: the SHA-256 of the patched prompt's canonical JSON (its first 16 hex digits).
+
+    Node titles (``_meta``) are left out: the server ignores them, so renaming a node is not a new job.
+    """
+    bare = {nid: {k: v for k, v in node.items() if k != "_meta"} for nid, node in prompt.items()}
+    canonical = json.dumps(bare, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 

@@ -92,6 +92,7 @@ class Progress:
         """One job done or failed."""
         self.count += 1
         if self.bar is not None:
+            self.bar.set_postfix_str(f"{job.label}: {text.splitlines()[0][:60]}", refresh=False)
             self.bar.update(1)
         (log.error if failed else log.info)("[%d/%d] %s: %s", self.count, self.total, job.label, text)
 

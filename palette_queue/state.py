@@ -14,15 +14,18 @@ A job marked done (its images are on disk) is never queued again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import QueueInputError
 
 STATE_FILE = "queue_state.json"
+LOCK_FILE = ".palette_queue.lock"
 VERSION = 1
 PENDING, QUEUED, DONE, FAILED = "pending", "queued", "done", "failed"
 WAIT, FINISH, FAIL, REQUEUE = "wait", "finish", "fail", "requeue"
@@ -56,6 +59,22 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the output folder: two runs on one folder could queue a job twice."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; one run per folder is the user's care
+        yield
+        return
+    with open(folder / LOCK_FILE, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise QueueInputError(f"{folder}: another palette_queue run is using this folder; wait for it") from None
+        yield
 
 
 class State:

@@ -998,6 +998,26 @@ def test_unreachable_server_exits_3_and_keeps_the_state(tmp_path, capsys):
     assert (tmp_path / "out" / STATE_FILE).exists()
 
 
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys):
+    from palette_queue.state import folder_lock
+
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("seed\n1\n")
+    (tmp_path / "out").mkdir()
+    with folder_lock(tmp_path / "out"):
+        assert cli.main([str(COLORIZE), str(jobs), "--out", str(tmp_path / "out"), "--server", "127.0.0.1:9"]) == 2
+    assert "another palette_queue run is using this folder" in capsys.readouterr().err
+
+
+def test_node_titles_do_not_change_the_key():
+    p = colorize()
+    q = copy.deepcopy(p)
+    q["7"]["_meta"]["title"] = "renamed"
+    assert prompt_key(p) == prompt_key(q)
+    q["7"]["inputs"]["seed"] += 1
+    assert prompt_key(p) != prompt_key(q)
+
+
 def test_patch_is_a_copy():
     p = preview_prompt()
     q = patch(p, {Target("1", "palette"): "#000000"})
