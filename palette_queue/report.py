@@ -206,8 +206,9 @@ def contact_sheet(rows: list[dict], out_dir: Path, path: Path, thumb: int = 192)
             caption = "EMD " + ("-" if r["palette_emd"] is None else f"{r['palette_emd']:.4f}")
         else:
             draw.rectangle((x, y, x + thumb - 1, y + thumb - 1), fill=(200, 200, 200))
-            draw.text((x + 6, y + thumb // 2 - 6), "FAILED", fill=(160, 0, 0), font=font)
-            caption = str(r["error"] or "failed").strip().splitlines()[0][: thumb // 6]
+            label = "FAILED" if r["status"] == "failed" else "MISSING"
+            draw.text((x + 6, y + thumb // 2 - 6), label, fill=(160, 0, 0), font=font)
+            caption = (str(r["error"] or r["file"] or "").strip() or "-").splitlines()[0][: thumb // 6]
         if r["palette"]:
             try:
                 p = Palette.parse(r["palette"])

@@ -71,6 +71,13 @@ class Progress:
         self.total = total
         self.count = done
 
+    def start(self, done: int) -> None:
+        """Set how many jobs count as finished before this run (done, or failed and not retried)."""
+        self.count = done
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.refresh()
+
     def status(self, job: Job, text: str) -> None:
         """A change in one job's state (queued, running, ...)."""
         if self.bar is not None:
@@ -150,7 +157,8 @@ class Runner:
         """Run until every job is done or failed; ServerUnavailable if the server stays away too long."""
         active = self._prepare()
         if self.progress is None:
-            self.progress = Progress(len(self.plan.jobs), len(self.plan.jobs) - len(active))
+            self.progress = Progress(len(self.plan.jobs), 0)
+        self.progress.start(len(self.plan.jobs) - len(active))
         outage_since: float | None = None
         failures = 0
         try:
