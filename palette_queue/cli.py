@@ -1,0 +1,160 @@
+"""``python -m palette_queue WORKFLOW.api.json JOBS.csv --out DIR``: run a workflow once per job row.
+
+Exit status: 0 when every job is done; 1 when some job failed (on the server or rejected by it); 2 for
+bad arguments or bad input (found before anything is queued); 3 when the server stayed unreachable
+longer than --retry-timeout or answered something unusable; 130 on Ctrl-C. After 1, 3 or 130, running
+the same command again resumes: finished jobs are skipped, unfinished ones are followed or queued again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from .client import ComfyClient, default_server
+from .errors import QueueInputError, ServerError, ServerUnavailable
+from .jobs import Job, Plan, plan_jobs, read_jobs
+from .report import write_reports
+from .runner import Options, Progress, Runner
+from .state import STATE_FILE, State, folder_lock
+from .workflow import describe, load_prompt
+
+log = logging.getLogger("palette_queue")
+
+PROG = "python -m palette_queue"
+EXAMPLE = """example:
+  python -m palette_queue workflows/colorize_with_palette.api.json jobs.csv --out runs/colorize
+
+jobs.csv:
+  name,palette,seed,prompt
+  teal,"#264653, #2a9d8f, #e9c46a",1,a colour photograph
+  sunset,#e76f51:3 #f4a261 #264653,2,a colour photograph at dusk
+
+friendly columns: prompt, negative_prompt, palette, negative_palette, seed, steps, cfg, denoise, width,
+height, weight (ApplyPaletteAdapter), negative_weight (NegativePalette), strength, image (LoadImage; a local
+file is uploaded), name (a label only); any other input as '<node id>.<input>' or '<node title>.<input>'.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    p = _Parser(
+        prog=PROG,
+        description="Queue an API-format ComfyUI workflow once per row of a CSV/JSONL jobs file, download the "
+        "images, resume after crashes or server restarts, and report each image's palette EMD.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("workflow", help="the workflow in API format (Workflow > Export (API)), e.g. workflows/*.api.json")
+    p.add_argument("jobs", help="jobs file: .csv with a header line, .jsonl (one object per line) or .json (a list)")
+    p.add_argument("--out", "-o", required=True, help="output folder: images/, the state file and the report")
+    p.add_argument("--server", default=default_server(), help="ComfyUI address (default $COMFYUI_URL or %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="check the jobs and print the column mapping; queue nothing")
+    p.add_argument("--window", type=int, default=2, help="jobs of ours on the server at once (default %(default)s)")
+    p.add_argument(
+        "--retry-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to keep retrying while the server is unreachable (default %(default)s)",
+    )
+    p.add_argument("--skip-failed", action="store_true", help="do not queue again jobs that failed in an earlier run")
+    p.add_argument("--no-report", action="store_true", help="skip the report and the contact sheet")
+    p.add_argument("--thumb", type=int, default=192, help="contact-sheet thumbnail size (default %(default)s)")
+    p.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors")
+    return p
+
+
+def load_plan(workflow: str, jobs: str) -> Plan:
+    """Read and check the workflow and the jobs file; QueueInputError with every problem found."""
+    prompt = load_prompt(workflow)
+    return plan_jobs(prompt, read_jobs(jobs), jobs)
+
+
+def mapping_lines(plan: Plan) -> list[str]:
+    """``column -> '7.seed' (KSampler 'KSampler')`` for each mapped column."""
+    prompt = plan.jobs[0].prompt
+    return [f"  {c} -> {', '.join(describe(prompt, t) for t in ts)}" for c, ts in plan.mapping.items()]
+
+
+def run(args: argparse.Namespace, on_job_done: Callable[[Job], None] | None = None, tty: bool | None = None) -> int:
+    """Run the batch described by parsed arguments; returns the exit status (see the module doc)."""
+    plan = load_plan(args.workflow, args.jobs)
+    print(f"{len(plan.jobs)} jobs; columns:", *mapping_lines(plan), sep="\n")
+    if args.dry_run:
+        for job in plan.jobs:
+            print(f"  {job.label}: key {job.key}" + (f", palette {job.palette}" if job.palette else ""))
+        return 0
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise QueueInputError(f"{out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):
+        return _run_locked(args, plan, out, on_job_done, tty)
+
+
+def _run_locked(
+    args: argparse.Namespace, plan: Plan, out: Path, on_job_done: Callable[[Job], None] | None, tty: bool | None
+) -> int:
+    state = State.load(out)
+    client = ComfyClient(args.server, state.client_id)
+    options = Options(window=args.window, retry_timeout=args.retry_timeout, retry_failed=not args.skip_failed)
+    already = sum(state.jobs.get(j.key) is not None and state.jobs[j.key].status == "done" for j in plan.jobs)
+    progress = Progress(len(plan.jobs), already, tty)
+    runner = Runner(plan, state, client, out, options, progress, on_job_done=on_job_done)
+    if already:
+        print(f"resuming: {already} of {len(plan.jobs)} jobs already done ({out / STATE_FILE})")
+    try:
+        summary = runner.run()
+    finally:
+        if not args.no_report:
+            paths = write_reports(plan, state, out, args.workflow, args.jobs, args.thumb)
+            print("report:", *(str(p) for p in paths.values()))
+    print(f"{summary.done} done, {summary.failed} failed, {summary.pending} not finished, of {summary.total} jobs")
+    return 0 if summary.ok else 1
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.window < 1:
+        raise QueueInputError(f"--window {args.window}: must be at least 1")
+    if args.thumb < 16:
+        raise QueueInputError(f"--thumb {args.thumb}: must be at least 16 pixels")
+    if args.retry_timeout < 0:
+        raise QueueInputError(f"--retry-timeout {args.retry_timeout}: must be >= 0")
+
+
+def main(argv: Sequence[str] | None = None, on_job_done: Callable[[Job], None] | None = None) -> int:
+    """Entry point; ``on_job_done`` is a hook for tests (called after each job's images are saved)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr
+    )
+    tty = sys.stderr.isatty()
+    redirect = contextlib.nullcontext()
+    if tty:
+        with contextlib.suppress(ImportError):
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            redirect = logging_redirect_tqdm()
+    try:
+        _check_args(args)
+        with redirect:
+            return run(args, on_job_done, tty)
+    except QueueInputError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except (ServerUnavailable, ServerError) as e:
+        print(f"{PROG}: server error: {e}\nthe state is saved: run the same command again to resume", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
