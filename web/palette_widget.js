@@ -120,7 +120,6 @@ class PaletteSwatches {
       },
     });
     this.widget.serialize = false; // never in the workflow's widgets_values either
-    this.widget.paletteSwatches = this;
     const previous = textWidget.callback;
     textWidget.callback = function (...args) {
       const result = previous?.apply(this, args);
@@ -171,7 +170,10 @@ class PaletteSwatches {
     ]);
 
     this.addButton.addEventListener("click", () => this.addColour());
-    this.colorInput.addEventListener("input", () => this.edit((t) => setColor(t, this.selected, this.colorInput.value)));
+    // Live while the chooser is open; one undo step when it closes.
+    const recolour = (commit) => this.edit((t) => setColor(t, this.selected, this.colorInput.value), undefined, commit);
+    this.colorInput.addEventListener("input", () => recolour(false));
+    this.colorInput.addEventListener("change", () => recolour(true));
     this.weightInput.addEventListener("change", () =>
       this.edit((t) => setWeight(t, this.selected, this.weightInput.value)),
     );
@@ -272,7 +274,7 @@ class PaletteSwatches {
   // ---- swatches -> text ----------------------------------------------------------------------------
 
   /** Apply `fn(canonicalText) -> newText` and store the result in the text widget; errors show inline. */
-  edit(fn, select = this.selected) {
+  edit(fn, select = this.selected, commit = true) {
     if (!this.canonical) return;
     let next;
     try {
@@ -283,14 +285,15 @@ class PaletteSwatches {
       return;
     }
     this.selected = select;
-    this.setText(next);
+    this.setText(next, commit);
   }
 
-  setText(text) {
+  /** Store `text` as the node's value; `commit` records an undo step (the workflow is then modified). */
+  setText(text, commit = true) {
     this.textWidget.value = text; // the setter runs the widget's callback, which re-syncs the swatches
     this.sync();
     this.node.setDirtyCanvas?.(true, true);
-    app.extensionManager?.workflow?.activeWorkflow?.changeTracker?.checkState?.();
+    if (commit) app.extensionManager?.workflow?.activeWorkflow?.changeTracker?.checkState?.();
   }
 
   addColour() {

@@ -206,6 +206,16 @@ test("remove the selected colour with ✕", async () => {
   await expectText("#e9c46a:3, #2a9d8f");
 });
 
+test("each edit is one undo step of the workflow (Ctrl+Z / Ctrl+Y)", async () => {
+  const tracker = () => "app.extensionManager.workflow.activeWorkflow.changeTracker";
+  await page.evaluate(`${tracker()}.undo()`);
+  await expectText("#e9c46a:3, #264653, #2a9d8f");
+  await expectSwatches(["#e9c46a", "#264653", "#2a9d8f"]);
+  await page.evaluate(`${tracker()}.redo()`);
+  await expectText("#e9c46a:3, #2a9d8f");
+  await expectSwatches(["#e9c46a", "#2a9d8f"]);
+});
+
 test("paste a Coolors URL (read by the server route) over the swatches", async () => {
   await palette().evaluate((el, text) => {
     const data = new DataTransfer();
@@ -350,7 +360,8 @@ test("queue it: PaletteInput -> PalettePreview -> PreviewImage runs on the serve
   await shot("palette_widget.png", await nodeClip(ids.palette));
 });
 
-test("no uncaught errors from the widget", () => {
-  const ours = pageErrors.filter((e) => e.includes("palette_widget") || e.includes("palette_text"));
-  assert.deepEqual(ours, []);
+test("no uncaught errors in the page", () => {
+  // Frontend 1.27.10 itself throws once while registering its settings, with or without this pack.
+  const unrelated = (e) => e.includes("at Proxy.addSetting");
+  assert.deepEqual(pageErrors.filter((e) => !unrelated(e)), []);
 });
