@@ -29,6 +29,7 @@ if IN_COMFYUI:
     from comfy_api.latest import ComfyExtension
 
     from .nodes import adapter_nodes, palette_nodes, recolor_nodes, training_free_nodes
+    from .nodes import routes as _routes  # noqa: F401  (registers the palette widget's POST /palette_control/parse)
 
     NODE_LIST = [*palette_nodes.NODES, *adapter_nodes.NODES, *recolor_nodes.NODES, *training_free_nodes.NODES]
     _register_models_folder()
