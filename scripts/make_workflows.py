@@ -383,7 +383,7 @@ HISTOGRAM_FROM_REFERENCE = Workflow(
             "LoadImage",
             (440, 120),
             (360, 360),
-            {"image": "palette_example_coffee.jpg"},
+            {"image": "palette_example_astronaut.jpg"},
             "Load Colour Reference",
         ),
         Node(6, "HistogramFromImage", (440, 540), (360, 70), {}, "Colour Histogram From Image", {"image": (5, 0)}),
@@ -402,7 +402,7 @@ HISTOGRAM_FROM_REFERENCE = Workflow(
         note(
             13,
             ADAPTER_NOTE.split("\n\n")[0]
-            + "\n\nCopy workflows/input/palette_example_coffee.jpg into ComfyUI/input (or upload your own "
+            + "\n\nCopy workflows/input/palette_example_astronaut.jpg into ComfyUI/input (or upload your own "
             "reference in Load Image).",
             (1260, 540),
         ),
@@ -480,7 +480,7 @@ RECOLOR_IMAGE = Workflow(
     "Palette Recolor moves a photo's colours to the palette (optimal transport in CIELAB, weights as "
     "proportions) and keeps every pixel's lightness. No model needed; runs in seconds on a CPU.",
     [
-        Node(1, "LoadImage", (40, 120), (340, 360), {"image": "palette_example_cat.jpg"}, "Load Photo"),
+        Node(1, "LoadImage", (40, 120), (340, 360), {"image": "palette_example_coffee.jpg"}, "Load Photo"),
         Node(2, "PaletteInput", (40, 540), (340, 150), {"palette": "#264653, #2a9d8f, #e9c46a:2, #f4a261, #e76f51"}),
         Node(
             3,
@@ -503,7 +503,7 @@ RECOLOR_IMAGE = Workflow(
         Node(5, "PreviewImage", (440, 540), (340, 150), {}, "Palette Swatches", {"images": (2, 1)}),
         note(
             6,
-            "No model needed. Copy workflows/input/palette_example_cat.jpg into ComfyUI/input (or upload any "
+            "No model needed. Copy workflows/input/palette_example_coffee.jpg into ComfyUI/input (or upload any "
             "photo in Load Photo).\n\nstrength < 1 for a subtler grade; keep_neutrals keeps greys grey; "
             "'by share order' sends the photo's most common colour to the first palette colour.",
             (840, 540),
