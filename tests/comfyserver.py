@@ -32,7 +32,7 @@ class ComfyServer:
         self.root = root
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        for sub in ("checkpoints", "palette_adapter", "custom_nodes", "output", "input"):
+        for sub in ("checkpoints", "palette_adapter", "custom_nodes", "output", "input", "user"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         for ckpt in checkpoints:
             link = root / "checkpoints" / ckpt.name
@@ -67,6 +67,8 @@ class ComfyServer:
                 str(self.root / "output"),
                 "--input-directory",
                 str(self.root / "input"),
+                "--user-directory",  # the frontend's settings and saved workflows stay in the scratch tree
+                str(self.root / "user"),
                 "--extra-model-paths-config",
                 str(self.root / "extra_model_paths.yaml"),
             ],
