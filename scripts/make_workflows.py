@@ -126,7 +126,7 @@ class Node:
     pos: tuple[int, int]
     size: tuple[int, int]
     widgets: dict = field(default_factory=dict)
-    title: str | None = None
+    title: str = ""  # shown on the node and as _meta.title in the API copy; every node gets one
     links: dict = field(default_factory=dict)  # input name -> (source node id, output slot)
 
 
@@ -169,6 +169,9 @@ def ui_workflow(wf: Workflow) -> dict:
     by_id = {n.id: n for n in wf.nodes}
     if len(by_id) != len(wf.nodes):
         raise ValueError(f"{wf.name}: duplicate node ids")
+    untitled = [n.id for n in wf.nodes if not n.title]
+    if untitled:
+        raise ValueError(f"{wf.name}: nodes {untitled} have no title")
     links = []
     input_links: dict[tuple[int, str], int] = {}
     for node in wf.nodes:
@@ -202,7 +205,7 @@ def ui_workflow(wf: Workflow) -> dict:
             "mode": 0,
             "inputs": inputs,
             "outputs": outputs,
-            "title": node.title or node.type,
+            "title": node.title,
             "properties": {"Node name for S&R": node.type} if node.type not in VIRTUAL else {"text": ""},
             "widgets_values": widget_values(node),
         }
@@ -240,7 +243,7 @@ def api_workflow(wf: Workflow) -> dict:
             elif name in node.links:
                 src, slot = node.links[name]
                 inputs[name] = [str(src), slot]
-        out[str(node.id)] = {"class_type": node.type, "inputs": inputs, "_meta": {"title": node.title or node.type}}
+        out[str(node.id)] = {"class_type": node.type, "inputs": inputs, "_meta": {"title": node.title}}
     return out
 
 
@@ -260,7 +263,14 @@ def base_txt2img(prompt: str, model_src: tuple[int, int], prefix: str) -> list[N
         Node(
             3, "CLIPTextEncode", (40, 480), (340, 110), {"text": NEGATIVE_PROMPT}, "Negative Prompt", {"clip": (1, 1)}
         ),
-        Node(4, "EmptyLatentImage", (40, 640), (340, 110), {"width": 1024, "height": 1024, "batch_size": 1}),
+        Node(
+            4,
+            "EmptyLatentImage",
+            (40, 640),
+            (340, 110),
+            {"width": 1024, "height": 1024, "batch_size": 1},
+            "Empty Latent Image",
+        ),
         Node(
             10,
             "KSampler",
@@ -275,12 +285,12 @@ def base_txt2img(prompt: str, model_src: tuple[int, int], prefix: str) -> list[N
     ]
 
 
-def palette_nodes(text: str, x: int = 440, y: int = 120, preview_y: int = 560) -> list[Node]:
+def palette_nodes(text: str, x: int = 440, y: int = 120, preview_y: int = 430) -> list[Node]:
     """Palette (node 5) and its swatches: Palette Preview (6) into a Preview Image (7)."""
     return [
         Node(5, "PaletteInput", (x, y), (360, 150), {"palette": text}, "Palette"),
-        Node(6, "PalettePreview", (x, preview_y), (220, 50), {}, "Palette Preview", {"palette": (5, 0)}),
-        Node(7, "PreviewImage", (x + 240, preview_y), (300, 140), {}, "Palette Swatches", {"images": (6, 0)}),
+        Node(6, "PalettePreview", (x, preview_y), (360, 50), {}, "Palette Preview", {"palette": (5, 0)}),
+        Node(7, "PreviewImage", (x, preview_y + 90), (360, 130), {}, "Palette Swatches", {"images": (6, 0)}),
     ]
 
 
@@ -315,9 +325,9 @@ PALETTE_ADAPTER_TXT2IMG = Workflow(
             "Apply Palette Adapter",
             {"model": (1, 0), "adapter": (8, 0), "condition": (5, 0)},
         ),
-        note(13, ADAPTER_NOTE, (840, 420)),
+        note(13, ADAPTER_NOTE, (840, 400)),
     ],
-    [("Palette control", (420, 40, 820, 690), PALETTE_GROUP)],
+    [("Palette control", (420, 40, 820, 720), PALETTE_GROUP)],
 )
 
 PALETTE_ADAPTER_NEGATIVE_ENTROPY = Workflow(
@@ -328,7 +338,7 @@ PALETTE_ADAPTER_NEGATIVE_ENTROPY = Workflow(
     "Needs trained Palette-Adapter weights.",
     [
         *base_txt2img("a cosy cabin in an autumn forest, flat illustration", (9, 0), "palette_adapter_negative"),
-        *palette_nodes("#606c38, #283618, #fefae0, #dda15e:2, #bc6c25", preview_y=900),
+        *palette_nodes("#606c38, #283618, #fefae0, #dda15e:2, #bc6c25", preview_y=760),
         Node(8, "PaletteAdapterLoader", (440, 320), (360, 60), {"adapter_name": ADAPTER}, "Load Palette Adapter"),
         Node(
             9,
@@ -339,7 +349,7 @@ PALETTE_ADAPTER_NEGATIVE_ENTROPY = Workflow(
             "Apply Palette Adapter",
             {"model": (1, 0), "adapter": (8, 0), "condition": (14, 0), "negative": (16, 0)},
         ),
-        note(13, ADAPTER_NOTE, (840, 760)),
+        note(13, ADAPTER_NOTE, (840, 720)),
         Node(
             14,
             "EntropyDistanceControl",
@@ -367,7 +377,7 @@ PALETTE_ADAPTER_NEGATIVE_ENTROPY = Workflow(
             {"palette": (15, 0)},
         ),
     ],
-    [("Palette control", (420, 40, 820, 1040), PALETTE_GROUP)],
+    [("Palette control", (420, 40, 820, 1050), PALETTE_GROUP)],
 )
 
 HISTOGRAM_FROM_REFERENCE = Workflow(
@@ -418,7 +428,7 @@ TRAINING_FREE_ALIGNMENT = Workflow(
     "adapter weights.",
     [
         *base_txt2img("a hot air balloon festival over rolling hills, illustration", (9, 0), "palette_align"),
-        *palette_nodes("#ffbe0b, #fb5607, #ff006e:2, #8338ec, #3a86ff", preview_y=340),
+        *palette_nodes("#ffbe0b, #fb5607, #ff006e:2, #8338ec, #3a86ff", preview_y=330),
         Node(
             9,
             "PaletteAlign",
@@ -436,7 +446,7 @@ TRAINING_FREE_ALIGNMENT = Workflow(
             (840, 320),
         ),
     ],
-    [("Palette control", (420, 40, 820, 480), PALETTE_GROUP)],
+    [("Palette control", (420, 40, 820, 640), PALETTE_GROUP)],
 )
 
 SW_PALETTE_GUIDANCE = Workflow(
@@ -447,7 +457,7 @@ SW_PALETTE_GUIDANCE = Workflow(
     "Works with any SDXL checkpoint; no adapter weights.",
     [
         *base_txt2img("a city street in the rain at night, neon signs, reflections", (9, 0), "palette_guidance"),
-        *palette_nodes("#2b2d42, #8d99ae, #edf2f4, #ef233c:2, #d90429", preview_y=340),
+        *palette_nodes("#2b2d42, #8d99ae, #edf2f4, #ef233c:2, #d90429", preview_y=330),
         Node(
             9,
             "PaletteGuidance",
@@ -471,7 +481,7 @@ SW_PALETTE_GUIDANCE = Workflow(
             (840, 400),
         ),
     ],
-    [("Palette control", (420, 40, 820, 560), PALETTE_GROUP)],
+    [("Palette control", (420, 40, 820, 640), PALETTE_GROUP)],
 )
 
 RECOLOR_IMAGE = Workflow(
@@ -481,7 +491,14 @@ RECOLOR_IMAGE = Workflow(
     "proportions) and keeps every pixel's lightness. No model needed; runs in seconds on a CPU.",
     [
         Node(1, "LoadImage", (40, 120), (340, 360), {"image": "palette_example_coffee.jpg"}, "Load Photo"),
-        Node(2, "PaletteInput", (40, 540), (340, 150), {"palette": "#264653, #2a9d8f, #e9c46a:2, #f4a261, #e76f51"}),
+        Node(
+            2,
+            "PaletteInput",
+            (40, 540),
+            (340, 150),
+            {"palette": "#0b3954:2, #087e8b, #bfd7ea, #ff5a5f, #c81d25"},
+            "Palette",
+        ),
         Node(
             3,
             "PaletteRecolor",
