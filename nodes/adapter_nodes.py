@@ -48,11 +48,16 @@ class PaletteAdapterLoader(io.ComfyNode):
                 io.Combo.Input(
                     "adapter_name",
                     options=folder_paths.get_filename_list(FOLDER),
-                    tooltip="A .safetensors file in models/palette_adapter (make an untrained one with "
-                    "`python -m palette_core adapter init`).",
+                    tooltip="A .safetensors file in models/palette_adapter. No trained weights ship with the pack: "
+                    "train them (train/) or obtain them; `python -m palette_core adapter init` makes an untrained "
+                    "one for testing.",
                 )
             ],
-            outputs=[PaletteAdapter.Output(display_name="adapter")],
+            outputs=[
+                PaletteAdapter.Output(
+                    display_name="adapter", tooltip="The adapter; connect it to Apply Palette Adapter."
+                )
+            ],
         )
 
     @classmethod
@@ -78,9 +83,18 @@ class HistogramFromImage(io.ComfyNode):
             category=CATEGORY,
             description="Conditions on the full 34x12x10 HSV histogram of a reference image (a richer condition than "
             "a palette). A batch of images gives one condition per image, matched one per latent.",
-            inputs=[io.Image.Input("image", tooltip="Reference image(s).")],
+            inputs=[
+                io.Image.Input(
+                    "image",
+                    tooltip="The reference whose colours (not content) to use; a batch gives one condition per image.",
+                )
+            ],
             outputs=[
-                ColorCondition.Output(display_name="condition"),
+                ColorCondition.Output(
+                    display_name="condition",
+                    tooltip="The colour condition: connect it to Apply Palette Adapter (condition) or to Entropy / "
+                    "Distance Control.",
+                ),
                 io.Float.Output(display_name="entropy", tooltip="Entropy of the (first) histogram in bits."),
             ],
         )
@@ -110,10 +124,15 @@ class NegativePalette(io.ComfyNode):
                     min=0.0,
                     max=1.0,
                     step=0.01,
-                    tooltip="How strongly to suppress them (the paper uses 0.07 to 0.3).",
+                    tooltip="How strongly to suppress them, 0 to 1 (default 0.3; the paper uses 0.07 to 0.3). "
+                    "Needs cfg above 1.",
                 ),
             ],
-            outputs=[ColorCondition.Output(display_name="negative")],
+            outputs=[
+                ColorCondition.Output(
+                    display_name="negative", tooltip="Connect to Apply Palette Adapter's negative input."
+                )
+            ],
         )
 
     @classmethod
@@ -134,8 +153,18 @@ class EntropyDistanceControl(io.ComfyNode):
             "outside the palette appear. 'relative' puts the reference on the negative branch and reference + value "
             "on the positive one (the paper's relative entropy); 'off' leaves the control absent on both.",
             inputs=[
-                io.MultiType.Input("condition", types=[PaletteType, ColorCondition], tooltip="A palette or condition."),
-                io.Combo.Input("entropy_mode", options=MODES, default="relative", tooltip="How to set entropy."),
+                io.MultiType.Input(
+                    "condition",
+                    types=[PaletteType, ColorCondition],
+                    tooltip="A palette (from Palette) or a colour condition (from Colour Histogram From Image).",
+                ),
+                io.Combo.Input(
+                    "entropy_mode",
+                    options=MODES,
+                    default="relative",
+                    tooltip="off: no entropy control. absolute: 'entropy' is the target in bits. relative (default): "
+                    "'entropy' is a change from 'entropy_reference' (the reference goes to CFG's negative branch).",
+                ),
                 io.Float.Input(
                     "entropy",
                     default=-2.0,
@@ -153,7 +182,13 @@ class EntropyDistanceControl(io.ComfyNode):
                     step=0.1,
                     tooltip="Entropy of the negative branch in relative mode (typical photos: ~7 bits).",
                 ),
-                io.Combo.Input("distance_mode", options=MODES, default="off", tooltip="How to set distance."),
+                io.Combo.Input(
+                    "distance_mode",
+                    options=MODES,
+                    default="off",
+                    tooltip="off (default): no distance control. absolute: 'distance' is the target. relative: "
+                    "'distance' is a change from 'distance_reference'.",
+                ),
                 io.Float.Input(
                     "distance",
                     default=0.2,
@@ -169,10 +204,15 @@ class EntropyDistanceControl(io.ComfyNode):
                     min=0.0,
                     max=1.5,
                     step=0.01,
-                    tooltip="Distance of the negative branch in relative mode.",
+                    tooltip="Distance of the negative branch in relative mode (0 to 1.5, default 0.6).",
                 ),
             ],
-            outputs=[ColorCondition.Output(display_name="condition")],
+            outputs=[
+                ColorCondition.Output(
+                    display_name="condition",
+                    tooltip="The condition with its controls: connect to Apply Palette Adapter.",
+                )
+            ],
         )
 
     @classmethod
@@ -215,8 +255,8 @@ class ApplyPaletteAdapter(io.ComfyNode):
             description="Adds the Palette-Adapter's decoupled cross-attention to the model at the chosen blocks. The "
             "condition drives the positive (cond) branch, the optional negative the uncond branch of CFG.",
             inputs=[
-                io.Model.Input("model", tooltip="An SDXL model."),
-                PaletteAdapter.Input("adapter", tooltip="From Load Palette Adapter."),
+                io.Model.Input("model", tooltip="The SDXL model to patch (from Load Checkpoint); it is cloned."),
+                PaletteAdapter.Input("adapter", tooltip="The adapter weights, from Load Palette Adapter."),
                 io.MultiType.Input(
                     "condition",
                     types=[PaletteType, ColorCondition],
@@ -228,7 +268,7 @@ class ApplyPaletteAdapter(io.ComfyNode):
                     min=-2.0,
                     max=3.0,
                     step=0.05,
-                    tooltip="Scale of the adapter's attention; 0 leaves the model unchanged.",
+                    tooltip="Scale of the adapter's attention, -2 to 3 (default 1); 0 leaves the model unchanged.",
                 ),
                 io.Float.Input(
                     "start_percent",
@@ -256,7 +296,7 @@ class ApplyPaletteAdapter(io.ComfyNode):
                     "negative", optional=True, tooltip="Optional negative palette (from Negative Palette)."
                 ),
             ],
-            outputs=[io.Model.Output(display_name="model")],
+            outputs=[io.Model.Output(display_name="model", tooltip="The patched model: connect it to the KSampler.")],
         )
 
     @classmethod

@@ -70,9 +70,10 @@ class PalettePreview(io.ComfyNode):
             node_id="PalettePreview",
             display_name="Palette Preview",
             category=CATEGORY,
-            description="Renders a palette as stripes whose widths follow its weights.",
-            inputs=[PaletteType.Input("palette", tooltip="The palette to show.")],
-            outputs=[io.Image.Output(display_name="image", tooltip="A 64x512 image of the palette.")],
+            description="Renders a palette as stripes whose widths follow its weights; connect the image to "
+            "Preview Image to see it.",
+            inputs=[PaletteType.Input("palette", tooltip="The palette to show (from Palette or Palette From Image).")],
+            outputs=[io.Image.Output(display_name="image", tooltip="A 64x512 image of the palette's stripes.")],
         )
 
     @classmethod
@@ -93,16 +94,25 @@ class PaletteFromImage(io.ComfyNode):
             "share. The paper evaluates with 5-colour k-means palettes and trains with median-cut palettes.",
             inputs=[
                 io.Image.Input("image", tooltip="The reference image (only the first image of a batch is used)."),
-                io.Int.Input("size", default=5, min=1, max=32, tooltip="Number of colours to extract."),
+                io.Int.Input(
+                    "size",
+                    default=5,
+                    min=1,
+                    max=32,
+                    tooltip="How many colours to extract (1 to 32, default 5; the paper evaluates with 5).",
+                ),
                 io.Combo.Input(
                     "method",
                     options=["kmeans", "median_cut"],
                     default="kmeans",
-                    tooltip="k-means (compact, evaluation palettes) or median cut (training palettes).",
+                    tooltip="kmeans: compact, representative colours (the paper's evaluation palettes). "
+                    "median_cut: splits the colour space by pixel counts (the paper's training palettes).",
                 ),
             ],
             outputs=[
-                PaletteType.Output(display_name="palette"),
+                PaletteType.Output(
+                    display_name="palette", tooltip="The extracted colours, weighted by their share of the pixels."
+                ),
                 io.Image.Output(display_name="preview", tooltip="Stripes whose widths follow the weights."),
             ],
         )

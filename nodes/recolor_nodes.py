@@ -136,7 +136,11 @@ class HistogramPreview(io.ComfyNode):
             inputs=[
                 io.Image.Input("image", tooltip="The image (or batch); one preview per image."),
                 io.Int.Input(
-                    "bins", default=32, min=1, max=256, tooltip="How many of the heaviest histogram bins to show."
+                    "bins",
+                    default=32,
+                    min=1,
+                    max=256,
+                    tooltip="How many of the heaviest histogram bins to show (1 to 256).",
                 ),
             ],
             outputs=[io.Image.Output(display_name="preview", tooltip="A 64x512 image of colour bars per image.")],

@@ -99,7 +99,7 @@ class PaletteAlign(io.ComfyNode):
             "model's predicted image is rearranged to use exactly the palette's colours in the palette's "
             "proportions, and the model repairs the structure. Works with any SDXL checkpoint; no adapter.",
             inputs=[
-                io.Model.Input("model", tooltip="An SDXL model."),
+                io.Model.Input("model", tooltip="Any SDXL model (from Load Checkpoint); it is cloned."),
                 io.Vae.Input("vae", tooltip="The SDXL VAE; it encodes the palette condition once per image size."),
                 PaletteType.Input("palette", tooltip="Colours and their proportions (weights)."),
                 io.Float.Input(
@@ -117,10 +117,12 @@ class PaletteAlign(io.ComfyNode):
                     min=0.0,
                     max=1.0,
                     step=0.05,
-                    tooltip="Blend between the model's prediction (0) and the aligned one (1).",
+                    tooltip="Blend between the model's prediction (0) and the aligned one (1, default).",
                 ),
             ],
-            outputs=[io.Model.Output(display_name="model")],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The model with alignment: connect it to the KSampler.")
+            ],
         )
 
     @classmethod
@@ -159,7 +161,7 @@ class PaletteGuidance(io.ComfyNode):
             "image so its colour distribution approaches the palette (sliced Wasserstein distance). 'fast' "
             "differentiates ComfyUI's linear SDXL preview decoder (nearly free); 'exact' the VAE decoder.",
             inputs=[
-                io.Model.Input("model", tooltip="An SDXL model."),
+                io.Model.Input("model", tooltip="Any SDXL model (from Load Checkpoint); it is cloned."),
                 PaletteType.Input("palette", tooltip="Colours and their proportions (weights)."),
                 io.Float.Input(
                     "strength",
@@ -167,14 +169,16 @@ class PaletteGuidance(io.ComfyNode):
                     min=0.0,
                     max=2.0,
                     step=0.05,
-                    tooltip="Step size: at 1 each colour moves about half way to its target per guidance step.",
+                    tooltip="Step size, 0 to 2 (default 1): at 1 each colour moves about half way to its target "
+                    "per guidance step.",
                 ),
                 io.Int.Input(
                     "steps_per_sample",
                     default=4,
                     min=1,
                     max=32,
-                    tooltip="Guidance steps per sampling step (each costs one decode and its gradient).",
+                    tooltip="Guidance steps per sampling step, 1 to 32 (default 4); each costs one decode and its "
+                    "gradient.",
                 ),
                 io.Float.Input(
                     "start_percent",
@@ -201,7 +205,9 @@ class PaletteGuidance(io.ComfyNode):
                 ),
                 io.Vae.Input("vae", optional=True, tooltip="The SDXL VAE, needed by the exact decoder."),
             ],
-            outputs=[io.Model.Output(display_name="model")],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The model with guidance: connect it to the KSampler.")
+            ],
         )
 
     @classmethod

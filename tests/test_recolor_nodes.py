@@ -13,7 +13,7 @@ from comfyhost import REPO, load_comfyui, requires_comfyui, run_node
 pytestmark = [requires_comfyui, pytest.mark.comfyui]
 
 WORKFLOW = REPO / "workflows" / "colorize_with_palette.json"
-WORKFLOW_API = REPO / "workflows" / "colorize_with_palette.api.json"
+WORKFLOW_API = REPO / "workflows" / "api" / "colorize_with_palette.api.json"
 CHECKPOINT = "sd_xl_base_1.0.safetensors"
 # Frontend-only widgets that a workflow stores after the widget they belong to.
 CONTROL_AFTER_GENERATE = {"fixed", "increment", "decrement", "randomize"}
@@ -126,14 +126,21 @@ def _check_value(node: str, name: str, kind: str, opts: dict, choices: list | No
 
 @pytest.fixture(scope="module")
 def checkpoint_folder(tmp_path_factory):
-    """A checkpoints folder holding an (empty) file of the workflow's checkpoint name, so its combo accepts it."""
+    """A checkpoints folder holding an (empty) file of the workflow's checkpoint name, so its combo accepts it,
+    and an input folder holding the workflow's example image (shipped in workflows/input)."""
     load_comfyui()
     import folder_paths
 
     folder = tmp_path_factory.mktemp("checkpoints")
     (folder / CHECKPOINT).write_bytes(b"")
     folder_paths.add_model_folder_path("checkpoints", str(folder))
+    inputs = tmp_path_factory.mktemp("input")
+    for image in (REPO / "workflows" / "input").iterdir():
+        (inputs / image.name).symlink_to(image)
+    previous_input = folder_paths.get_input_directory()
+    folder_paths.set_input_directory(str(inputs))
     yield folder
+    folder_paths.set_input_directory(previous_input)
     folder_paths.folder_names_and_paths["checkpoints"][0].remove(str(folder))
 
 
