@@ -28,7 +28,7 @@ log = logging.getLogger("palette_queue")
 
 PROG = "python -m palette_queue"
 EXAMPLE = """example:
-  python -m palette_queue workflows/colorize_with_palette.api.json jobs.csv --out runs/colorize
+  python -m palette_queue workflows/api/colorize_with_palette.api.json jobs.csv --out runs/colorize
 
 jobs.csv:
   name,palette,seed,prompt

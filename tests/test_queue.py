@@ -49,7 +49,7 @@ from palette_queue.state import (
 from palette_queue.workflow import Target, check_prompt, load_prompt, patch, resolve_column, resolve_columns
 
 REPO = Path(__file__).resolve().parents[1]
-COLORIZE = REPO / "workflows" / "colorize_with_palette.api.json"
+COLORIZE = REPO / "workflows" / "api" / "colorize_with_palette.api.json"
 
 
 def colorize() -> dict:
