@@ -333,3 +333,19 @@ def test_text_kv_initialises_the_adapter_from_the_text_projections():
     adapter = init_adapter(layers, 0, kv, CTX)
     name = next(iter(layers))
     assert torch.equal(adapter.kv_weights(name)[0], dict(unet.named_modules())[name].to_k.weight)
+
+
+def test_pixel_codec_round_trips_and_word_text_is_deterministic():
+    from train.data import WordText
+    from train.models import PixelCodec
+
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    codec = PixelCodec(4)
+    z = codec.encode(x)
+    assert z.shape == (2, 48, 4, 4) and torch.allclose(codec.decode(z), x, atol=1e-6)
+    assert torch.equal(z[0, :3, 0, 0], x[0, :, 0, 0] * 2 - 1)  # channel c * 16 + (dy * 4 + dx)
+    words = WordText(tokens=3, dim=8)
+    emb, pooled = words.embed(["two circle flat", "circle", ""])
+    assert torch.equal(emb[0, 1], emb[1, 0]) and not torch.equal(emb[0, 0], emb[0, 1])
+    assert emb[1, 1:].abs().sum() == 0 and emb[2].abs().sum() == 0 and pooled.abs().sum() == 0
+    assert torch.equal(WordText(tokens=3, dim=8).embed(["circle"])[0], emb[1:2])

@@ -3,6 +3,11 @@
 Each image takes a random palette of 3-5 colours: the first fills the background, the others fill 2-5
 rectangles and ellipses. Half of the images get per-pixel noise and a shading gradient, so the set spans
 low-entropy (flat) and high-entropy (textured) colour histograms, which the entropy control needs.
+
+Two captions: ``caption`` names only the shapes ("three circle rectangle flat"); ``color_caption`` adds
+coarse colour names ("bg-blue red yellow three circle rectangle flat"). The base model learns from the
+second, so that, as in SDXL, its cross-attention understands colour; the adapter trains with the first,
+so the colour has to come from the palette.
 """
 
 from __future__ import annotations
@@ -22,26 +27,51 @@ def random_palette(rng: np.random.Generator, k: int | None = None) -> np.ndarray
     return np.array([colorsys.hsv_to_rgb(*c) for c in hsv], dtype=np.float64)
 
 
-def draw(palette: np.ndarray, rng: np.random.Generator, size: int = 32, textured: bool | None = None) -> np.ndarray:
-    """An ``[size, size, 3]`` uint8 image of flat shapes in the palette's colours."""
+_COUNTS = ("zero", "one", "two", "three", "four", "five")
+_HUES = ((15, "red"), (40, "orange"), (70, "yellow"), (100, "lime"), (150, "green"), (190, "teal"), (210, "cyan"))
+_HUES += ((250, "blue"), (280, "purple"), (320, "magenta"), (345, "pink"), (361, "red"))
+
+
+def colour_name(rgb: np.ndarray) -> str:
+    """A coarse colour word ("dark-teal", "white", ...) for a caption."""
+    h, s, v = colorsys.rgb_to_hsv(*(float(x) for x in rgb))
+    if v < 0.2:
+        return "black"
+    if s < 0.2:
+        return "white" if v > 0.8 else "grey"
+    name = next(n for limit, n in _HUES if h * 360 < limit)
+    return f"dark-{name}" if v < 0.55 else name
+
+
+def draw(
+    palette: np.ndarray, rng: np.random.Generator, size: int = 32, textured: bool | None = None
+) -> tuple[np.ndarray, str, str]:
+    """An ``[size, size, 3]`` uint8 image of shapes in the palette's colours, its shape and colour captions."""
     yy, xx = np.mgrid[0:size, 0:size] / size
     img = np.empty((size, size, 3))
     img[:] = palette[0]
     n_shapes = int(rng.integers(2, 6))
+    kinds = set()
     for s in range(n_shapes):
         colour = palette[1 + s % (len(palette) - 1)]
         cx, cy = rng.uniform(0.15, 0.85, 2)
         rx, ry = rng.uniform(0.12, 0.35, 2)
         if rng.random() < 0.5:
             mask = (np.abs(xx - cx) < rx) & (np.abs(yy - cy) < ry)
+            kinds.add("rectangle")
         else:
             mask = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 < 1.0
+            kinds.add("circle")
         img[mask] = colour
-    if textured if textured is not None else rng.random() < 0.5:
+    textured = textured if textured is not None else bool(rng.random() < 0.5)
+    caption = " ".join([_COUNTS[n_shapes], *sorted(kinds), "textured" if textured else "flat"])
+    colours = dict.fromkeys(colour_name(palette[1 + s % (len(palette) - 1)]) for s in range(n_shapes))
+    color_caption = " ".join([f"bg-{colour_name(palette[0])}", *colours, caption])
+    if textured:
         angle = rng.uniform(0, 2 * np.pi)
         ramp = (np.cos(angle) * (xx - 0.5) + np.sin(angle) * (yy - 0.5))[..., None]
         img = img * (1.0 + 0.35 * ramp) + rng.normal(0.0, rng.uniform(0.03, 0.08), img.shape)
-    return (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    return (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8), caption, color_caption
 
 
 def write_dataset(folder: str | Path, n: int, size: int = 32, seed: int = 0, broken: int = 0) -> Path:
@@ -53,8 +83,10 @@ def write_dataset(folder: str | Path, n: int, size: int = 32, seed: int = 0, bro
     for i in range(n):
         pal = random_palette(rng)
         name = f"images/{i:06d}.png"
-        Image.fromarray(draw(pal, rng, size)).save(folder / name)
-        rows.append({"image": name, "caption": "", "palette": [[round(float(v), 4) for v in c] for c in pal]})
+        image, caption, color_caption = draw(pal, rng, size)
+        Image.fromarray(image).save(folder / name)
+        palette = [[round(float(v), 4) for v in c] for c in pal]
+        rows.append({"image": name, "caption": caption, "color_caption": color_caption, "palette": palette})
     for j in range(broken):
         name = f"images/broken-{j}.png"
         if j % 2 == 0:
