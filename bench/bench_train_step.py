@@ -110,6 +110,7 @@ def main() -> None:
         steps_t = torch.full((latents.shape[0],), 500, device=device)
 
         def floor():
+            trainer.palette_model.context.tokens = None  # the plain UNet: its attn2 processors add nothing
             x = latents.detach().requires_grad_(True)
             with trainer.accelerator.autocast():
                 out = trainer.unet(x, steps_t, emb, added_cond_kwargs={"text_embeds": pooled, "time_ids": ids}).sample

@@ -278,6 +278,8 @@ class Trainer:
         noisy = self.scheduler.add_noise(latents, noise, steps)
         if self.scheduler.config.prediction_type == "v_prediction":
             target = self.scheduler.get_velocity(latents, noise, steps)
+        elif self.scheduler.config.prediction_type == "sample":
+            target = latents
         else:
             target = noise
         emb, pooled = self.text.embed([self.records[int(i)].caption for i in idx])

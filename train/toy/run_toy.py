@@ -1,9 +1,9 @@
 """Toy-scale proof that Palette-Adapter training learns (issue 5, docs/training.md "Toy run").
 
-1. synthetic 32 px images of flat shapes in random palettes (a few broken files to be skipped);
+1. synthetic 16 px images of shapes in random palettes, with shape and colour captions (a few broken files);
 2. colour-balance curation of that set (curate_dataset);
-3. a small SDXL-layout base UNet trained from scratch on it (pixel space, the text is always empty);
-4. the Palette-Adapter trained on top with train_palette_adapter (stage 1, all 11 blocks);
+3. a small SDXL-layout base UNet trained from scratch on it (pixel space, word-vector captions with colours);
+4. the Palette-Adapter trained on top with train_palette_adapter (stage 1, all 11 blocks, shape-only captions);
 5. evaluation on held-out palettes: palette EMD with vs without the adapter, the share of pixels near a
    negative palette's colour with vs without it, and output entropy under a low vs high entropy setting;
 6. optionally the block analysis of the adapter (``--analyse``).
@@ -43,8 +43,8 @@ from train.train_palette_adapter import TrainConfig, Trainer, _mean_emd, save_gr
 
 log = logging.getLogger("run_toy")
 
-SIZE = 32
-PATCH = 4  # 32 px images as 8 x 8 latents of 48 channels
+SIZE = 16
+PATCH = 2  # 16 px images as 8 x 8 latents of 12 channels
 NEAR = 0.2  # RGB distance counted as "near" a negative colour
 
 
@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--train-images", type=int, default=2000)
     p.add_argument("--base-steps", type=int, default=1500)
     p.add_argument("--base-batch", type=int, default=32)
-    p.add_argument("--base-channels", type=int, default=64, help="UNet width (levels c, 2c, 4c); >= 48 latent channels")
+    p.add_argument("--base-channels", type=int, default=64, help="UNet width (levels c, 2c, 4c)")
     p.add_argument("--adapter-steps", type=int, default=600)
     p.add_argument("--adapter-batch", type=int, default=32)
     p.add_argument("--adapter-lr", type=float, default=1e-3)
@@ -199,7 +199,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     base_dir = out / "base"
     if not (base_dir / "config.json").is_file():
         train_base(
-            manifest, base_dir, steps=args.base_steps, batch=args.base_batch, channels=args.base_channels, patch=PATCH
+            manifest,
+            base_dir,
+            steps=args.base_steps,
+            batch=args.base_batch,
+            channels=args.base_channels,
+            patch=PATCH,
+            size=SIZE,
         )
     seconds["base"] = time.perf_counter() - t
 

@@ -1,7 +1,7 @@
 """Synthetic training images: flat-coloured shapes drawn from a random palette, some with texture.
 
 Each image takes a random palette of 3-5 colours: the first fills the background, the others fill 2-5
-rectangles and ellipses. Half of the images get per-pixel noise and a shading gradient, so the set spans
+rectangles and ellipses. Half of the images get smooth colour blotches and a shading gradient, so the set spans
 low-entropy (flat) and high-entropy (textured) colour histograms, which the entropy control needs.
 
 Two captions: ``caption`` names only the shapes ("three circle rectangle flat"); ``color_caption`` adds
@@ -43,6 +43,17 @@ def colour_name(rgb: np.ndarray) -> str:
     return f"dark-{name}" if v < 0.55 else name
 
 
+def _upsample(grid: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear upsampling of a ``[k, k, C]`` grid to ``[size, size, C]``."""
+    k = grid.shape[0]
+    pos = (np.arange(size) + 0.5) * k / size - 0.5
+    i0 = np.clip(np.floor(pos).astype(int), 0, k - 1)
+    i1 = np.clip(i0 + 1, 0, k - 1)
+    f = np.clip(pos - i0, 0.0, 1.0)
+    rows = grid[i0] * (1 - f)[:, None, None] + grid[i1] * f[:, None, None]
+    return rows[:, i0] * (1 - f)[None, :, None] + rows[:, i1] * f[None, :, None]
+
+
 def draw(
     palette: np.ndarray, rng: np.random.Generator, size: int = 32, textured: bool | None = None
 ) -> tuple[np.ndarray, str, str]:
@@ -70,7 +81,10 @@ def draw(
     if textured:
         angle = rng.uniform(0, 2 * np.pi)
         ramp = (np.cos(angle) * (xx - 0.5) + np.sin(angle) * (yy - 0.5))[..., None]
-        img = img * (1.0 + 0.35 * ramp) + rng.normal(0.0, rng.uniform(0.03, 0.08), img.shape)
+        # smooth blotches (4 x 4 noise, bilinearly upsampled) rather than per-pixel noise: many shades, as the
+        # entropy control needs, but no pixel noise a small model cannot tell from the diffusion noise
+        blotches = _upsample(rng.normal(0.0, 1.0, (4, 4, 3)), size)
+        img = img * (1.0 + 0.5 * ramp) + rng.uniform(0.04, 0.1) * blotches
     return (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8), caption, color_caption
 
 

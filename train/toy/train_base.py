@@ -1,10 +1,11 @@
-"""Train a small SDXL-layout base UNet from scratch on the toy images (pixel space, fixed empty text).
+"""Train a small SDXL-layout base UNet from scratch on the toy images (pixel space, word-vector captions).
 
-The UNet sees 32 px images as 8 x 8 "latents" of 4 x 4 pixel patches (48 channels): SDXL's layout at a
+The UNet sees 16 px images as 8 x 8 "latents" of 2 x 2 pixel patches (12 channels): SDXL's layout at a
 cost a CPU can train in minutes.
 
-The base model knows the toy world (flat shapes, textures) but has no way to be told colours: its text
-is always the zero embedding. The Palette-Adapter trained on top of it must add that control.
+Like SDXL, the base model learns colour from its captions (coarse colour words) and can also sample
+without them; the Palette-Adapter trained on top of it sees only shape words, so colour has to come from
+the palette.
 """
 
 from __future__ import annotations
@@ -37,16 +38,21 @@ _COLOUR_WORDS = {"red", "orange", "yellow", "lime", "green", "teal", "cyan", "bl
 _COLOUR_WORDS |= {"black", "white", "grey"}
 
 
-def toy_scheduler():
-    """DDPM's linear schedule (near-zero terminal SNR) with v-prediction, which a small model learns fast.
+def toy_scheduler(prediction_type: str = "sample"):
+    """DDPM's linear schedule (near-zero terminal SNR) predicting the clean sample, which a small model learns fast.
 
-    An eps-predicting model this small divides its error by sqrt(alpha_bar) at high noise and samples
-    grey mush after minutes of training; v-prediction (used by SD 2.x and some SDXL models) does not.
+    A small eps- or v-predicting model trained for minutes cannot yet pull the noise out of a nearly clean
+    input (its low-noise predictions stay near zero), so DDIM samples keep that noise; a model predicting
+    the clean sample gives smooth images from the start.
     """
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(
-        num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02, prediction_type="v_prediction"
+        num_train_timesteps=1000,
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=0.02,
+        prediction_type=prediction_type,
     )
 
 
@@ -110,7 +116,8 @@ def train_base(
         ]
         text, pooled = words.embed(chosen)
         pred = unet(sched.add_noise(x0, noise, t), t, text, added_cond_kwargs={"text_embeds": pooled, "time_ids": ids})
-        loss = F.mse_loss(pred.sample, sched.get_velocity(x0, noise, t))
+        target = x0 if sched.config.prediction_type == "sample" else sched.get_velocity(x0, noise, t)
+        loss = F.mse_loss(pred.sample, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
