@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -333,3 +334,33 @@ def test_text_kv_initialises_the_adapter_from_the_text_projections():
     adapter = init_adapter(layers, 0, kv, CTX)
     name = next(iter(layers))
     assert torch.equal(adapter.kv_weights(name)[0], dict(unet.named_modules())[name].to_k.weight)
+
+
+def test_pixel_codec_round_trips_and_word_text_is_deterministic():
+    from train.data import WordText
+    from train.models import PixelCodec
+
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    codec = PixelCodec(4)
+    z = codec.encode(x)
+    assert z.shape == (2, 48, 4, 4) and torch.allclose(codec.decode(z), x, atol=1e-6)
+    assert torch.equal(z[0, [0, 16, 32], 0, 0], x[0, :, 0, 0] * 2 - 1)  # channel c * 16 + (dy * 4 + dx)
+    assert torch.equal(z[0, 1 * 16 + 2 * 4 + 3, 1, 0], x[0, 1, 4 + 2, 3] * 2 - 1)  # row 4 dy + 2, col dx 3
+    words = WordText(tokens=3, dim=8)
+    emb, pooled = words.embed(["two circle flat", "circle", ""])
+    assert torch.equal(emb[0, 1], emb[1, 0]) and not torch.equal(emb[0, 0], emb[0, 1])
+    assert emb[1, 1:].abs().sum() == 0 and emb[2].abs().sum() == 0 and pooled.abs().sum() == 0
+    assert torch.equal(WordText(tokens=3, dim=8).embed(["circle"])[0], emb[1:2])
+
+
+def test_toy_blotches_upsample_bilinearly():
+    from train.toy.shapes import _upsample
+
+    grid = np.arange(2 * 2 * 1, dtype=float).reshape(2, 2, 1)  # [[0, 1], [2, 3]]
+    up = _upsample(grid, 4)
+    assert up.shape == (4, 4, 1)
+    assert np.allclose(_upsample(np.full((4, 4, 3), 0.7), 16), 0.7)
+    # pixel centres at 0.25 and 0.75 of a grid cell: edge pixels clamp, inner ones interpolate
+    assert np.allclose(
+        up[:, :, 0], [[0, 0.25, 0.75, 1], [0.5, 0.75, 1.25, 1.5], [1.5, 1.75, 2.25, 2.5], [2, 2.25, 2.75, 3]]
+    )

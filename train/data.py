@@ -209,6 +209,36 @@ class ConstantText:
         return torch.zeros(batch, self.tokens, self.dim), torch.zeros(batch, POOLED_DIM)
 
 
+class WordText:
+    """A text "encoder" without a model (toy runs): each word is a fixed pseudo-random vector.
+
+    A caption becomes its first ``tokens`` words' vectors (zero-padded), the pooled embedding is zero and
+    the empty caption is all zeros. Word vectors depend only on the word and ``seed``.
+    """
+
+    def __init__(self, tokens: int = 8, seed: int = 0, dim: int = CONTEXT_DIM) -> None:
+        self.tokens, self.seed, self.dim = tokens, seed, dim
+        self._words: dict[str, Tensor] = {}
+
+    def _word(self, word: str) -> Tensor:
+        if word not in self._words:
+            key = int(hashlib.sha1(f"{self.seed}:{word}".encode()).hexdigest()[:15], 16)
+            self._words[word] = torch.randn(self.dim, generator=torch.Generator().manual_seed(key))
+        return self._words[word]
+
+    def embed(self, captions: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """``(text [B, tokens, dim], pooled zeros [B, 1280])``."""
+        out = torch.zeros(len(captions), self.tokens, self.dim)
+        for i, caption in enumerate(captions):
+            for j, word in enumerate(caption.lower().split()[: self.tokens]):
+                out[i, j] = self._word(word)
+        return out, torch.zeros(len(captions), POOLED_DIM)
+
+    def empty(self, batch: int) -> tuple[Tensor, Tensor]:
+        """The embedding of the empty caption (zeros)."""
+        return self.embed([""] * batch)
+
+
 def caption_key(caption: str) -> str:
     """Key of a caption in a text-embedding cache."""
     return hashlib.sha1(caption.encode("utf-8")).hexdigest()

@@ -53,6 +53,7 @@ from train.data import (
     ImageDataset,
     LatentCache,
     StepBatches,
+    WordText,
     collate,
     read_manifest,
     step_seed,
@@ -93,8 +94,9 @@ class TrainConfig:
     model: Path | None = None
     vae: Path | None = None
     pixel_space: bool = False
+    pixel_patch: int = 1  # pixel space: fold f x f patches into channels (toy models)
     text_cache: Path | None = None
-    constant_text: str | None = None  # "zeros" or "random": no text encoder (toy runs, tests)
+    constant_text: str | None = None  # "zeros", "random" or "words": no text encoder (toy runs, tests)
     text_tokens: int = 77
     resolution: int = 512
     min_size: int | None = None
@@ -201,7 +203,7 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.scheduler = noise_scheduler(c.model)
-        self.codec = codec if codec is not None else (PixelCodec() if c.pixel_space else self._vae_codec())
+        self.codec = codec if codec is not None else (PixelCodec(c.pixel_patch) if c.pixel_space else self._vae_codec())
         self.text = text if text is not None else self._text()
         self.records = records if records is not None else read_manifest(self._need(c.data, "--data"))
         self.dataset = ImageDataset(self.records, c.resolution, c.min_size)
@@ -226,7 +228,10 @@ class Trainer:
             except ImportError as e:
                 raise ImportError("--adam8bit needs bitsandbytes (pip install -r train/requirements.txt)") from e
             return bnb.optim.AdamW8bit(params, lr=c.lr, weight_decay=c.weight_decay)
-        return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        try:  # the fused kernel is ~8x faster than the per-tensor loop (the 4080 x 8192 projection dominates)
+            return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay, fused=True)
+        except (RuntimeError, ValueError):
+            return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
 
     def _vae_codec(self) -> VaeCodec:
         c = self.config
@@ -239,11 +244,13 @@ class Trainer:
         c = self.config
         if c.text_cache is not None:
             return CachedText(c.text_cache)
+        dim = int(self.unet.config.cross_attention_dim)
+        if c.constant_text == "words":
+            return WordText(c.text_tokens, 0, dim)
         if c.constant_text in ("zeros", "random"):
-            dim = int(self.unet.config.cross_attention_dim)
             return ConstantText(c.text_tokens, None if c.constant_text == "zeros" else c.seed, dim)
         raise PaletteError(
-            "give --text-cache (captions encoded with encode_text_cache) or --constant-text zeros|random"
+            "give --text-cache (captions encoded with encode_text_cache) or --constant-text zeros|random|words"
         )
 
     @property
@@ -271,6 +278,8 @@ class Trainer:
         noisy = self.scheduler.add_noise(latents, noise, steps)
         if self.scheduler.config.prediction_type == "v_prediction":
             target = self.scheduler.get_velocity(latents, noise, steps)
+        elif self.scheduler.config.prediction_type == "sample":
+            target = latents
         else:
             target = noise
         emb, pooled = self.text.embed([self.records[int(i)].caption for i in idx])
@@ -354,41 +363,14 @@ class Trainer:
             self._truncate_logs(start)
         if start == 0 and c.validate_every > 0 and acc.is_main_process:
             self.validate(0)
-        sampler = StepBatches(
-            [r.weight for r in self.records],
-            c.batch_size,
-            c.seed + acc.process_index,
-            start * c.grad_accum,
-            c.max_steps * c.grad_accum,
-        )
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=sampler, collate_fn=collate, num_workers=c.num_workers
-        )
-        batches = iter(loader)
+        batches = self.loader(start)
         bar = tqdm(total=c.max_steps, initial=start, disable=not (c.progress and acc.is_main_process), unit="step")
         step = start
         last_loss = math.nan
         while step < c.max_steps:
             t0 = time.perf_counter()
-            for group in self.optimizer.param_groups:
-                group["lr"] = self._lr(step)
-            losses, n_images = [], 0
-            for k in range(c.grad_accum):
-                idx, images, skipped = next(batches)
-                self._count_skipped(skipped)
-                if images.shape[0] == 0:
-                    continue
-                loss = self.micro_loss(step * c.grad_accum + k, idx, images)
-                acc.backward(loss / c.grad_accum)
-                losses.append(float(loss.detach()))
-                n_images += images.shape[0]
-            grad_norm = math.nan
-            if losses:
-                grad_norm = float(acc.clip_grad_norm_(self.palette_model.adapter.parameters(), c.max_grad_norm))
-                self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            last_loss, grad_norm, n_images = self.train_step(step, batches)
             step += 1
-            last_loss = sum(losses) / len(losses) if losses else math.nan
             seconds = time.perf_counter() - t0
             if acc.is_main_process:
                 self.history.append((step, last_loss))
@@ -420,6 +402,46 @@ class Trainer:
             result["plot"] = str(plot_logs(self.out))
         acc.wait_for_everyone()
         return result
+
+    def train_step(self, step: int, batches) -> tuple[float, float, int]:
+        """One optimizer step over ``grad_accum`` micro-batches: ``(mean loss, grad norm, images)``."""
+        c = self.config
+        acc = self.accelerator
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr(step)
+        losses, n_images = [], 0
+        for k in range(c.grad_accum):
+            idx, images, skipped = next(batches)
+            self._count_skipped(skipped)
+            if images.shape[0] == 0:
+                continue
+            loss = self.micro_loss(step * c.grad_accum + k, idx, images)
+            acc.backward(loss / c.grad_accum)
+            losses.append(float(loss.detach()))
+            n_images += images.shape[0]
+        grad_norm = math.nan
+        if losses:
+            grad_norm = float(acc.clip_grad_norm_(self.palette_model.adapter.parameters(), c.max_grad_norm))
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return (sum(losses) / len(losses) if losses else math.nan), grad_norm, n_images
+
+    def loader(self, start_step: int = 0):
+        """An iterator over the micro-batches from optimizer step ``start_step`` to ``max_steps``."""
+        c = self.config
+        acc = self.accelerator
+        sampler = StepBatches(
+            [r.weight for r in self.records],
+            c.batch_size,
+            c.seed + acc.process_index,
+            start_step * c.grad_accum,
+            c.max_steps * c.grad_accum,
+        )
+        return iter(
+            torch.utils.data.DataLoader(
+                self.dataset, batch_sampler=sampler, collate_fn=collate, num_workers=c.num_workers
+            )
+        )
 
     def _count_skipped(self, skipped: list[int]) -> None:
         for i in skipped:
@@ -571,8 +593,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--model", type=Path, help="SDXL UNet: a diffusers folder (pipeline or unet/) or a single .safetensors file")
     a("--vae", type=Path, help="VAE folder or .safetensors (default: from --model)")
     a("--pixel-space", action="store_true", help="no VAE: the UNet works on RGB pixels (toy models)")
+    a("--pixel-patch", type=int, default=d.pixel_patch, help="pixel space: f x f patches become channels")
     a("--text-cache", type=Path, help="precomputed text embeddings (.safetensors from encode_text_cache)")
-    a("--constant-text", choices=("zeros", "random"), help="one fixed text embedding for all captions (no encoder)")
+    a(
+        "--constant-text",
+        choices=("zeros", "random", "words"),
+        help="no text encoder: one fixed embedding for every caption, or hashed word vectors (toy runs)",
+    )
+    a("--text-tokens", type=int, default=d.text_tokens, help="sequence length of --constant-text embeddings")
     a("--resolution", type=int, default=d.resolution, help="training image size (square centre crop)")
     a("--min-size", type=int, help="skip images whose shorter side is below this (default resolution/2)")
     a("--stage", type=int, choices=(1, 2), default=1, help="1: all cross-attention layers; 2: the chosen blocks")

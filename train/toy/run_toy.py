@@ -1,9 +1,9 @@
 """Toy-scale proof that Palette-Adapter training learns (issue 5, docs/training.md "Toy run").
 
-1. synthetic 32 px images of flat shapes in random palettes (a few broken files to be skipped);
+1. synthetic 16 px images of shapes in random palettes, with shape and colour captions (a few broken files);
 2. colour-balance curation of that set (curate_dataset);
-3. a small SDXL-layout base UNet trained from scratch on it (pixel space, the text is always empty);
-4. the Palette-Adapter trained on top with train_palette_adapter (stage 1, all 11 blocks);
+3. a small SDXL-layout base UNet trained from scratch on it (pixel space, word-vector captions with colours);
+4. the Palette-Adapter trained on top with train_palette_adapter (stage 1, all 11 blocks, shape-only captions);
 5. evaluation on held-out palettes: palette EMD with vs without the adapter, the share of pixels near a
    negative palette's colour with vs without it, and output entropy under a low vs high entropy setting;
 6. optionally the block analysis of the adapter (``--analyse``).
@@ -33,7 +33,7 @@ import torch
 from palette_core.adapter import ColorCondition, negative_condition, palette_condition
 from palette_core.histogram import entropy, image_histogram
 from palette_core.palette import Palette
-from train.data import ConstantText, read_manifest
+from train.data import read_manifest
 from train.models import PixelCodec
 from train.processor import PaletteUNet, generate
 from train.recipe import Recipe
@@ -43,7 +43,8 @@ from train.train_palette_adapter import TrainConfig, Trainer, _mean_emd, save_gr
 
 log = logging.getLogger("run_toy")
 
-SIZE = 32
+SIZE = 16
+PATCH = 2  # 16 px images as 8 x 8 latents of 12 channels
 NEAR = 0.2  # RGB distance counted as "near" a negative colour
 
 
@@ -74,7 +75,7 @@ def near_share(images: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
 
 def evaluate(
     model: PaletteUNet,
-    text: ConstantText,
+    text,
     scheduler_config,
     palettes: Sequence[Palette],
     per: int,
@@ -86,7 +87,7 @@ def evaluate(
     steps: int = 25,
 ) -> dict:
     """The three toy claims on held-out palettes (same seeds for every setting)."""
-    codec = PixelCodec()
+    codec = PixelCodec(PATCH)
     b = len(palettes) * per
     emb, empty = text.embed([""] * b), text.empty(b)
     seeds = [7919 * i + s for i in range(len(palettes)) for s in range(per)]
@@ -163,9 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--train-images", type=int, default=2000)
     p.add_argument("--base-steps", type=int, default=1500)
     p.add_argument("--base-batch", type=int, default=32)
+    p.add_argument("--base-channels", type=int, default=64, help="UNet width (levels c, 2c, 4c)")
     p.add_argument("--adapter-steps", type=int, default=600)
     p.add_argument("--adapter-batch", type=int, default=32)
-    p.add_argument("--adapter-lr", type=float, default=3e-4)
+    p.add_argument("--adapter-lr", type=float, default=1e-3)
     p.add_argument("--eval-palettes", type=int, default=16)
     p.add_argument("--eval-seeds", type=int, default=2)
     p.add_argument("--validate-every", type=int, default=200)
@@ -196,7 +198,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = time.perf_counter()
     base_dir = out / "base"
     if not (base_dir / "config.json").is_file():
-        train_base(manifest, base_dir, steps=args.base_steps, batch=args.base_batch)
+        train_base(
+            manifest,
+            base_dir,
+            steps=args.base_steps,
+            batch=args.base_batch,
+            channels=args.base_channels,
+            patch=PATCH,
+            size=SIZE,
+        )
     seconds["base"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -206,8 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         data=manifest,
         model=base_dir,
         pixel_space=True,
-        constant_text="zeros",
-        text_tokens=1,
+        pixel_patch=PATCH,
+        constant_text="words",
+        text_tokens=12,
         resolution=SIZE,
         min_size=SIZE // 2,
         batch_size=args.adapter_batch,
@@ -229,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t = time.perf_counter()
     model = trainer.palette_model.eval()
-    train_images = load_images(manifest, SIZE)
+    train_images, _ = load_images(manifest, SIZE)
     ent = entropy(image_histogram(train_images.permute(0, 2, 3, 1)))
     q = torch.quantile(ent, torch.tensor([0.1, 0.5, 0.9]))
     result = {
@@ -256,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from train.analyse_blocks import analyse, plot_ranking, recommend
 
         pals = held_out_palettes(6, seed=4242)
-        a = analyse(model, PixelCodec(), trainer.scheduler.config, trainer.text, pals, [""], [0, 1], SIZE, 20, 3.0)
+        a = analyse(model, PixelCodec(PATCH), trainer.scheduler.config, trainer.text, pals, [""], [0, 1], SIZE, 20, 3.0)
         a["recommended"] = recommend(a["ranking"])
         a["plot"] = str(plot_ranking(a, out / "block_ranking.png"))
         result["analysis"] = a

@@ -1,8 +1,13 @@
 """Synthetic training images: flat-coloured shapes drawn from a random palette, some with texture.
 
 Each image takes a random palette of 3-5 colours: the first fills the background, the others fill 2-5
-rectangles and ellipses. Half of the images get per-pixel noise and a shading gradient, so the set spans
+rectangles and ellipses. Half of the images get smooth colour blotches and a shading gradient, so the set spans
 low-entropy (flat) and high-entropy (textured) colour histograms, which the entropy control needs.
+
+Two captions: ``caption`` names only the shapes ("three circle rectangle flat"); ``color_caption`` adds
+coarse colour names ("bg-blue red yellow three circle rectangle flat"). The base model learns from the
+second, so that, as in SDXL, its cross-attention understands colour; the adapter trains with the first,
+so the colour has to come from the palette.
 """
 
 from __future__ import annotations
@@ -22,26 +27,65 @@ def random_palette(rng: np.random.Generator, k: int | None = None) -> np.ndarray
     return np.array([colorsys.hsv_to_rgb(*c) for c in hsv], dtype=np.float64)
 
 
-def draw(palette: np.ndarray, rng: np.random.Generator, size: int = 32, textured: bool | None = None) -> np.ndarray:
-    """An ``[size, size, 3]`` uint8 image of flat shapes in the palette's colours."""
+_COUNTS = ("zero", "one", "two", "three", "four", "five")
+_HUES = ((15, "red"), (40, "orange"), (70, "yellow"), (100, "lime"), (150, "green"), (190, "teal"), (210, "cyan"))
+_HUES += ((250, "blue"), (280, "purple"), (320, "magenta"), (345, "pink"), (361, "red"))
+
+
+def colour_name(rgb: np.ndarray) -> str:
+    """A coarse colour word ("dark-teal", "white", ...) for a caption."""
+    h, s, v = colorsys.rgb_to_hsv(*(float(x) for x in rgb))
+    if v < 0.2:
+        return "black"
+    if s < 0.2:
+        return "white" if v > 0.8 else "grey"
+    name = next(n for limit, n in _HUES if h * 360 < limit)
+    return f"dark-{name}" if v < 0.55 else name
+
+
+def _upsample(grid: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear upsampling of a ``[k, k, C]`` grid to ``[size, size, C]``."""
+    k = grid.shape[0]
+    pos = (np.arange(size) + 0.5) * k / size - 0.5
+    i0 = np.clip(np.floor(pos).astype(int), 0, k - 1)
+    i1 = np.clip(i0 + 1, 0, k - 1)
+    f = np.clip(pos - i0, 0.0, 1.0)
+    rows = grid[i0] * (1 - f)[:, None, None] + grid[i1] * f[:, None, None]
+    return rows[:, i0] * (1 - f)[None, :, None] + rows[:, i1] * f[None, :, None]
+
+
+def draw(
+    palette: np.ndarray, rng: np.random.Generator, size: int = 32, textured: bool | None = None
+) -> tuple[np.ndarray, str, str]:
+    """An ``[size, size, 3]`` uint8 image of shapes in the palette's colours, its shape and colour captions."""
     yy, xx = np.mgrid[0:size, 0:size] / size
     img = np.empty((size, size, 3))
     img[:] = palette[0]
     n_shapes = int(rng.integers(2, 6))
+    kinds = set()
     for s in range(n_shapes):
         colour = palette[1 + s % (len(palette) - 1)]
         cx, cy = rng.uniform(0.15, 0.85, 2)
         rx, ry = rng.uniform(0.12, 0.35, 2)
         if rng.random() < 0.5:
             mask = (np.abs(xx - cx) < rx) & (np.abs(yy - cy) < ry)
+            kinds.add("rectangle")
         else:
             mask = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 < 1.0
+            kinds.add("circle")
         img[mask] = colour
-    if textured if textured is not None else rng.random() < 0.5:
+    textured = textured if textured is not None else bool(rng.random() < 0.5)
+    caption = " ".join([_COUNTS[n_shapes], *sorted(kinds), "textured" if textured else "flat"])
+    colours = dict.fromkeys(colour_name(palette[1 + s % (len(palette) - 1)]) for s in range(n_shapes))
+    color_caption = " ".join([f"bg-{colour_name(palette[0])}", *colours, caption])
+    if textured:
         angle = rng.uniform(0, 2 * np.pi)
         ramp = (np.cos(angle) * (xx - 0.5) + np.sin(angle) * (yy - 0.5))[..., None]
-        img = img * (1.0 + 0.35 * ramp) + rng.normal(0.0, rng.uniform(0.03, 0.08), img.shape)
-    return (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        # smooth blotches (4 x 4 noise, bilinearly upsampled) rather than per-pixel noise: many shades, as the
+        # entropy control needs, but no pixel noise a small model cannot tell from the diffusion noise
+        blotches = _upsample(rng.normal(0.0, 1.0, (4, 4, 3)), size)
+        img = img * (1.0 + 0.5 * ramp) + rng.uniform(0.04, 0.1) * blotches
+    return (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8), caption, color_caption
 
 
 def write_dataset(folder: str | Path, n: int, size: int = 32, seed: int = 0, broken: int = 0) -> Path:
@@ -53,8 +97,10 @@ def write_dataset(folder: str | Path, n: int, size: int = 32, seed: int = 0, bro
     for i in range(n):
         pal = random_palette(rng)
         name = f"images/{i:06d}.png"
-        Image.fromarray(draw(pal, rng, size)).save(folder / name)
-        rows.append({"image": name, "caption": "", "palette": [[round(float(v), 4) for v in c] for c in pal]})
+        image, caption, color_caption = draw(pal, rng, size)
+        Image.fromarray(image).save(folder / name)
+        palette = [[round(float(v), 4) for v in c] for c in pal]
+        rows.append({"image": name, "caption": caption, "color_caption": color_caption, "palette": palette})
     for j in range(broken):
         name = f"images/broken-{j}.png"
         if j % 2 == 0:

@@ -1,12 +1,17 @@
-"""Train a small SDXL-layout base UNet from scratch on the toy images (pixel space, fixed empty text).
+"""Train a small SDXL-layout base UNet from scratch on the toy images (pixel space, word-vector captions).
 
-The base model knows the toy world (flat shapes, textures) but has no way to be told colours: its text
-is always the zero embedding. The Palette-Adapter trained on top of it must add that control.
+The UNet sees 16 px images as 8 x 8 "latents" of 2 x 2 pixel patches (12 channels): SDXL's layout at a
+cost a CPU can train in minutes.
+
+Like SDXL, the base model learns colour from its captions (coarse colour words) and can also sample
+without them; the Palette-Adapter trained on top of it sees only shape words, so colour has to come from
+the palette.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import time
 from pathlib import Path
@@ -14,24 +19,50 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from train.data import load_image, read_manifest
-from train.models import POOLED_DIM, build_unet, tiny_unet_config
+from train.data import WordText, load_image, read_manifest
+from train.models import PixelCodec, build_unet, tiny_unet_config
 from train.processor import time_ids
 
 log = logging.getLogger(__name__)
 
 
-def toy_scheduler():
-    """DDPM's linear schedule: near-zero terminal SNR, so pixel-space samples do not inherit colour from noise."""
+def _shape_words(caption: str) -> str:
+    return " ".join(w for w in caption.split() if not _is_colour(w))
+
+
+def _is_colour(word: str) -> bool:
+    return word.startswith(("bg-", "dark-")) or word in _COLOUR_WORDS
+
+
+_COLOUR_WORDS = {"red", "orange", "yellow", "lime", "green", "teal", "cyan", "blue", "purple", "magenta", "pink"}
+_COLOUR_WORDS |= {"black", "white", "grey"}
+
+
+def toy_scheduler(prediction_type: str = "sample"):
+    """DDPM's linear schedule (near-zero terminal SNR) predicting the clean sample, which a small model learns fast.
+
+    A small eps- or v-predicting model trained for minutes cannot yet pull the noise out of a nearly clean
+    input (its low-noise predictions stay near zero), so DDIM samples keep that noise; a model predicting
+    the clean sample gives smooth images from the start.
+    """
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=0.02,
+        prediction_type=prediction_type,
+    )
 
 
-def load_images(manifest: Path, size: int) -> torch.Tensor:
-    """All usable images of a manifest as ``[N, 3, S, S]`` in [0, 1] (the toy set fits in memory)."""
-    images = [load_image(r.image, size, size // 2) for r in read_manifest(manifest)]
-    return torch.stack([x for x in images if x is not None])
+def load_images(manifest: Path, size: int) -> tuple[torch.Tensor, list[str]]:
+    """All usable images of a toy manifest as ``[N, 3, S, S]`` in [0, 1] and their colour captions."""
+    records = read_manifest(manifest)
+    rows = [json.loads(line) for line in Path(manifest).read_text().splitlines() if line.strip()]
+    images = [load_image(r.image, size, size // 2) for r in records]
+    ok = [i for i, x in enumerate(images) if x is not None]
+    return torch.stack([images[i] for i in ok]), [rows[i].get("color_caption", records[i].caption) for i in ok]
 
 
 def train_base(
@@ -40,22 +71,32 @@ def train_base(
     steps: int = 2000,
     batch: int = 32,
     lr: float = 5e-4,
-    channels: int = 32,
+    channels: int = 64,
     size: int = 32,
+    patch: int = 4,
     seed: int = 0,
+    text_tokens: int = 12,
+    caption_drop: float = 0.1,
+    norm_groups: int = 8,
     progress: bool = True,
 ) -> Path:
-    """Train and save the base UNet (diffusers folder with its scheduler); returns the folder."""
+    """Train and save the base UNet (diffusers folder with its scheduler); returns the folder.
+
+    The colour captions go through :class:`~train.data.WordText`; a caption is replaced by its shape-only
+    form or by the empty caption ``caption_drop`` of the time each, so both sample without colour words.
+    """
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
-    images = load_images(manifest, size)
-    unet = build_unet(tiny_unet_config(channels, (1, 1, 1), in_channels=3, sample_size=size)).train()
+    images, captions = load_images(manifest, size)
+    codec = PixelCodec(patch)
+    config = tiny_unet_config(channels, (1, 1, 1), codec.channels, sample_size=size // patch, norm_groups=norm_groups)
+    unet = build_unet(config).train()
     sched = toy_scheduler()
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
-    ctx = int(unet.config.cross_attention_dim)
-    text, pooled, ids = torch.zeros(batch, 1, ctx), torch.zeros(batch, POOLED_DIM), time_ids(batch, size, size)
+    words = WordText(text_tokens, 0, int(unet.config.cross_attention_dim))
+    ids = time_ids(batch, size, size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -64,18 +105,24 @@ def train_base(
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 100)
         idx = torch.randint(0, images.shape[0], (batch,), generator=g)
-        x0 = images[idx] * 2.0 - 1.0
         flip = torch.rand(batch, generator=g) < 0.5
-        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        x0 = codec.encode(torch.where(flip[:, None, None, None], images[idx].flip(-1), images[idx]))
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=g)
+        u = torch.rand(batch, generator=g).tolist()
+        chosen = [
+            "" if r < caption_drop else _shape_words(captions[i]) if r < 2 * caption_drop else captions[i]
+            for i, r in zip(idx.tolist(), u)
+        ]
+        text, pooled = words.embed(chosen)
         pred = unet(sched.add_noise(x0, noise, t), t, text, added_cond_kwargs={"text_embeds": pooled, "time_ids": ids})
-        loss = F.mse_loss(pred.sample, noise)
+        target = x0 if sched.config.prediction_type == "sample" else sched.get_velocity(x0, noise, t)
+        loss = F.mse_loss(pred.sample, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
-        rows.append((step + 1, float(loss), time.perf_counter() - t0))
+        rows.append((step + 1, float(loss.detach()), time.perf_counter() - t0))
     unet.eval().save_pretrained(out)
     sched.save_pretrained(out / "scheduler")
     with (out / "base_log.csv").open("w", newline="") as f:

@@ -1,0 +1,165 @@
+"""One Palette-Adapter training step against the frozen UNet's forward + backward alone, in one run (issue 5).
+
+The step is the trainer's own ``Trainer.train_step``: the SPEC §8 condition recipe (histograms, median-cut
+palettes, Quadratic-Chi distances), the UNet forward with the adapter, backward, gradient clipping and the
+AdamW update. The floor is the same UNet's forward + backward on the same batch with no adapter (the input
+requires grad, so backward runs through the whole network). Both use precomputed latents: the VAE encode
+is left out of both, as with the trainer's ``--latent-cache``.
+
+Default (CPU): the tests' tiny SDXL-layout UNet (all 70 cross-attention layers, 2048-dim text) on 256 px
+images, batch 4, float32. ``--full`` (GPU): a full-size random-weight SDXL UNet, 512 x 512, batch 16, bf16,
+gradient checkpointing; reports steps/s and peak memory as well.
+
+    python bench/bench_train_step.py            # CPU, target: step <= 1.2 x floor
+    python bench/bench_train_step.py --full     # one CUDA GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from train.data import ConstantText  # noqa: E402
+from train.models import build_unet, sdxl_unet_config, tiny_unet_config  # noqa: E402
+from train.processor import time_ids  # noqa: E402
+from train.recipe import Recipe  # noqa: E402
+from train.toy.shapes import write_dataset  # noqa: E402
+from train.train_palette_adapter import TrainConfig, Trainer  # noqa: E402
+
+
+class PooledLatents:
+    """Stand-in for cached VAE latents: 8x average pooling to 4 channels (RGB and their mean)."""
+
+    factor = 8
+    channels = 4
+
+    def encode(self, images, generator=None):
+        x = F.avg_pool2d(images * 2.0 - 1.0, 8)
+        return torch.cat([x, x.mean(1, keepdim=True)], dim=1)
+
+    def decode(self, latents):
+        return ((F.interpolate(latents[:, :3].float(), scale_factor=8) + 1.0) / 2.0).clamp(0, 1)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="full-size SDXL UNet, 512 px, batch 16, bf16 (GPU)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
+    parser.add_argument("--repeat", type=int, default=3, help="measurements (the best is kept)")
+    parser.add_argument("--size", type=int, help="image size (default 256, or 512 with --full)")
+    parser.add_argument("--batch", type=int, help="batch (default 4, or 16 with --full)")
+    parser.add_argument("--no-checkpointing", action="store_true", help="--full without gradient checkpointing")
+    parser.add_argument("--stage2", action="store_true", help="train only up_blocks.0.attentions.1 (stage 2)")
+    args = parser.parse_args()
+    size = args.size or (512 if args.full else 256)
+    batch = args.batch or (16 if args.full else 4)
+    if args.full and not torch.cuda.is_available():
+        raise SystemExit("--full needs a CUDA GPU")
+
+    unet_cfg = sdxl_unet_config() if args.full else tiny_unet_config(64, (1, 2, 10), sample_size=size // 8)
+    unet = build_unet(unet_cfg, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = write_dataset(tmp, 32, size, seed=0)
+        cfg = TrainConfig(
+            output=Path(tmp) / "run",
+            data=manifest,
+            resolution=size,
+            batch_size=batch,
+            max_steps=10_000,
+            validate_every=0,
+            checkpoint_every=10**9,
+            mixed_precision="bf16" if args.full else "no",
+            gradient_checkpointing=args.full and not args.no_checkpointing,
+            blocks=["up_blocks.0.attentions.1"] if args.stage2 else None,
+            recipe=Recipe(),
+            progress=False,
+        )
+        trainer = Trainer(cfg, unet=unet, codec=PooledLatents(), text=ConstantText(77, seed=0))
+        device = trainer.device
+        batches = trainer.loader(0)
+        fixed = next(batches)
+
+        def repeat_batches():
+            while True:
+                yield fixed
+
+        stream = repeat_batches()
+        step_no = [0]
+
+        def one_step():
+            trainer.train_step(step_no[0], stream)
+            step_no[0] += 1
+
+        latents = PooledLatents().encode(fixed[1]).to(device, trainer.weight_dtype)
+        emb, pooled = (t.to(device, trainer.weight_dtype) for t in trainer.text.embed([""] * latents.shape[0]))
+        ids = time_ids(latents.shape[0], size, size, device)
+        steps_t = torch.full((latents.shape[0],), 500, device=device)
+
+        def floor():
+            trainer.palette_model.context.tokens = None  # the plain UNet: its attn2 processors add nothing
+            x = latents.detach().requires_grad_(True)
+            with trainer.accelerator.autocast():
+                out = trainer.unet(x, steps_t, emb, added_cond_kwargs={"text_embeds": pooled, "time_ids": ids}).sample
+            F.mse_loss(out.float(), torch.zeros_like(out, dtype=torch.float32)).backward()
+
+        def timed(fn) -> float:
+            fn()  # warm-up
+            sync(device)
+            best = float("inf")
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    fn()
+                sync(device)
+                best = min(best, (time.perf_counter() - t0) / args.steps)
+            return best
+
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t_step = timed(one_step)
+        peak_step = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t_floor = timed(floor)
+        peak_floor = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+        adapter = trainer.palette_model.adapter
+        result = {
+            "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(),
+            "unet": "SDXL (2.57 B)" if args.full else "tiny SDXL layout (64 ch, 70 attn2 layers)",
+            "size": size,
+            "batch": batch,
+            "precision": cfg.mixed_precision,
+            "gradient_checkpointing": cfg.gradient_checkpointing,
+            "adapter_layers": len(adapter.layers),
+            "adapter_params_M": round(sum(p.numel() for p in adapter.parameters()) / 1e6, 1),
+            "step_s": round(t_step, 4),
+            "floor_s": round(t_floor, 4),
+            "ratio": round(t_step / t_floor, 3),
+            "steps_per_s": round(1.0 / t_step, 3),
+        }
+        if peak_step is not None:
+            result["peak_memory_GiB_step"] = round(peak_step, 2)
+            result["peak_memory_GiB_floor"] = round(peak_floor, 2)
+    print(json.dumps(result, indent=2))
+    print(
+        f"training step {t_step * 1e3:.1f} ms, frozen UNet forward+backward {t_floor * 1e3:.1f} ms: "
+        f"{t_step / t_floor:.2f}x the floor (target <= 1.2x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
