@@ -215,6 +215,9 @@ class Runner:
                 self._download(job, entry)
             elif action == FAIL:
                 self._fail(job, message)
+            elif action == REQUEUE and js.files and all((self.out_dir / f).exists() for f in js.files):
+                # the CLI stopped between downloading the images and recording it; the server since forgot the job
+                self._finish(job, js.files)
             elif action == REQUEUE:
                 log.warning(
                     "%s (prompt %s) is not on the server any more (restarted?): queueing it again",
@@ -234,7 +237,7 @@ class Runner:
 
     def _submit(self, job: Job) -> bool:
         js = self.state.jobs[job.key]
-        js.prompt_id, js.status, js.error = uuid.uuid4().hex, QUEUED, None
+        js.prompt_id, js.status, js.error, js.files = uuid.uuid4().hex, QUEUED, None, []
         js.attempts += 1
         self.state.save()  # the id is on disk before the server can know it
         try:
@@ -249,7 +252,7 @@ class Runner:
 
     def _fail(self, job: Job, message: str | None) -> None:
         js = self.state.jobs[job.key]
-        js.status, js.error = FAILED, message
+        js.status, js.error, js.files = FAILED, message, []
         self.state.save()
         self.progress.finished(job, f"FAILED: {message}", failed=True)
 
@@ -257,18 +260,25 @@ class Runner:
         js = self.state.jobs[job.key]
         images = output_images(entry)
         stem = f"{IMAGES_DIR}/{job.number:04d}-{slug(job.name or 'job')}-{job.key[:8]}"
-        files = []
+        files = [
+            stem + (f"-{i + 1}" if len(images) > 1 else "") + (Path(image["filename"]).suffix or ".png")
+            for i, image in enumerate(images)
+        ]
+        js.files = files
+        self.state.save()  # the names are on disk first: a restart after a crash mid-way finds the images
         try:
-            for i, image in enumerate(images):
-                rel = stem + (f"-{i + 1}" if len(images) > 1 else "") + (Path(image["filename"]).suffix or ".png")
+            for image, rel in zip(images, files):
                 self.client.download(image, self.out_dir / rel)
-                files.append(rel)
         except ServerError as e:
             self._fail(job, f"finished, but its images could not be downloaded: {e}")
             return
+        self._finish(job, files)
+
+    def _finish(self, job: Job, files: list[str]) -> None:
+        js = self.state.jobs[job.key]
         js.status, js.files, js.error = DONE, files, None
         self.state.save()
-        if not images:
+        if not files:
             log.warning("%s finished but saved no image (the workflow has no SaveImage output?)", job.label)
         self.progress.finished(job, f"done: {', '.join(files) or 'no images'}")
         if self.on_job_done is not None:
