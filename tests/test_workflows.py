@@ -116,6 +116,12 @@ def test_ui_and_api_copies_agree(name):
         assert values == literal, f"node {node_id} ({node['type']})"
 
 
+def test_colorize_keeps_the_grey_images_structure():
+    api = load(REPO / "workflows" / "api" / "colorize_with_palette.api.json")
+    (ksampler,) = [n for n in api.values() if n["class_type"] == "KSampler"]
+    assert 0.5 <= ksampler["inputs"]["denoise"] <= 0.7
+
+
 def test_workflow_files_are_what_the_generator_writes():
     out = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "make_workflows.py"), "--check"], capture_output=True, text=True
