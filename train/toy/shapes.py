@@ -1,13 +1,13 @@
 """Synthetic training images: flat-coloured shapes drawn from a random palette, some with texture.
 
-Each image takes a random palette of 3-5 colours: the first fills the background, the others fill 2-5
-rectangles and ellipses. Half of the images get smooth colour blotches and a shading gradient, so the set spans
+Each image takes a random palette of 3-5 colours: the first fills the background, the others fill 2-4
+rectangles and ellipses. Half of the images get smooth light-dark blotches and a shading gradient, so the set spans
 low-entropy (flat) and high-entropy (textured) colour histograms, which the entropy control needs.
 
-Two captions: ``caption`` names only the shapes ("three circle rectangle flat"); ``color_caption`` adds
-coarse colour names ("bg-blue red yellow three circle rectangle flat"). The base model learns from the
-second, so that, as in SDXL, its cross-attention understands colour; the adapter trains with the first,
-so the colour has to come from the palette.
+Two captions: ``caption`` names only the shapes ("three circle rectangle"); ``color_caption`` adds
+coarse colour names and the texture ("bg-blue red yellow three circle rectangle flat"). The base model
+learns from the second, so that, as in SDXL, its cross-attention understands colour; the adapter trains
+with the first, so the colours have to come from the palette and the texture from the entropy setting.
 """
 
 from __future__ import annotations
@@ -61,12 +61,12 @@ def draw(
     yy, xx = np.mgrid[0:size, 0:size] / size
     img = np.empty((size, size, 3))
     img[:] = palette[0]
-    n_shapes = int(rng.integers(2, 6))
+    n_shapes = int(rng.integers(len(palette) - 1, 5))  # every colour shows (a shape may hide another)
     kinds = set()
     for s in range(n_shapes):
         colour = palette[1 + s % (len(palette) - 1)]
         cx, cy = rng.uniform(0.15, 0.85, 2)
-        rx, ry = rng.uniform(0.12, 0.35, 2)
+        rx, ry = rng.uniform(0.15, 0.4, 2)
         if rng.random() < 0.5:
             mask = (np.abs(xx - cx) < rx) & (np.abs(yy - cy) < ry)
             kinds.add("rectangle")
@@ -75,15 +75,16 @@ def draw(
             kinds.add("circle")
         img[mask] = colour
     textured = textured if textured is not None else bool(rng.random() < 0.5)
-    caption = " ".join([_COUNTS[n_shapes], *sorted(kinds), "textured" if textured else "flat"])
+    caption = " ".join([_COUNTS[n_shapes], *sorted(kinds)])
     colours = dict.fromkeys(colour_name(palette[1 + s % (len(palette) - 1)]) for s in range(n_shapes))
-    color_caption = " ".join([f"bg-{colour_name(palette[0])}", *colours, caption])
+    color_caption = " ".join([f"bg-{colour_name(palette[0])}", *colours, caption, "textured" if textured else "flat"])
     if textured:
         angle = rng.uniform(0, 2 * np.pi)
         ramp = (np.cos(angle) * (xx - 0.5) + np.sin(angle) * (yy - 0.5))[..., None]
-        # smooth blotches (4 x 4 noise, bilinearly upsampled) rather than per-pixel noise: many shades, as the
-        # entropy control needs, but no pixel noise a small model cannot tell from the diffusion noise
-        blotches = _upsample(rng.normal(0.0, 1.0, (4, 4, 3)), size)
+        # smooth light/dark blotches (4 x 4 noise, bilinearly upsampled, the same in R, G and B): many shades,
+        # as the entropy control needs, but neither pixel noise nor colour noise, which a small model cannot
+        # tell from the diffusion noise (it then keeps the sampling noise as colour blotches)
+        blotches = _upsample(rng.normal(0.0, 1.0, (4, 4, 1)), size)
         img = img * (1.0 + 0.5 * ramp) + rng.uniform(0.04, 0.1) * blotches
     return (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8), caption, color_caption
 
