@@ -99,6 +99,7 @@ def evaluate(
     base = gen(None, g=1.0)
     adapted = gen(pos)
     emd_base, emd_adapter = _mean_emd(base, palettes, per), _mean_emd(adapted, palettes, per)
+    emd_adapter_cfg1 = _mean_emd(gen(pos, g=1.0), palettes, per)
     first = torch.stack([p.colors[0].float() for p in palettes for _ in range(per)])
     neg = ColorCondition.cat([negative_condition(c[None], weight=1.0) for c in first])
     negated = gen(pos, neg)
@@ -118,6 +119,8 @@ def evaluate(
         "emd_without_adapter": emd_base,
         "emd_with_adapter": emd_adapter,
         "emd_ratio": emd_adapter / emd_base,
+        "emd_with_adapter_cfg1": emd_adapter_cfg1,
+        "emd_ratio_cfg1": emd_adapter_cfg1 / emd_base,
         "negative_near_share_without": float(share_plain),
         "negative_near_share_with": float(share_neg),
         "entropy_setting": {"low": entropy_low, "high": entropy_high, "null_reference": entropy_ref},
@@ -140,6 +143,8 @@ def results_text(r: dict) -> str:
         "|---|---|---|---|",
         f"| palette EMD (lower = closer) | {e['emd_without_adapter']:.4f} | {e['emd_with_adapter']:.4f} "
         f"(ratio {e['emd_ratio']:.2f}) | ratio <= 0.6 |",
+        f"| palette EMD at CFG 1 | {e['emd_without_adapter']:.4f} | {e['emd_with_adapter_cfg1']:.4f} "
+        f"(ratio {e['emd_ratio_cfg1']:.2f}) | ratio <= 0.6 |",
         f"| share of pixels within {NEAR} of a negative colour | {e['negative_near_share_without']:.3f} | "
         f"{e['negative_near_share_with']:.3f} | lower with |",
         f"| output entropy, setting {s['low']:.2f} vs {s['high']:.2f} bits (null {s['null_reference']:.2f}) | "
