@@ -5,7 +5,8 @@ Each pass: (re)open the websocket, reconcile every queued job with the server's 
 events until one of our prompts ends or ``poll`` seconds pass. Losing the server anywhere in a pass
 closes the websocket and retries the pass with exponential backoff, for at most ``retry_timeout``
 seconds of continuous outage; the reconcile step at the start of the next pass then finds out which
-queued jobs the server still knows (wait or download) and which it lost (queue again).
+queued jobs the server still knows (wait or download) and which it lost (queue again, unless the images
+whose names were saved before downloading are all on disk already).
 """
 
 from __future__ import annotations
