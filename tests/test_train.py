@@ -240,7 +240,7 @@ def test_resume_reaches_exactly_the_weights_of_an_uninterrupted_run(tmp_path, da
     ckpts = list_checkpoints(tmp_path / "cut" / "checkpoints")
     assert [s for s, _ in ckpts] == [2]  # killed after step 3: step 3 is lost and redone
     (tmp_path / "cut" / "checkpoints" / ".step-00000004.abc.tmp").write_bytes(b"torn write")
-    resumed = Trainer(config(tmp_path / "cut", dataset, max_steps=5), unet=tiny_unet())
+    resumed = Trainer(config(tmp_path / "cut", dataset, max_steps=5, recipe_ahead=2), unet=tiny_unet())  # drawn ahead
     assert resumed.train()["step"] == 5
     a, b = _adapter_state(full), _adapter_state(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -248,6 +248,27 @@ def test_resume_reaches_exactly_the_weights_of_an_uninterrupted_run(tmp_path, da
     assert oa.keys() == ob.keys() and all(torch.equal(oa[k], ob[k]) for k in oa)
     rows = (tmp_path / "cut" / "train_log.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4, 5]
+
+
+def test_conditions_drawn_ahead_in_a_thread_give_the_weights_of_drawing_in_the_step(tmp_path, dataset):
+    """train() draws the recipe one micro-step ahead in a worker thread; micro-step seeds must still line up."""
+    ahead = Trainer(config(tmp_path / "ahead", dataset, max_steps=3, grad_accum=2, recipe_ahead=2), unet=tiny_unet())
+    ahead.train()
+    inline = Trainer(config(tmp_path / "inline", dataset, max_steps=3, grad_accum=2), unet=tiny_unet())
+    batches = inline.loader(0)  # raw (idx, images, skipped): conditions drawn inside the step
+    for step in range(3):
+        inline.train_step(step, batches)
+    a, b = _adapter_state(ahead), _adapter_state(inline)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    def broken():
+        yield next(iter(inline.loader(0)))
+        raise OSError("disk gone")
+
+    stream = inline.prepared(broken())
+    assert len(next(stream)) == 4
+    with pytest.raises(OSError, match="disk gone"):
+        next(stream)
 
 
 def test_stage_two_trains_chosen_blocks_from_a_stage_one_file(tmp_path, dataset):

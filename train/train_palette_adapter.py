@@ -26,7 +26,10 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -69,7 +72,7 @@ from train.models import (
     unet_attention_layers,
 )
 from train.processor import PaletteUNet, generate, time_ids
-from train.recipe import Recipe, draw_conditions
+from train.recipe import DrawnConditions, Recipe, draw_conditions
 
 log = logging.getLogger("train_palette_adapter")
 
@@ -126,6 +129,7 @@ class TrainConfig:
     val_guidance: float = 5.0
     val_size: int | None = None
     num_workers: int = 0
+    recipe_ahead: int | None = None  # micro-steps of recipe drawn ahead in a thread (None: 2 on a GPU, 0 on CPU)
     latent_cache: Path | None = None
     restart: bool = False
     stop_after: int | None = None  # stop as if killed after this many steps (tests resume)
@@ -266,11 +270,18 @@ class Trainer:
             return self.codec.sample(self.latents.moments(self.codec, paths, images), g).to(self.device)
         return self.codec.encode(images.to(self.device), g).to(self.device)
 
-    def micro_loss(self, micro: int, idx: Tensor, images: Tensor) -> Tensor:
-        """The noise-prediction MSE of one micro-batch (all its randomness from the micro-step's seed)."""
+    def draw(self, micro: int, images: Tensor) -> tuple[DrawnConditions, torch.Generator]:
+        """The micro-step's colour conditions and its generator, advanced past them (CPU work that can run ahead)."""
         c = self.config
         g = torch.Generator().manual_seed(step_seed(c.seed, micro, 1, self.accelerator.process_index))
-        drawn = draw_conditions(images.permute(0, 2, 3, 1), c.recipe, g)
+        return draw_conditions(images.permute(0, 2, 3, 1), c.recipe, g), g
+
+    def micro_loss(
+        self, micro: int, idx: Tensor, images: Tensor, drawn: tuple[DrawnConditions, torch.Generator] | None = None
+    ) -> Tensor:
+        """The noise-prediction MSE of one micro-batch (all its randomness from the micro-step's seed)."""
+        c = self.config
+        drawn, g = drawn or self.draw(micro, images)
         latents = self._latents(idx, images, g).to(self.weight_dtype)
         b = latents.shape[0]
         noise = torch.randn(latents.shape, generator=g).to(self.device, latents.dtype)
@@ -292,6 +303,33 @@ class Trainer:
             noisy, steps, emb, pooled, time_ids(b, size, size, self.device), drawn.condition.to(self.device)
         )
         return F.mse_loss(pred.float(), target.float())
+
+    def prepared(self, batches: Iterable, first_micro: int = 0, ahead: int = 2) -> Iterator[tuple]:
+        """``batches`` with their conditions drawn ``ahead`` micro-steps early in a worker thread.
+
+        Loading and the colour recipe (histograms, median cuts) are CPU work; done here they overlap the
+        GPU's step instead of stalling it. Each micro-step still draws from its own seed, so results are
+        the same as drawing in the step.
+        """
+        it = iter(batches)
+
+        def task(micro: int) -> tuple | None:
+            item = next(it, None)
+            if item is None:
+                return None
+            idx, images, skipped = item
+            return idx, images, skipped, (self.draw(micro, images) if images.shape[0] else None)
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="palette-recipe")
+        pending = deque(pool.submit(task, first_micro + k) for k in range(ahead))
+        micro = first_micro + ahead
+        try:
+            while (item := pending.popleft().result()) is not None:
+                pending.append(pool.submit(task, micro))
+                micro += 1
+                yield item
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     # ---- the loop --------------------------------------------------------------------------------
 
@@ -354,8 +392,6 @@ class Trainer:
 
     def train(self) -> dict:
         """Run (or resume) to ``max_steps``; returns a summary."""
-        from tqdm.auto import tqdm
-
         c = self.config
         acc = self.accelerator
         start = self._resume()
@@ -363,7 +399,17 @@ class Trainer:
             self._truncate_logs(start)
         if start == 0 and c.validate_every > 0 and acc.is_main_process:
             self.validate(0)
-        batches = self.loader(start)
+        ahead = c.recipe_ahead if c.recipe_ahead is not None else (2 if self.device.type != "cpu" else 0)
+        if ahead <= 0:  # on a CPU a recipe thread only competes with the step for the same cores
+            return self._loop(start, self.loader(start))
+        with closing(self.prepared(self.loader(start), start * c.grad_accum, ahead)) as batches:
+            return self._loop(start, batches)
+
+    def _loop(self, start: int, batches: Iterator) -> dict:
+        from tqdm.auto import tqdm
+
+        c = self.config
+        acc = self.accelerator
         bar = tqdm(total=c.max_steps, initial=start, disable=not (c.progress and acc.is_main_process), unit="step")
         step = start
         last_loss = math.nan
@@ -403,19 +449,23 @@ class Trainer:
         acc.wait_for_everyone()
         return result
 
-    def train_step(self, step: int, batches) -> tuple[float, float, int]:
-        """One optimizer step over ``grad_accum`` micro-batches: ``(mean loss, grad norm, images)``."""
+    def train_step(self, step: int, batches: Iterator) -> tuple[float, float, int]:
+        """One optimizer step over ``grad_accum`` micro-batches: ``(mean loss, grad norm, images)``.
+
+        ``batches`` yields ``(idx, images, skipped)`` from :meth:`loader`, or with the drawn conditions
+        added from :meth:`prepared`.
+        """
         c = self.config
         acc = self.accelerator
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr(step)
         losses, n_images = [], 0
         for k in range(c.grad_accum):
-            idx, images, skipped = next(batches)
+            idx, images, skipped, *drawn = next(batches)
             self._count_skipped(skipped)
             if images.shape[0] == 0:
                 continue
-            loss = self.micro_loss(step * c.grad_accum + k, idx, images)
+            loss = self.micro_loss(step * c.grad_accum + k, idx, images, *drawn)
             acc.backward(loss / c.grad_accum)
             losses.append(float(loss.detach()))
             n_images += images.shape[0]
@@ -618,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--gradient-checkpointing", action="store_true", help="recompute UNet activations in backward (less memory)")
     a("--adam8bit", action="store_true", help="bitsandbytes 8-bit AdamW (CUDA)")
     a("--seed", type=int, default=d.seed)
+    a("--recipe-ahead", type=int, help="micro-steps of colour recipe drawn ahead in a thread (default: 2 on a GPU)")
     a("--p-palette", type=float, default=d.recipe.p_palette)
     a("--p-histogram", type=float, default=d.recipe.p_histogram)
     a("--palette-min", type=int, default=d.recipe.palette_min)
