@@ -10,6 +10,7 @@
 
 Every phase resumes: a finished phase is reused, an interrupted adapter run continues from its last
 checkpoint. ``python train/toy/run_toy.py --out train/toy/out`` (CPU: about 25 minutes on 2 idle cores).
+Both trainings use a CUDA GPU when one is visible (``CUDA_VISIBLE_DEVICES=`` keeps them on the CPU).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from train.data import read_manifest
 from train.models import PixelCodec
 from train.processor import PaletteUNet, generate
 from train.recipe import Recipe
-from train.toy.shapes import random_palette, write_dataset
+from train.toy.shapes import draw, random_palette, write_dataset
 from train.toy.train_base import load_images, train_base
 from train.train_palette_adapter import TrainConfig, Trainer, _mean_emd, save_grid
 
@@ -52,6 +53,12 @@ def held_out_palettes(n: int, seed: int = 12345) -> list[Palette]:
     """Palettes from a generator the training data never used."""
     rng = np.random.default_rng(seed)
     return [Palette.from_colors(torch.tensor(random_palette(rng), dtype=torch.float32)) for _ in range(n)]
+
+
+def colour_captions(palettes: Sequence[Palette], seed: int = 54321) -> list[str]:
+    """The base model's colour caption of a scene drawn in each palette (what the base learnt to follow)."""
+    rng = np.random.default_rng(seed)
+    return [draw(p.colors.double().numpy(), rng, SIZE)[2] for p in palettes]
 
 
 def palette_text(p: Palette) -> str:
@@ -99,6 +106,19 @@ def evaluate(
     base = gen(None, g=1.0)
     adapted = gen(pos)
     emd_base, emd_adapter = _mean_emd(base, palettes, per), _mean_emd(adapted, palettes, per)
+    worded = generate(
+        model,
+        codec,
+        scheduler_config,
+        text.embed([c for c in colour_captions(palettes) for _ in range(per)]),
+        empty,
+        seeds,
+        SIZE,
+        None,
+        None,
+        guidance,
+        steps,
+    )
     emd_adapter_cfg1 = _mean_emd(gen(pos, g=1.0), palettes, per)
     first = torch.stack([p.colors[0].float() for p in palettes for _ in range(per)])
     neg = ColorCondition.cat([negative_condition(c[None], weight=1.0) for c in first])
@@ -108,9 +128,9 @@ def evaluate(
     low = gen(pos.with_controls(entropy=entropy_low, null_entropy=entropy_ref))
     high = gen(pos.with_controls(entropy=entropy_high, null_entropy=entropy_ref))
     ent = {k: float(entropy(image_histogram(v)).mean()) for k, v in (("plain", adapted), ("low", low), ("high", high))}
-    for name, imgs in (("base", base), ("adapter", adapted), ("negative", negated), ("entropy_low", low)):
+    grids = {"base": base, "base_colour_captions": worded, "adapter": adapted, "negative": negated}
+    for name, imgs in {**grids, "entropy_low": low, "entropy_high": high}.items():
         save_grid(imgs, palettes, per, out / f"eval_{name}.png")
-    save_grid(high, palettes, per, out / "eval_entropy_high.png")
     return {
         "palettes": len(palettes),
         "images_per_setting": b,
@@ -121,6 +141,7 @@ def evaluate(
         "emd_ratio": emd_adapter / emd_base,
         "emd_with_adapter_cfg1": emd_adapter_cfg1,
         "emd_ratio_cfg1": emd_adapter_cfg1 / emd_base,
+        "emd_base_colour_captions": _mean_emd(worded, palettes, per),
         "negative_near_share_without": float(share_plain),
         "negative_near_share_with": float(share_neg),
         "entropy_setting": {"low": entropy_low, "high": entropy_high, "null_reference": entropy_ref},
@@ -145,6 +166,8 @@ def results_text(r: dict) -> str:
         f"(ratio {e['emd_ratio']:.2f}) | ratio <= 0.6 |",
         f"| palette EMD at CFG 1 | {e['emd_without_adapter']:.4f} | {e['emd_with_adapter_cfg1']:.4f} "
         f"(ratio {e['emd_ratio_cfg1']:.2f}) | ratio <= 0.6 |",
+        f"| palette EMD of the base model given the palette's colour words (CFG {e['guidance']}) | "
+        f"{e['emd_without_adapter']:.4f} | {e['emd_base_colour_captions']:.4f} | (how well the base draws) |",
         f"| share of pixels within {NEAR} of a negative colour | {e['negative_near_share_without']:.3f} | "
         f"{e['negative_near_share_with']:.3f} | lower with |",
         f"| output entropy, setting {s['low']:.2f} vs {s['high']:.2f} bits (null {s['null_reference']:.2f}) | "
@@ -170,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--base-steps", type=int, default=1500)
     p.add_argument("--base-batch", type=int, default=32)
     p.add_argument("--base-channels", type=int, default=64, help="UNet width (levels c, 2c, 4c)")
+    p.add_argument("--base-lr", type=float, default=5e-4)
     p.add_argument("--adapter-steps", type=int, default=600)
     p.add_argument("--adapter-batch", type=int, default=32)
     p.add_argument("--adapter-lr", type=float, default=1e-3)
@@ -208,9 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             base_dir,
             steps=args.base_steps,
             batch=args.base_batch,
+            lr=args.base_lr,
             channels=args.base_channels,
             patch=PATCH,
             size=SIZE,
+            device="cuda" if torch.cuda.is_available() else "cpu",
         )
     seconds["base"] = time.perf_counter() - t
 
