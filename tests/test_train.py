@@ -385,3 +385,19 @@ def test_toy_blotches_upsample_bilinearly():
     assert np.allclose(
         up[:, :, 0], [[0, 0.25, 0.75, 1], [0.5, 0.75, 1.25, 1.5], [1.5, 1.75, 2.25, 2.5], [2, 2.25, 2.75, 3]]
     )
+
+
+def test_toy_base_trains_and_saves_a_loadable_model_with_its_scheduler(tmp_path):
+    from diffusers import DDPMScheduler
+
+    from train.models import load_unet
+    from train.toy.train_base import train_base
+
+    manifest = write_dataset(tmp_path / "data", 16, 16, seed=1)
+    out = train_base(manifest, tmp_path / "base", steps=40, batch=8, channels=32, size=16, patch=2, progress=False)
+    rows = [line.split(",") for line in (out / "base_log.csv").read_text().splitlines()[1:]]
+    losses = [float(r[1]) for r in rows]
+    assert len(losses) == 40 and all(math.isfinite(v) for v in losses)
+    assert sum(losses[-10:]) < 0.8 * sum(losses[:10]), losses  # it learns
+    assert load_unet(out).config.in_channels == 12  # 2 x 2 patches of RGB
+    assert DDPMScheduler.from_pretrained(out / "scheduler").config.prediction_type == "sample"
