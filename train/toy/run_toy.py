@@ -100,25 +100,13 @@ def evaluate(
     seeds = [7919 * i + s for i in range(len(palettes)) for s in range(per)]
     pos = _conditions(palettes, per)
 
-    def gen(positive, negative=None, g=guidance):
-        return generate(model, codec, scheduler_config, emb, empty, seeds, SIZE, positive, negative, g, steps)
+    def gen(positive, negative=None, g=guidance, words=emb):
+        return generate(model, codec, scheduler_config, words, empty, seeds, SIZE, positive, negative, g, steps)
 
     base = gen(None, g=1.0)
     adapted = gen(pos)
     emd_base, emd_adapter = _mean_emd(base, palettes, per), _mean_emd(adapted, palettes, per)
-    worded = generate(
-        model,
-        codec,
-        scheduler_config,
-        text.embed([c for c in colour_captions(palettes) for _ in range(per)]),
-        empty,
-        seeds,
-        SIZE,
-        None,
-        None,
-        guidance,
-        steps,
-    )
+    worded = gen(None, words=text.embed([c for c in colour_captions(palettes) for _ in range(per)]))
     emd_adapter_cfg1 = _mean_emd(gen(pos, g=1.0), palettes, per)
     first = torch.stack([p.colors[0].float() for p in palettes for _ in range(per)])
     neg = ColorCondition.cat([negative_condition(c[None], weight=1.0) for c in first])
