@@ -251,7 +251,7 @@ def test_resume_reaches_exactly_the_weights_of_an_uninterrupted_run(tmp_path, da
 
 
 def test_conditions_drawn_ahead_in_a_thread_give_the_weights_of_drawing_in_the_step(tmp_path, dataset):
-    """train() draws the recipe one micro-step ahead in a worker thread; micro-step seeds must still line up."""
+    """train() can draw the recipe micro-steps ahead in a worker thread; micro-step seeds must still line up."""
     ahead = Trainer(config(tmp_path / "ahead", dataset, max_steps=3, grad_accum=2, recipe_ahead=2), unet=tiny_unet())
     ahead.train()
     inline = Trainer(config(tmp_path / "inline", dataset, max_steps=3, grad_accum=2), unet=tiny_unet())
