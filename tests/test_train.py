@@ -401,3 +401,14 @@ def test_toy_base_trains_and_saves_a_loadable_model_with_its_scheduler(tmp_path)
     assert sum(losses[-10:]) < 0.8 * sum(losses[:10]), losses  # it learns
     assert load_unet(out).config.in_channels == 12  # 2 x 2 patches of RGB
     assert DDPMScheduler.from_pretrained(out / "scheduler").config.prediction_type == "sample"
+
+
+def test_toy_base_lr_warms_up_then_decays_by_cosine_to_its_floor():
+    from train.toy.train_base import base_lr
+
+    assert base_lr(0, 1000, 1.0) == pytest.approx(0.01 * (0.1 + 0.9 * 0.5 * (1 + math.cos(0.0))))
+    assert base_lr(99, 1000, 1.0) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.099)))
+    assert base_lr(500, 1000, 2.0) == pytest.approx(2.0 * 0.55)  # half way: the mean of 1 and the floor 0.1
+    assert base_lr(1000, 1000, 1.0) == pytest.approx(0.1)
+    rates = [base_lr(s, 1000, 1.0) for s in range(100, 1001)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -53,6 +54,16 @@ def toy_scheduler(prediction_type: str = "sample"):
         beta_end=0.02,
         prediction_type=prediction_type,
     )
+
+
+def base_lr(step: int, steps: int, lr: float, warmup: int = 100, floor: float = 0.1) -> float:
+    """Learning rate of ``step``: linear warm-up, then cosine decay from ``lr`` to ``floor x lr`` at ``steps``.
+
+    At a constant rate the last weights are a noisy iterate; decaying it gives samples nearer their colour
+    words (docs/training.md, "Toy run").
+    """
+    decay = floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / max(steps, 1)))
+    return lr * min(1.0, (step + 1) / warmup) * decay
 
 
 def load_images(manifest: Path, size: int) -> tuple[torch.Tensor, list[str]]:
@@ -113,7 +124,7 @@ def train_base(
     start = time.perf_counter()
     for step in tqdm(range(steps), disable=not progress, unit="step", desc="base"):
         for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / 100)
+            group["lr"] = base_lr(step, steps, lr)
         idx = torch.randint(0, images.shape[0], (batch,), generator=g)
         flip = torch.rand(batch, generator=g) < 0.5
         x0 = codec.encode(torch.where(flip[:, None, None, None], images[idx].flip(-1), images[idx]))
