@@ -61,6 +61,18 @@ def colour_captions(palettes: Sequence[Palette], seed: int = 54321) -> list[str]
     return [draw(p.colors.double().numpy(), rng, SIZE)[2] for p in palettes]
 
 
+def seen_palettes(images: torch.Tensor, n: int, size: int = 5) -> list[Palette]:
+    """Median-cut palettes (uniform weights, as the recipe's) of the first ``n`` training images ``[N, 3, H, W]``."""
+    from palette_core.extract import extract_palette
+
+    return [
+        Palette.from_colors(
+            extract_palette(x.permute(1, 2, 0), size=size, method="median_cut", resize=None).colors.float()
+        )
+        for x in images[:n]
+    ]
+
+
 def palette_text(p: Palette) -> str:
     """SPEC §5 text of a palette (for the trainer's validation list)."""
     return p.to_text()
@@ -92,8 +104,13 @@ def evaluate(
     entropy_ref: float,
     guidance: float = 3.0,
     steps: int = 25,
+    seen: Sequence[Palette] = (),
 ) -> dict:
-    """The three toy claims on held-out palettes (same seeds for every setting)."""
+    """The three toy claims on held-out palettes (same seeds for every setting).
+
+    With ``seen`` palettes (from training images, as many as ``palettes``) the EMD is also measured on
+    them: how well the adapter follows conditions like those it trained on, apart from new palettes.
+    """
     codec = PixelCodec(PATCH)
     b = len(palettes) * per
     emb, empty = text.embed([""] * b), text.empty(b)
@@ -117,8 +134,18 @@ def evaluate(
     high = gen(pos.with_controls(entropy=entropy_high, null_entropy=entropy_ref))
     ent = {k: float(entropy(image_histogram(v)).mean()) for k, v in (("plain", adapted), ("low", low), ("high", high))}
     grids = {"base": base, "base_colour_captions": worded, "adapter": adapted, "negative": negated}
+    seen_result = {}
+    if seen:
+        seen_pos = _conditions(seen, per)
+        on_seen = gen(seen_pos)
+        grids["seen_palettes"] = on_seen
+        seen_result = {
+            "emd_seen_without_adapter": _mean_emd(base, seen, per),
+            "emd_seen_with_adapter": _mean_emd(on_seen, seen, per),
+            "emd_seen_with_adapter_cfg1": _mean_emd(gen(seen_pos, g=1.0), seen, per),
+        }
     for name, imgs in {**grids, "entropy_low": low, "entropy_high": high}.items():
-        save_grid(imgs, palettes, per, out / f"eval_{name}.png")
+        save_grid(imgs, seen if name == "seen_palettes" else palettes, per, out / f"eval_{name}.png")
     return {
         "palettes": len(palettes),
         "images_per_setting": b,
@@ -134,6 +161,7 @@ def evaluate(
         "negative_near_share_with": float(share_neg),
         "entropy_setting": {"low": entropy_low, "high": entropy_high, "null_reference": entropy_ref},
         "output_entropy_bits": ent,
+        **seen_result,
     }
 
 
@@ -160,6 +188,17 @@ def results_text(r: dict) -> str:
         f"{e['negative_near_share_with']:.3f} | lower with |",
         f"| output entropy, setting {s['low']:.2f} vs {s['high']:.2f} bits (null {s['null_reference']:.2f}) | "
         f"{ent['high']:.2f} (high) | {ent['low']:.2f} (low) | low < high |",
+    ]
+    if "emd_seen_with_adapter" in e:
+        ratio, ratio1 = (
+            e[k] / e["emd_seen_without_adapter"] for k in ("emd_seen_with_adapter", "emd_seen_with_adapter_cfg1")
+        )
+        lines.append(
+            f"| palette EMD on training images' own median-cut palettes (conditions like those trained on), "
+            f"CFG {e['guidance']} / CFG 1 | {e['emd_seen_without_adapter']:.4f} | {e['emd_seen_with_adapter']:.4f} / "
+            f"{e['emd_seen_with_adapter_cfg1']:.4f} (ratio {ratio:.2f} / {ratio1:.2f}) | (learnt vs generalised) |"
+        )
+    lines += [
         "",
         f"Output entropy without an entropy setting: {ent['plain']:.2f} bits.",
         "",
@@ -273,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             float(q[0]),
             float(q[2]),
             float(q[1]),
+            seen=seen_palettes(train_images, args.eval_palettes),
         ),
         "adapter_steps": trained["step"],
         "base_steps": args.base_steps,
