@@ -9,7 +9,7 @@
 6. optionally the block analysis of the adapter (``--analyse``).
 
 Every phase resumes: a finished phase is reused, an interrupted adapter run continues from its last
-checkpoint. ``python train/toy/run_toy.py --out train/toy/out`` (CPU: about 23 minutes on 2 idle cores).
+checkpoint. ``python train/toy/run_toy.py --out train/toy/out`` (CPU: about 25 minutes on 2 idle cores).
 Both trainings use a CUDA GPU when one is visible (``CUDA_VISIBLE_DEVICES=`` keeps them on the CPU).
 """
 
