@@ -3,17 +3,25 @@
 The step is the trainer's own ``Trainer.train_step``: the SPEC §8 condition recipe (histograms, median-cut
 palettes, Quadratic-Chi distances), the UNet forward with the adapter, backward, gradient clipping and the
 AdamW update, with the recipe drawn as ``Trainer.train`` draws it by default: two micro-steps ahead in a
-worker thread on a GPU, inside the step on the CPU; both ways and the recipe alone are reported. The floor
-is the same UNet's forward + backward on the same batch with no adapter (the input requires grad, so
-backward runs through the whole network). Both use precomputed latents: the VAE encode is left out of
-both, as with the trainer's ``--latent-cache``.
+worker thread on a GPU, inside the step on the CPU; both ways and the recipe alone are reported. Both
+timings use precomputed latents: the VAE encode is left out, as with the trainer's ``--latent-cache``.
+
+Two floors, the same UNet on the same batch with no adapter:
+
+* ``floor_s`` (the issue's floor): forward + backward through the whole network (the input requires
+  grad), as when every layer trains;
+* ``floor_matched_s``: forward + backward only as far back as the step's own backward must go (to the
+  first adapted layer in execution order; for stage 1 that skips ``down_blocks.0`` and ``conv_in``).
+  ``step_s - floor_matched_s`` is the adapter's own cost: its attention, its gradients, the optimizer.
 
 Default (CPU): the tests' tiny SDXL-layout UNet (all 70 cross-attention layers, 2048-dim text) on 256 px
-images, batch 4, float32. ``--full`` (GPU): a full-size random-weight SDXL UNet, 512 x 512, batch 16, bf16,
-gradient checkpointing; reports steps/s and peak memory as well.
+images, batch 4, float32. Its adapter is 64 % of the UNet's size (SDXL's is 15 %), so this setting weighs
+the adapter's cost far more than SDXL does. ``--full``: a full-size random-weight SDXL UNet (2.57 B); on a
+GPU at 512 x 512, batch 16, bf16, gradient checkpointing, with steps/s and peak memory; on the CPU at
+256 x 256, batch 2, float32 (about 18 GB of memory and 5 minutes).
 
     python bench/bench_train_step.py            # CPU, target: step <= 1.2 x floor
-    python bench/bench_train_step.py --full     # one CUDA GPU
+    python bench/bench_train_step.py --full     # full-size SDXL UNet (CPU or one CUDA GPU)
 """
 
 from __future__ import annotations
@@ -70,21 +78,37 @@ def profile_steps(step, device: torch.device, path: Path) -> None:
     path.write_text(prof.key_averages().table(sort_by=key, row_limit=40))
 
 
+def first_executed(unet: torch.nn.Module, layers, run) -> str:
+    """The name of the first of ``layers`` that a forward pass (``run()``) of ``unet`` reaches."""
+    modules = dict(unet.named_modules())
+    order: list[str] = []
+    handles = [modules[name].register_forward_hook(lambda m, a, o, name=name: order.append(name)) for name in layers]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    return order[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full", action="store_true", help="full-size SDXL UNet, 512 px, batch 16, bf16 (GPU)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
-    parser.add_argument("--repeat", type=int, default=3, help="measurements (the best is kept)")
-    parser.add_argument("--size", type=int, help="image size (default 256, or 512 with --full)")
-    parser.add_argument("--batch", type=int, help="batch (default 4, or 16 with --full)")
+    parser.add_argument("--full", action="store_true", help="full-size SDXL UNet (GPU: 512 px, batch 16, bf16)")
+    parser.add_argument("--steps", type=int, help="timed steps per measurement (default 5; 2 for --full on a CPU)")
+    parser.add_argument("--repeat", type=int, help="interleaved rounds, best kept (default 3; 2 for --full on a CPU)")
+    parser.add_argument("--size", type=int, help="image size (default 256, or 512 with --full on a GPU)")
+    parser.add_argument("--batch", type=int, help="batch (default 4; --full: 16 on a GPU, 2 on a CPU)")
     parser.add_argument("--no-checkpointing", action="store_true", help="--full without gradient checkpointing")
     parser.add_argument("--stage2", action="store_true", help="train only up_blocks.0.attentions.1 (stage 2)")
     parser.add_argument("--profile", type=Path, help="also profile 3 training steps; write the op table here")
     args = parser.parse_args()
-    size = args.size or (512 if args.full else 256)
-    batch = args.batch or (16 if args.full else 4)
-    if args.full and not torch.cuda.is_available():
-        raise SystemExit("--full needs a CUDA GPU")
+    gpu = torch.cuda.is_available()
+    size = args.size or (512 if args.full and gpu else 256)
+    batch = args.batch or ((16 if gpu else 2) if args.full else 4)
+    slow = args.full and not gpu
+    args.steps = args.steps or (2 if slow else 5)
+    args.repeat = args.repeat or (2 if slow else 3)
 
     unet_cfg = sdxl_unet_config() if args.full else tiny_unet_config(64, (1, 2, 10), sample_size=size // 8)
     unet = build_unet(unet_cfg, seed=0)
@@ -98,8 +122,8 @@ def main() -> None:
             max_steps=10_000,
             validate_every=0,
             checkpoint_every=10**9,
-            mixed_precision="bf16" if args.full else "no",
-            gradient_checkpointing=args.full and not args.no_checkpointing,
+            mixed_precision="bf16" if args.full and gpu else "no",
+            gradient_checkpointing=args.full and gpu and not args.no_checkpointing,
             blocks=["up_blocks.0.attentions.1"] if args.stage2 else None,
             recipe=Recipe(),
             progress=False,
@@ -126,44 +150,67 @@ def main() -> None:
         ids = time_ids(latents.shape[0], size, size, device)
         steps_t = torch.full((latents.shape[0],), 500, device=device)
 
-        def floor():
+        def floor(to_input: bool = True):
             trainer.palette_model.context.tokens = None  # the plain UNet: its attn2 processors add nothing
-            x = latents.detach().requires_grad_(True)
+            x = latents.detach().requires_grad_(to_input)
             with trainer.accelerator.autocast():
                 out = trainer.unet(x, steps_t, emb, added_cond_kwargs={"text_embeds": pooled, "time_ids": ids}).sample
-            F.mse_loss(out.float(), torch.zeros_like(out, dtype=torch.float32)).backward()
+            if torch.is_grad_enabled():
+                if not out.requires_grad:
+                    raise RuntimeError("the floor's output does not require grad: its backward would not run")
+                F.mse_loss(out.float(), torch.zeros_like(out, dtype=torch.float32)).backward()
 
-        def timed(fn) -> float:
-            fn()  # warm-up
+        # the matched floor's backward starts at the first adapted layer's output, as the step's must
+        first = first_executed(trainer.unet, trainer.palette_model.adapter.layers, lambda: floor(False))
+        cut = dict(trainer.unet.named_modules())[first]
+
+        def matched_floor():
+            hook = cut.register_forward_hook(lambda m, a, out: out.detach().requires_grad_(True))
+            try:
+                floor(False)
+            finally:
+                hook.remove()
+
+        def peak(fn) -> float | None:
+            if device.type != "cuda":
+                return None
+            torch.cuda.reset_peak_memory_stats()
+            fn()
             sync(device)
-            best = float("inf")
-            for _ in range(args.repeat):
+            return torch.cuda.max_memory_allocated() / 2**30
+
+        # interleaved rounds, best of each: a machine whose speed drifts during the run (shared cores, clocks)
+        # then moves every measurement alike instead of skewing the ratios
+        runs = {
+            "ahead": one_step,
+            "inline": lambda: one_step(inline),
+            "floor": floor,
+            "matched": matched_floor,
+            "recipe": lambda: trainer.draw(0, fixed[1]),
+        }
+        peak_step, peak_floor = peak(one_step), peak(floor)  # also the warm-up of both
+        for fn in runs.values():
+            fn()
+        sync(device)
+        best = dict.fromkeys(runs, float("inf"))
+        for _ in range(args.repeat):
+            for name, fn in runs.items():
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
                     fn()
                 sync(device)
-                best = min(best, (time.perf_counter() - t0) / args.steps)
-            return best
-
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        t_ahead = timed(one_step)
-        t_inline = timed(lambda: one_step(inline))
+                best[name] = min(best[name], (time.perf_counter() - t0) / args.steps)
+        t_ahead, t_inline, t_floor, t_matched, t_recipe = (best[k] for k in runs)
         # the headline is what Trainer.train does on this device: ahead on a GPU, inline on the CPU (where a
         # thread would only compete with the step for the same cores)
         t_step = t_ahead if device.type != "cpu" else t_inline
-        t_recipe = timed(lambda: trainer.draw(0, fixed[1]))
-        peak_step = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        t_floor = timed(floor)
-        peak_floor = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
         if args.profile:  # last: the profiler can leave overhead behind that would inflate later timings
             profile_steps(one_step, device, args.profile)
         adapter = trainer.palette_model.adapter
         result = {
             "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(),
             "unet": "SDXL (2.57 B)" if args.full else "tiny SDXL layout (64 ch, 70 attn2 layers)",
+            "unet_params_M": round(sum(p.numel() for p in trainer.unet.parameters()) / 1e6, 1),
             "size": size,
             "batch": batch,
             "precision": cfg.mixed_precision,
@@ -176,6 +223,9 @@ def main() -> None:
             "recipe_alone_s": round(t_recipe, 4),
             "floor_s": round(t_floor, 4),
             "ratio": round(t_step / t_floor, 3),
+            "first_adapted_layer": first,
+            "floor_matched_s": round(t_matched, 4),
+            "ratio_matched": round(t_step / t_matched, 3),
             "steps_per_s": round(1.0 / t_step, 3),
         }
         if peak_step is not None:
@@ -184,7 +234,8 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     print(
         f"training step {t_step * 1e3:.1f} ms, frozen UNet forward+backward {t_floor * 1e3:.1f} ms: "
-        f"{t_step / t_floor:.2f}x the floor (target <= 1.2x); recipe drawn ahead in a thread / in the step: "
+        f"{t_step / t_floor:.2f}x the floor (target <= 1.2x); backward matched to the step's ({first}): "
+        f"{t_matched * 1e3:.1f} ms, {t_step / t_matched:.2f}x; recipe drawn ahead in a thread / in the step: "
         f"{t_ahead / t_floor:.2f}x / {t_inline / t_floor:.2f}x"
     )
 
