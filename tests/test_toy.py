@@ -47,6 +47,8 @@ def test_toy_run_chains_its_phases_reports_every_claim_and_resumes(tmp_path):
         assert math.isfinite(e[key]) and 0.0 <= e[key] <= 2.0, key
     assert e["emd_ratio"] == pytest.approx(e["emd_with_adapter"] / e["emd_without_adapter"])
     assert 0.0 <= e["negative_near_share_with"] <= 1.0
+    assert e["emd_data_in_palette"] < e["emd_data_other_palettes"]
+    assert "the best reachable" in (out / "results.md").read_text()
     assert result["adapter_steps"] == 2 and (out / "adapter" / "palette_adapter.safetensors").is_file()
     report = (out / "results.md").read_text()
     assert "negative colour" in report and "median-cut palettes" in report
@@ -58,3 +60,9 @@ def test_toy_run_chains_its_phases_reports_every_claim_and_resumes(tmp_path):
     again = json.loads((out / "results.json").read_text())
     assert (out / "base" / "config.json").stat().st_mtime_ns == base_mtime  # the base was reused
     assert again["eval"] == e  # same models, same seeds: the same figures
+
+
+def test_reference_emd_separates_images_drawn_in_the_palette_from_images_in_other_palettes():
+    ref = run_toy.reference_emd(run_toy.held_out_palettes(4), per=4)
+    assert 0.0 < ref["emd_data_in_palette"] < 0.5 * ref["emd_data_other_palettes"]
+    assert ref == run_toy.reference_emd(run_toy.held_out_palettes(4), per=4)  # seeded

@@ -73,6 +73,25 @@ def seen_palettes(images: torch.Tensor, n: int, size: int = 5) -> list[Palette]:
     ]
 
 
+def reference_emd(palettes: Sequence[Palette], per: int = 8, seed: int = 2718) -> dict[str, float]:
+    """Palette EMD of the data generator's own images in each palette and in other palettes (the best reachable).
+
+    A model that draws exactly the training distribution scores the first when it follows the palette and
+    the second when it ignores it.
+    """
+    rng = np.random.default_rng(seed)
+
+    def images(colours) -> torch.Tensor:
+        return torch.stack([torch.from_numpy(draw(c, rng, SIZE)[0]).float() / 255.0 for c in colours])
+
+    own = images(p.colors.double().numpy() for p in palettes for _ in range(per))
+    other = images(random_palette(rng) for _ in palettes for _ in range(per))
+    return {
+        "emd_data_in_palette": _mean_emd(own, palettes, per),
+        "emd_data_other_palettes": _mean_emd(other, palettes, per),
+    }
+
+
 def palette_text(p: Palette) -> str:
     """SPEC §5 text of a palette (for the trainer's validation list)."""
     return p.to_text()
@@ -162,6 +181,7 @@ def evaluate(
         "entropy_setting": {"low": entropy_low, "high": entropy_high, "null_reference": entropy_ref},
         "output_entropy_bits": ent,
         **seen_result,
+        **reference_emd(palettes),
     }
 
 
@@ -189,6 +209,12 @@ def results_text(r: dict) -> str:
         f"| output entropy, setting {s['low']:.2f} vs {s['high']:.2f} bits (null {s['null_reference']:.2f}) | "
         f"{ent['high']:.2f} (high) | {ent['low']:.2f} (low) | low < high |",
     ]
+    if "emd_data_in_palette" in e:
+        lines.append(
+            f"| palette EMD of the data generator's own images in other palettes / in these palettes (the best "
+            f"reachable) | {e['emd_data_other_palettes']:.4f} | {e['emd_data_in_palette']:.4f} (ratio "
+            f"{e['emd_data_in_palette'] / e['emd_data_other_palettes']:.2f}) | (what a perfect model scores) |"
+        )
     if "emd_seen_with_adapter" in e:
         ratio, ratio1 = (
             e[k] / e["emd_seen_without_adapter"] for k in ("emd_seen_with_adapter", "emd_seen_with_adapter_cfg1")
