@@ -208,13 +208,10 @@ def results_text(r: dict) -> str:
         f"{e['negative_near_share_with']:.3f} | lower with |",
         f"| output entropy, setting {s['low']:.2f} vs {s['high']:.2f} bits (null {s['null_reference']:.2f}) | "
         f"{ent['high']:.2f} (high) | {ent['low']:.2f} (low) | low < high |",
+        f"| palette EMD of the data generator's own images in other palettes / in these palettes (the best "
+        f"reachable) | {e['emd_data_other_palettes']:.4f} | {e['emd_data_in_palette']:.4f} (ratio "
+        f"{e['emd_data_in_palette'] / e['emd_data_other_palettes']:.2f}) | (what a perfect model scores) |",
     ]
-    if "emd_data_in_palette" in e:
-        lines.append(
-            f"| palette EMD of the data generator's own images in other palettes / in these palettes (the best "
-            f"reachable) | {e['emd_data_other_palettes']:.4f} | {e['emd_data_in_palette']:.4f} (ratio "
-            f"{e['emd_data_in_palette'] / e['emd_data_other_palettes']:.2f}) | (what a perfect model scores) |"
-        )
     if "emd_seen_with_adapter" in e:
         ratio, ratio1 = (
             e[k] / e["emd_seen_without_adapter"] for k in ("emd_seen_with_adapter", "emd_seen_with_adapter_cfg1")
