@@ -374,6 +374,27 @@ def test_pixel_codec_round_trips_and_word_text_is_deterministic():
     assert torch.equal(WordText(tokens=3, dim=8).embed(["circle"])[0], emb[1:2])
 
 
+def test_word_text_colour_words_are_a_smooth_function_of_the_colour():
+    from train.data import WordText
+    from train.toy.shapes import colour_word
+    from train.toy.train_base import _shape_words
+
+    words = WordText(tokens=4, dim=2048)
+    red, near_red, green = (words.embed([w])[0][0, 0] for w in ("#ff0000", "#f51008", "#00ff00"))
+    bg_red, other = words.embed(["bg-#ff0000"])[0][0, 0], words.embed(["circle"])[0][0, 0]
+
+    def cos(a, b):
+        return float(a @ b / a.norm() / b.norm())
+
+    # sRGB (1, 0, 0) and (0.96, 0.06, 0.03) are 5.5 apart in CIELAB: kernel exp(-(0.1 * 5.5)^2 / 2) = 0.86
+    assert cos(red, near_red) == pytest.approx(0.86, abs=0.05)
+    assert abs(cos(red, green)) < 0.1 and abs(cos(red, bg_red)) < 0.1 and abs(cos(red, other)) < 0.1
+    assert float(red.norm()) == pytest.approx(float(other.norm()), rel=0.1)  # colour words weigh as much as other words
+    assert torch.equal(words.embed(["#FF0000"])[0][0, 0], red)  # captions are lower-cased
+    assert colour_word(np.array([1.0, 0.5, 0.0])) == "#ff8000"
+    assert _shape_words("bg-#102030 #ff8000 two circle flat") == "two circle flat"
+
+
 def test_toy_blotches_upsample_bilinearly():
     from train.toy.shapes import _upsample
 

@@ -4,10 +4,12 @@ Each image takes a random palette of 3-5 colours: the first fills the background
 rectangles and ellipses. Half of the images get smooth light-dark blotches and a shading gradient, so the set spans
 low-entropy (flat) and high-entropy (textured) colour histograms, which the entropy control needs.
 
-Two captions: ``caption`` names only the shapes ("three circle rectangle"); ``color_caption`` adds
-coarse colour names and the texture ("bg-blue red yellow three circle rectangle flat"). The base model
-learns from the second, so that, as in SDXL, its cross-attention understands colour; the adapter trains
-with the first, so the colours have to come from the palette and the texture from the entropy setting.
+Two captions: ``caption`` names only the shapes ("three circle rectangle"); ``color_caption`` adds the
+exact colours as ``#rrggbb`` words and the texture ("bg-#2b4d17 #e65c2f #52221c three circle rectangle flat").
+The base model learns from the second, so that, as in SDXL, its cross-attention understands colour (the
+word vectors of :class:`~train.data.WordText` place near colours near each other, as a text encoder places
+"crimson" near "red"); the adapter trains with the first, so the colours have to come from the palette and
+the texture from the entropy setting.
 """
 
 from __future__ import annotations
@@ -28,19 +30,11 @@ def random_palette(rng: np.random.Generator, k: int | None = None) -> np.ndarray
 
 
 _COUNTS = ("zero", "one", "two", "three", "four", "five")
-_HUES = ((15, "red"), (40, "orange"), (70, "yellow"), (100, "lime"), (150, "green"), (190, "teal"), (210, "cyan"))
-_HUES += ((250, "blue"), (280, "purple"), (320, "magenta"), (345, "pink"), (361, "red"))
 
 
-def colour_name(rgb: np.ndarray) -> str:
-    """A coarse colour word ("dark-teal", "white", ...) for a caption."""
-    h, s, v = colorsys.rgb_to_hsv(*(float(x) for x in rgb))
-    if v < 0.2:
-        return "black"
-    if s < 0.2:
-        return "white" if v > 0.8 else "grey"
-    name = next(n for limit, n in _HUES if h * 360 < limit)
-    return f"dark-{name}" if v < 0.55 else name
+def colour_word(rgb: np.ndarray) -> str:
+    """The caption word of a colour, ``#rrggbb`` (:class:`~train.data.WordText` embeds it by its CIELAB colour)."""
+    return "#" + "".join(f"{int(round(float(v) * 255)):02x}" for v in rgb)
 
 
 def _upsample(grid: np.ndarray, size: int) -> np.ndarray:
@@ -76,8 +70,8 @@ def draw(
         img[mask] = colour
     textured = textured if textured is not None else bool(rng.random() < 0.5)
     caption = " ".join([_COUNTS[n_shapes], *sorted(kinds)])
-    colours = dict.fromkeys(colour_name(palette[1 + s % (len(palette) - 1)]) for s in range(n_shapes))
-    color_caption = " ".join([f"bg-{colour_name(palette[0])}", *colours, caption, "textured" if textured else "flat"])
+    colours = dict.fromkeys(colour_word(palette[1 + s % (len(palette) - 1)]) for s in range(n_shapes))
+    color_caption = " ".join([f"bg-{colour_word(palette[0])}", *colours, caption, "textured" if textured else "flat"])
     if textured:
         angle = rng.uniform(0, 2 * np.pi)
         ramp = (np.cos(angle) * (xx - 0.5) + np.sin(angle) * (yy - 0.5))[..., None]
