@@ -43,7 +43,8 @@ def test_toy_run_chains_its_phases_reports_every_claim_and_resumes(tmp_path):
     result = json.loads((out / "results.json").read_text())
     e = result["eval"]
     assert e["palettes"] == 2 and e["images_per_setting"] == 2
-    for key in ("emd_without_adapter", "emd_with_adapter", "emd_seen_without_adapter", "emd_seen_with_adapter"):
+    keys = ("emd_without_adapter", "emd_with_adapter", "emd_seen_without_adapter", "emd_seen_with_adapter")
+    for key in (*keys, "emd_base_colour_captions", "emd_base_colour_captions_cfg1"):
         assert math.isfinite(e[key]) and 0.0 <= e[key] <= 2.0, key
     assert e["emd_ratio"] == pytest.approx(e["emd_with_adapter"] / e["emd_without_adapter"])
     assert 0.0 <= e["negative_near_share_with"] <= 1.0
@@ -51,6 +52,7 @@ def test_toy_run_chains_its_phases_reports_every_claim_and_resumes(tmp_path):
     assert result["adapter_steps"] == 2 and (out / "adapter" / "palette_adapter.safetensors").is_file()
     report = (out / "results.md").read_text()
     assert "negative colour" in report and "median-cut palettes" in report and "the best reachable" in report
+    assert "exact colours as caption words" in report
     for name in ("base", "adapter", "negative", "seen_palettes", "entropy_low", "entropy_high"):
         assert (out / f"eval_{name}.png").is_file(), name
 

@@ -142,7 +142,9 @@ def evaluate(
     base = gen(None, g=1.0)
     adapted = gen(pos)
     emd_base, emd_adapter = _mean_emd(base, palettes, per), _mean_emd(adapted, palettes, per)
-    worded = gen(None, words=text.embed([c for c in colour_captions(palettes) for _ in range(per)]))
+    colour_words = text.embed([c for c in colour_captions(palettes) for _ in range(per)])
+    worded = gen(None, words=colour_words)
+    emd_worded_cfg1 = _mean_emd(gen(None, g=1.0, words=colour_words), palettes, per)
     emd_adapter_cfg1 = _mean_emd(gen(pos, g=1.0), palettes, per)
     first = torch.stack([p.colors[0].float() for p in palettes for _ in range(per)])
     neg = ColorCondition.cat([negative_condition(c[None], weight=1.0) for c in first])
@@ -176,6 +178,7 @@ def evaluate(
         "emd_with_adapter_cfg1": emd_adapter_cfg1,
         "emd_ratio_cfg1": emd_adapter_cfg1 / emd_base,
         "emd_base_colour_captions": _mean_emd(worded, palettes, per),
+        "emd_base_colour_captions_cfg1": emd_worded_cfg1,
         "negative_near_share_without": float(share_plain),
         "negative_near_share_with": float(share_neg),
         "entropy_setting": {"low": entropy_low, "high": entropy_high, "null_reference": entropy_ref},
@@ -190,6 +193,7 @@ def results_text(r: dict) -> str:
     e = r["eval"]
     ent = e["output_entropy_bits"]
     s = e["entropy_setting"]
+    worded_ratio = e["emd_base_colour_captions_cfg1"] / e["emd_without_adapter"]
     lines = [
         "# Toy run results",
         "",
@@ -202,8 +206,9 @@ def results_text(r: dict) -> str:
         f"(ratio {e['emd_ratio']:.2f}) | ratio <= 0.6 |",
         f"| palette EMD at CFG 1 | {e['emd_without_adapter']:.4f} | {e['emd_with_adapter_cfg1']:.4f} "
         f"(ratio {e['emd_ratio_cfg1']:.2f}) | ratio <= 0.6 |",
-        f"| palette EMD of the base model given the palette's colour words (CFG {e['guidance']}) | "
-        f"{e['emd_without_adapter']:.4f} | {e['emd_base_colour_captions']:.4f} | (how well the base draws) |",
+        f"| palette EMD of the base model given the palette's exact colours as caption words, CFG {e['guidance']} / "
+        f"CFG 1 | {e['emd_without_adapter']:.4f} | {e['emd_base_colour_captions']:.4f} / "
+        f"{e['emd_base_colour_captions_cfg1']:.4f} (ratio {worded_ratio:.2f}) | (how well the base draws) |",
         f"| share of pixels within {NEAR} of a negative colour | {e['negative_near_share_without']:.3f} | "
         f"{e['negative_near_share_with']:.3f} | lower with |",
         f"| output entropy, setting {s['low']:.2f} vs {s['high']:.2f} bits (null {s['null_reference']:.2f}) | "
