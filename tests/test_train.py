@@ -375,8 +375,8 @@ def test_pixel_codec_round_trips_and_word_text_is_deterministic():
 
 
 def test_word_text_colour_words_are_a_smooth_function_of_the_colour():
+    from palette_core.palette import to_hex
     from train.data import WordText
-    from train.toy.shapes import colour_word
     from train.toy.train_base import _shape_words
 
     words = WordText(tokens=4, dim=2048)
@@ -391,7 +391,7 @@ def test_word_text_colour_words_are_a_smooth_function_of_the_colour():
     assert abs(cos(red, green)) < 0.1 and abs(cos(red, bg_red)) < 0.1 and abs(cos(red, other)) < 0.1
     assert float(red.norm()) == pytest.approx(float(other.norm()), rel=0.1)  # colour words weigh as much as other words
     assert torch.equal(words.embed(["#FF0000"])[0][0, 0], red)  # captions are lower-cased
-    assert colour_word(np.array([1.0, 0.5, 0.0])) == "#ff8000"
+    assert to_hex(np.array([1.0, 0.5, 0.0])) == "#ff8000"  # the toy captions' colour words
     assert _shape_words("bg-#102030 #ff8000 two circle flat") == "two circle flat"
 
 

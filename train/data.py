@@ -23,7 +23,9 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from palette_core.adapter import CONTEXT_DIM
-from palette_core.errors import PaletteError
+from palette_core.color import srgb_to_lab
+from palette_core.errors import PaletteError, PaletteFormatError
+from palette_core.palette import parse_hex
 
 from .models import POOLED_DIM
 
@@ -233,16 +235,13 @@ class WordText:
 
     def colour_vector(self, rgb: Tensor) -> Tensor:
         """The vector of the colour word of sRGB ``rgb [3]`` in [0, 1] (unit variance per dimension)."""
-        from palette_core.color import srgb_to_lab
-
         lab = srgb_to_lab(rgb.double().reshape(1, 3))[0]
         return (np.sqrt(2.0) * torch.cos(self._freq @ lab + self._phase)).float()
 
     def _word(self, word: str) -> Tensor:
         if word not in self._words:
-            hexa = word.removeprefix("bg-")
-            if len(hexa) == 7 and hexa[0] == "#" and all(ch in "0123456789abcdef" for ch in hexa[1:]):
-                rgb = torch.tensor([int(hexa[i : i + 2], 16) / 255.0 for i in (1, 3, 5)])
+            rgb = _colour_of(word.removeprefix("bg-"))
+            if rgb is not None:
                 vec = self.colour_vector(rgb)
                 self._words[word] = vec * self._bg_sign if word.startswith("bg-") else vec
             else:
@@ -261,6 +260,16 @@ class WordText:
     def empty(self, batch: int) -> tuple[Tensor, Tensor]:
         """The embedding of the empty caption (zeros)."""
         return self.embed([""] * batch)
+
+
+def _colour_of(word: str) -> Tensor | None:
+    """sRGB in [0, 1] of a ``#rrggbb`` caption word; None for any other word."""
+    if not word.startswith("#"):
+        return None
+    try:
+        return torch.tensor(parse_hex(word), dtype=torch.float64) / 255.0
+    except PaletteFormatError:
+        return None
 
 
 def caption_key(caption: str) -> str:

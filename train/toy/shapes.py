@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from palette_core.palette import to_hex
+
 
 def random_palette(rng: np.random.Generator, k: int | None = None) -> np.ndarray:
     """``[k, 3]`` sRGB colours in [0, 1] (k = 3-5): uniform hue, mid-to-high saturation and value."""
@@ -30,11 +32,6 @@ def random_palette(rng: np.random.Generator, k: int | None = None) -> np.ndarray
 
 
 _COUNTS = ("zero", "one", "two", "three", "four", "five")
-
-
-def colour_word(rgb: np.ndarray) -> str:
-    """The caption word of a colour, ``#rrggbb`` (:class:`~train.data.WordText` embeds it by its CIELAB colour)."""
-    return "#" + "".join(f"{int(round(float(v) * 255)):02x}" for v in rgb)
 
 
 def _upsample(grid: np.ndarray, size: int) -> np.ndarray:
@@ -70,8 +67,8 @@ def draw(
         img[mask] = colour
     textured = textured if textured is not None else bool(rng.random() < 0.5)
     caption = " ".join([_COUNTS[n_shapes], *sorted(kinds)])
-    colours = dict.fromkeys(colour_word(palette[1 + s % (len(palette) - 1)]) for s in range(n_shapes))
-    color_caption = " ".join([f"bg-{colour_word(palette[0])}", *colours, caption, "textured" if textured else "flat"])
+    colours = dict.fromkeys(to_hex(palette[1 + s % (len(palette) - 1)]) for s in range(n_shapes))
+    color_caption = " ".join([f"bg-{to_hex(palette[0])}", *colours, caption, "textured" if textured else "flat"])
     if textured:
         angle = rng.uniform(0, 2 * np.pi)
         ramp = (np.cos(angle) * (xx - 0.5) + np.sin(angle) * (yy - 0.5))[..., None]
