@@ -329,10 +329,13 @@ def test_cli_flags_map_onto_the_config(tmp_path):
             "0.5",
             "--palette-resize",
             "0",
+            "--pixel-scale",
+            "2",
             "--no-progress",
         ]
     )
     cfg = config_from_args(args)
+    assert cfg.pixel_scale == 2.0
     assert cfg.blocks == ["up_blocks.0.attentions.1", "mid_block.attentions.0"]
     assert cfg.mixed_precision == "bf16" and cfg.gradient_checkpointing and cfg.grad_accum == 4
     assert cfg.recipe.p_palette == 0.5 and cfg.recipe.palette_resize is None and not cfg.progress
@@ -367,6 +370,12 @@ def test_pixel_codec_round_trips_and_word_text_is_deterministic():
     assert z.shape == (2, 48, 4, 4) and torch.allclose(codec.decode(z), x, atol=1e-6)
     assert torch.equal(z[0, [0, 16, 32], 0, 0], x[0, :, 0, 0] * 2 - 1)  # channel c * 16 + (dy * 4 + dx)
     assert torch.equal(z[0, 1 * 16 + 2 * 4 + 3, 1, 0], x[0, 1, 4 + 2, 3] * 2 - 1)  # row 4 dy + 2, col dx 3
+    from palette_core.errors import AdapterError
+
+    scaled = PixelCodec(4, scale=2.0)
+    assert torch.allclose(scaled.encode(x), 2 * z) and torch.allclose(scaled.decode(2 * z), x, atol=1e-6)
+    with pytest.raises(AdapterError, match="scale"):
+        PixelCodec(2, scale=0.0)
     words = WordText(tokens=3, dim=8)
     emb, pooled = words.embed(["two circle flat", "circle", ""])
     assert torch.equal(emb[0, 1], emb[1, 0]) and not torch.equal(emb[0, 0], emb[0, 1])
@@ -422,6 +431,71 @@ def test_toy_base_trains_and_saves_a_loadable_model_with_its_scheduler(tmp_path)
     assert sum(losses[-10:]) < 0.8 * sum(losses[:10]), losses  # it learns
     assert load_unet(out).config.in_channels == 12  # 2 x 2 patches of RGB
     assert DDPMScheduler.from_pretrained(out / "scheduler").config.prediction_type == "sample"
+
+
+def test_toy_base_trains_v_prediction_on_scaled_pixels_and_records_its_codec(tmp_path):
+    from train.models import noise_scheduler
+    from train.toy.train_base import base_codec, train_base
+
+    manifest = write_dataset(tmp_path / "data", 16, 16, seed=1)
+    out = train_base(
+        manifest,
+        tmp_path / "base",
+        steps=40,
+        batch=8,
+        lr=3e-3,
+        channels=32,
+        size=16,
+        patch=2,
+        prediction_type="v_prediction",
+        pixel_scale=2.0,
+        progress=False,
+    )
+    losses = [float(r.split(",")[1]) for r in (out / "base_log.csv").read_text().splitlines()[1:]]
+    assert sum(losses[-10:]) < 0.9 * sum(losses[:10]), losses  # v's loss starts near 1 and falls slowly (0.86 here)
+    sched = noise_scheduler(out)  # what the adapter trainer reads
+    assert sched.config.prediction_type == "v_prediction" and sched.config.clip_sample_range == 2.0
+    codec = base_codec(out)
+    assert (codec.factor, codec.scale) == (2, 2.0)
+    from palette_core.errors import PaletteError
+
+    common = dict(output=tmp_path / "run", data=manifest, model=out, pixel_space=True, constant_text="words")
+    common.update(text_tokens=12, resolution=16, validate_every=0, progress=False)
+    trainer = Trainer(TrainConfig(pixel_patch=2, **common))  # the adapter trains on the base's own scale
+    assert trainer.codec.scale == 2.0 and trainer.scheduler.config.prediction_type == "v_prediction"
+    with pytest.raises(PaletteError, match="--pixel-scale 2"):
+        Trainer(TrainConfig(pixel_patch=2, pixel_scale=1.0, **common))
+    (out / "pixel_codec.json").unlink()
+    with pytest.raises(FileNotFoundError, match="train it again"):
+        base_codec(out)
+    with pytest.raises(ValueError, match="prediction type"):
+        train_base(manifest, tmp_path / "eps", steps=1, prediction_type="epsilon", progress=False)
+
+
+def test_toy_snr_weights_follow_min_snr():
+    from train.toy.train_base import snr_weight
+
+    snr = torch.tensor([0.01, 1.0, 4.0, 100.0])
+    # v: min(SNR, 5) / (SNR + 1) -- the eps weight min(SNR, 5) / SNR times v's SNR / (SNR + 1)
+    assert torch.allclose(snr_weight(snr, "v_prediction", 5.0), torch.tensor([0.01 / 1.01, 0.5, 0.8, 5 / 101]))
+    assert torch.allclose(snr_weight(snr, "sample", 5.0), torch.tensor([1.0, 1.0, 4.0, 5.0]))
+    assert torch.equal(snr_weight(snr, "v_prediction", None), torch.ones(4))
+
+
+def test_toy_timesteps_move_to_mid_noise_by_their_lognormal_share():
+    from train.toy.train_base import draw_timesteps, toy_scheduler
+
+    alphas = toy_scheduler().alphas_cumprod
+    uniform = draw_timesteps(20000, alphas, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(uniform, torch.randint(0, 1000, (20000,), generator=torch.Generator().manual_seed(0)))
+    t = draw_timesteps(20000, alphas, 1.0, torch.Generator().manual_seed(0))
+    sigma = ((1 - alphas[t]) / alphas[t]).sqrt()
+    # ln sigma ~ N(-0.5, 1.2^2): median sigma e^-0.5 = 0.61, 84th percentile e^0.7 = 2.0
+    assert float(sigma.median()) == pytest.approx(0.61, rel=0.05)
+    assert float(torch.quantile(sigma, 0.84)) == pytest.approx(2.0, rel=0.08)
+    half = draw_timesteps(20000, alphas, 0.5, torch.Generator().manual_seed(0))
+    expected = 0.5 * 0.3 + 0.5 * float((t > 700).float().mean())  # half uniform (30 % above 700), half log-normal
+    assert float((half > 700).float().mean()) == pytest.approx(expected, abs=0.02)
 
 
 def test_toy_base_lr_warms_up_then_decays_by_cosine_to_its_floor():

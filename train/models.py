@@ -183,21 +183,47 @@ class PixelCodec:
 
     ``factor`` 1 is the identity (3 channels); ``factor`` 4 maps 32 px images to 8 x 8 latents of 48
     channels (an exact, invertible space-to-depth, standing in for SDXL's 8x VAE at 1/16 of the cost).
+    ``scale`` multiplies the latents, as SDXL's VAE scaling factor does: it sets the data's variance
+    relative to the unit-variance noise (2 gives the toy images a standard deviation near 1).
     """
 
-    def __init__(self, factor: int = 1) -> None:
+    FILE = "pixel_codec.json"  # beside a pixel-space model's weights: the codec it was trained with
+
+    def __init__(self, factor: int = 1, scale: float = 1.0) -> None:
         if factor < 1:
             raise AdapterError(f"pixel patch factor {factor} must be >= 1")
+        if not scale > 0:
+            raise AdapterError(f"pixel scale {scale} must be > 0")
         self.factor = factor
+        self.scale = float(scale)
         self.channels = 3 * factor * factor
 
+    def save(self, folder: str | Path) -> Path:
+        """Record this codec in ``folder`` (a pixel-space model's folder)."""
+        path = Path(folder) / self.FILE
+        path.write_text(json.dumps({"patch": self.factor, "scale": self.scale}))
+        return path
+
+    @classmethod
+    def of_model(cls, folder: str | Path) -> PixelCodec | None:
+        """The codec a pixel-space model in ``folder`` was trained with; None if the folder does not record one."""
+        path = Path(folder) / cls.FILE
+        if not path.is_file():
+            return None
+        try:
+            spec = json.loads(path.read_text())
+            return cls(int(spec["patch"]), float(spec["scale"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise AdapterError(f"{path}: not a pixel codec record ({e}); train the model again") from e
+
     def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """``[B, 3, H, W]`` in [0, 1] -> ``[B, 3 f^2, H/f, W/f]`` in [-1, 1]."""
-        return torch.nn.functional.pixel_unshuffle(images * 2.0 - 1.0, self.factor)
+        """``[B, 3, H, W]`` in [0, 1] -> ``[B, 3 f^2, H/f, W/f]`` in [-scale, scale]."""
+        return torch.nn.functional.pixel_unshuffle((images * 2.0 - 1.0) * self.scale, self.factor)
 
     def decode(self, latents: Tensor) -> Tensor:
         """Back to ``[B, 3, H, W]`` in [0, 1]."""
-        return ((torch.nn.functional.pixel_shuffle(latents.float(), self.factor) + 1.0) / 2.0).clamp(0.0, 1.0)
+        x = torch.nn.functional.pixel_shuffle(latents.float(), self.factor) / self.scale
+        return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
 class VaeCodec:

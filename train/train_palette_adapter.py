@@ -98,6 +98,7 @@ class TrainConfig:
     vae: Path | None = None
     pixel_space: bool = False
     pixel_patch: int = 1  # pixel space: fold f x f patches into channels (toy models)
+    pixel_scale: float | None = None  # pixel space: latents = scale x [-1, 1] pixels (None: as the model records, or 1)
     text_cache: Path | None = None
     constant_text: str | None = None  # "zeros", "random" or "words": no text encoder (toy runs, tests)
     text_tokens: int = 77
@@ -207,7 +208,9 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.scheduler = noise_scheduler(c.model)
-        self.codec = codec if codec is not None else (PixelCodec(c.pixel_patch) if c.pixel_space else self._vae_codec())
+        if codec is None:
+            codec = self._pixel_codec() if c.pixel_space else self._vae_codec()
+        self.codec = codec
         self.text = text if text is not None else self._text()
         self.records = records if records is not None else read_manifest(self._need(c.data, "--data"))
         self.dataset = ImageDataset(self.records, c.resolution, c.min_size)
@@ -236,6 +239,20 @@ class Trainer:
             return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay, fused=True)
         except (RuntimeError, ValueError):
             return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+
+    def _pixel_codec(self) -> PixelCodec:
+        """The pixel codec the flags give, checked against the one the model folder records (toy bases do)."""
+        c = self.config
+        recorded = PixelCodec.of_model(c.model) if c.model is not None and Path(c.model).is_dir() else None
+        if recorded is None:
+            return PixelCodec(c.pixel_patch, 1.0 if c.pixel_scale is None else c.pixel_scale)
+        if c.pixel_patch != recorded.factor or c.pixel_scale not in (None, recorded.scale):
+            raise PaletteError(
+                f"{c.model} was trained with --pixel-patch {recorded.factor} --pixel-scale {recorded.scale:g}, "
+                f"not --pixel-patch {c.pixel_patch} --pixel-scale {c.pixel_scale}; give the model's values or leave "
+                "--pixel-scale out"
+            )
+        return recorded
 
     def _vae_codec(self) -> VaeCodec:
         c = self.config
@@ -644,6 +661,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--vae", type=Path, help="VAE folder or .safetensors (default: from --model)")
     a("--pixel-space", action="store_true", help="no VAE: the UNet works on RGB pixels (toy models)")
     a("--pixel-patch", type=int, default=d.pixel_patch, help="pixel space: f x f patches become channels")
+    a(
+        "--pixel-scale",
+        type=float,
+        default=d.pixel_scale,
+        help="pixel space: latents = scale x pixels in [-1, 1] (default: as the model folder records, else 1)",
+    )
     a("--text-cache", type=Path, help="precomputed text embeddings (.safetensors from encode_text_cache)")
     a(
         "--constant-text",

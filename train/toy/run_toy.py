@@ -9,7 +9,7 @@
 6. optionally the block analysis of the adapter (``--analyse``).
 
 Every phase resumes: a finished phase is reused, an interrupted adapter run continues from its last
-checkpoint. ``python train/toy/run_toy.py --out train/toy/out`` (CPU: about 25 minutes on 2 idle cores).
+checkpoint. ``python train/toy/run_toy.py --out train/toy/out --threads 2`` (CPU: about 30 minutes on 2 cores).
 Both trainings use a CUDA GPU when one is visible (``CUDA_VISIBLE_DEVICES=`` keeps them on the CPU).
 """
 
@@ -39,7 +39,7 @@ from train.models import PixelCodec
 from train.processor import PaletteUNet, generate
 from train.recipe import Recipe
 from train.toy.shapes import draw, random_palette, write_dataset
-from train.toy.train_base import load_images, train_base
+from train.toy.train_base import base_codec, load_images, train_base
 from train.train_palette_adapter import TrainConfig, Trainer, _mean_emd, save_grid
 
 log = logging.getLogger("run_toy")
@@ -113,6 +113,7 @@ def near_share(images: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
 
 def evaluate(
     model: PaletteUNet,
+    codec: PixelCodec,
     text,
     scheduler_config,
     palettes: Sequence[Palette],
@@ -130,7 +131,6 @@ def evaluate(
     With ``seen`` palettes (from training images, as many as ``palettes``) the EMD is also measured on
     them: how well the adapter follows conditions like those it trained on, apart from new palettes.
     """
-    codec = PixelCodec(PATCH)
     b = len(palettes) * per
     emb, empty = text.embed([""] * b), text.empty(b)
     seeds = [7919 * i + s for i in range(len(palettes)) for s in range(per)]
@@ -245,10 +245,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     p.add_argument("--train-images", type=int, default=2000)
-    p.add_argument("--base-steps", type=int, default=1500)
-    p.add_argument("--base-batch", type=int, default=32)
-    p.add_argument("--base-channels", type=int, default=64, help="UNet width (levels c, 2c, 4c)")
+    p.add_argument("--base-steps", type=int, default=880)
+    p.add_argument("--base-batch", type=int, default=128)
+    p.add_argument("--base-channels", type=int, default=32, help="UNet width (levels c, 2c, 4c)")
     p.add_argument("--base-lr", type=float, default=5e-4)
+    p.add_argument(
+        "--base-prediction",
+        choices=("sample", "v_prediction"),
+        default="v_prediction",
+        help="what the base UNet predicts",
+    )
+    p.add_argument("--pixel-scale", type=float, default=2.0, help="latents = scale x [-1, 1] pixels")
+    p.add_argument(
+        "--base-lognormal-share", type=float, default=0.0, help="share of base timesteps at EDM-like noise levels"
+    )
+    p.add_argument("--base-min-snr", type=float, default=5.0, help="Min-SNR gamma of the base's loss weights (0: none)")
     p.add_argument("--adapter-steps", type=int, default=600)
     p.add_argument("--adapter-batch", type=int, default=32)
     p.add_argument("--adapter-lr", type=float, default=1e-3)
@@ -291,9 +302,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             channels=args.base_channels,
             patch=PATCH,
             size=SIZE,
+            prediction_type=args.base_prediction,
+            lognormal_share=args.base_lognormal_share,
+            snr_weight_max=args.base_min_snr or None,
+            pixel_scale=args.pixel_scale,
             device="cuda" if torch.cuda.is_available() else "cpu",
         )
+    else:
+        log.info("reusing the base in %s with the settings it was trained with (delete it to train another)", base_dir)
     seconds["base"] = time.perf_counter() - t
+    codec = base_codec(base_dir)
 
     t = time.perf_counter()
     val = held_out_palettes(4, seed=999)
@@ -302,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         data=manifest,
         model=base_dir,
         pixel_space=True,
-        pixel_patch=PATCH,
+        pixel_patch=codec.factor,
+        pixel_scale=codec.scale,
         constant_text="words",
         text_tokens=12,
         resolution=SIZE,
@@ -332,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {
         "eval": evaluate(
             model,
+            codec,
             trainer.text,
             trainer.scheduler.config,
             held_out_palettes(args.eval_palettes),
@@ -354,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from train.analyse_blocks import analyse, plot_ranking, recommend
 
         pals = held_out_palettes(6, seed=4242)
-        a = analyse(model, PixelCodec(PATCH), trainer.scheduler.config, trainer.text, pals, [""], [0, 1], SIZE, 20, 3.0)
+        a = analyse(model, codec, trainer.scheduler.config, trainer.text, pals, [""], [0, 1], SIZE, 20, 3.0)
         a["recommended"] = recommend(a["ranking"])
         a["plot"] = str(plot_ranking(a, out / "block_ranking.png"))
         result["analysis"] = a

@@ -18,12 +18,24 @@ import time
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from train.data import WordText, load_image, read_manifest
 from train.models import PixelCodec, build_unet, tiny_unet_config
 from train.processor import time_ids
 
 log = logging.getLogger(__name__)
+
+
+def base_codec(folder: Path) -> PixelCodec:
+    """The pixel codec a toy base in ``folder`` was trained with (its ``pixel_codec.json``)."""
+    codec = PixelCodec.of_model(folder)
+    if codec is None:
+        raise FileNotFoundError(
+            f"{Path(folder) / PixelCodec.FILE}: missing; this base predates the file, so train it again "
+            f"(delete {folder})"
+        )
+    return codec
 
 
 def _shape_words(caption: str) -> str:
@@ -34,12 +46,13 @@ def _is_colour(word: str) -> bool:
     return word.startswith(("bg-", "#"))
 
 
-def toy_scheduler(prediction_type: str = "sample"):
-    """DDPM's linear schedule (near-zero terminal SNR) predicting the clean sample, which a small model learns fast.
+def toy_scheduler(prediction_type: str = "sample", pixel_scale: float = 1.0):
+    """DDPM's linear schedule (near-zero terminal SNR) predicting the clean sample or v, clipping at the data's range.
 
-    A small eps- or v-predicting model trained for minutes cannot yet pull the noise out of a nearly clean
-    input (its low-noise predictions stay near zero), so DDIM samples keep that noise; a model predicting
-    the clean sample gives smooth images from the start.
+    A small eps-predicting model trained for minutes cannot yet pull the noise out of a nearly clean input
+    (its low-noise predictions stay near zero), so DDIM samples keep that noise; a model predicting the
+    clean sample gives smooth images from the start. v on unit-variance data (``pixel_scale`` 2) is EDM's
+    preconditioning: the target is the clean sample at high noise and the noise at low noise.
     """
     from diffusers import DDPMScheduler
 
@@ -49,7 +62,50 @@ def toy_scheduler(prediction_type: str = "sample"):
         beta_start=1e-4,
         beta_end=0.02,
         prediction_type=prediction_type,
+        clip_sample_range=pixel_scale,
     )
+
+
+def snr_weight(snr: Tensor, prediction_type: str, gamma: float | None) -> Tensor:
+    """Per-sample loss weights from the signal-to-noise ratio (Min-SNR-gamma, Hang et al. 2023, Eq. 8).
+
+    v: ``min(SNR, gamma) / (SNR + 1)``. Clean sample: ``SNR`` clamped to ``[1, gamma]``: its loss weighs
+    every timestep alike, so the high-noise steps, whose error is mostly irreducible, would drown the
+    low-noise ones that teach the model to reproduce detail. ``gamma=None``: all ones (for v on
+    unit-variance data that is EDM's weighting, Karras et al. 2022, Eq. 8 with its preconditioning).
+    """
+    if prediction_type not in ("v_prediction", "sample"):
+        raise ValueError(f"toy base: prediction type {prediction_type!r} is not 'sample' or 'v_prediction'")
+    if gamma is None:
+        return torch.ones_like(snr)
+    if prediction_type == "v_prediction":
+        return snr.clamp(max=gamma) / (snr + 1.0)
+    return snr.clamp(1.0, gamma)
+
+
+def draw_timesteps(
+    batch: int,
+    alphas_cumprod: Tensor,
+    lognormal_share: float,
+    generator: torch.Generator,
+    mean: float = -0.5,
+    std: float = 1.2,
+) -> Tensor:
+    """Training timesteps: uniform, except ``lognormal_share`` of them at a log-normal noise level (EDM, Sec. 5).
+
+    The log-normal share draws ``ln sigma ~ N(mean, std^2)``, sigma relative to unit-variance data (EDM's
+    ``P_mean`` -1.2 at ``sigma_data`` 0.5 is -0.5 here), and takes the timestep nearest in log SNR
+    (``-2 ln sigma``). Uniform timesteps on the linear schedule spend a third of the batch at SNR < 0.01,
+    where little but the mean image is learnt, and under a tenth below sigma 0.3, where the last sampling
+    steps remove the fine noise; the log-normal share moves them towards the middle.
+    """
+    t = torch.randint(0, alphas_cumprod.shape[0], (batch,), generator=generator)
+    if lognormal_share <= 0:
+        return t
+    log_snr = -2.0 * (mean + std * torch.randn(batch, generator=generator))
+    table = torch.log(alphas_cumprod / (1.0 - alphas_cumprod)).cpu()
+    nearest = (table[None, :] - log_snr[:, None]).abs().argmin(1)
+    return torch.where(torch.rand(batch, generator=generator) < lognormal_share, nearest, t)
 
 
 def base_lr(step: int, steps: int, lr: float, warmup: int = 100, floor: float = 0.1) -> float:
@@ -84,7 +140,10 @@ def train_base(
     text_tokens: int = 12,
     caption_drop: float = 0.1,
     norm_groups: int = 8,
-    snr_weight_max: float = 5.0,
+    snr_weight_max: float | None = 5.0,
+    lognormal_share: float = 0.0,
+    prediction_type: str = "sample",
+    pixel_scale: float = 1.0,
     progress: bool = True,
     device: torch.device | str = "cpu",
 ) -> Path:
@@ -94,20 +153,21 @@ def train_base(
     form or by the empty caption ``caption_drop`` of the time each, so both sample without colour words.
     Random draws come from CPU generators, so a run on ``device`` sees the same batches as on the CPU.
 
-    Each sample's loss is weighted by its signal-to-noise ratio clamped to ``[1, snr_weight_max]``: the
-    clean-sample loss weighs every timestep alike, so the high-noise steps, whose error is mostly
-    irreducible, drown the low-noise ones that teach the model to reproduce detail. With the weights
-    (and 1500 CPU steps) its clean-sample error at t = 5 halves (MSE 0.039 to 0.020) and samples given
-    (then coarse) colour words land nearer their palette (EMD 0.41 to 0.365); at t = 400 the error is unchanged.
+    Timesteps come from :func:`draw_timesteps` (``lognormal_share`` of them log-normal, the rest uniform).
+    Each sample's loss is weighted by :func:`snr_weight` (``gamma = snr_weight_max``). For the clean-sample
+    model, with the weights (and 1500 CPU steps) its error at t = 5 halves (MSE 0.039 to 0.020) and samples
+    given (then coarse) colour words land nearer their palette (EMD 0.41 to 0.365); at t = 400 the error is
+    unchanged. The pixel codec's patch and scale go to ``pixel_codec.json`` beside the weights.
     """
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
     images, captions = load_images(manifest, size)
-    codec = PixelCodec(patch)
+    snr_weight(torch.ones(1), prediction_type, snr_weight_max)  # refuse an unknown prediction type up front
+    codec = PixelCodec(patch, pixel_scale)
     config = tiny_unet_config(channels, (1, 1, 1), codec.channels, sample_size=size // patch, norm_groups=norm_groups)
     unet = build_unet(config).to(device).train()
-    sched = toy_scheduler()
+    sched = toy_scheduler(prediction_type, pixel_scale)
     alphas = sched.alphas_cumprod.to(device)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
@@ -125,7 +185,7 @@ def train_base(
         flip = torch.rand(batch, generator=g) < 0.5
         x0 = codec.encode(torch.where(flip[:, None, None, None], images[idx].flip(-1), images[idx]))
         noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=g)
+        t = draw_timesteps(batch, sched.alphas_cumprod, lognormal_share, g)
         x0, noise, t = x0.to(device), noise.to(device), t.to(device)
         u = torch.rand(batch, generator=g).tolist()
         chosen = [
@@ -137,8 +197,7 @@ def train_base(
             added = {"text_embeds": pooled, "time_ids": ids}
             pred = unet(sched.add_noise(x0, noise, t), t, text, added_cond_kwargs=added).sample
         target = x0 if sched.config.prediction_type == "sample" else sched.get_velocity(x0, noise, t)
-        snr = alphas[t] / (1.0 - alphas[t])
-        weight = snr.clamp(1.0, snr_weight_max)
+        weight = snr_weight(alphas[t] / (1.0 - alphas[t]), prediction_type, snr_weight_max)
         loss = (weight * ((pred.float() - target) ** 2).mean((1, 2, 3))).sum() / weight.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -148,6 +207,7 @@ def train_base(
         elapsed.append(time.perf_counter() - start)
     unet.eval().save_pretrained(out)
     sched.save_pretrained(out / "scheduler")
+    codec.save(out)
     with (out / "base_log.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(("step", "loss", "elapsed_s"))
