@@ -137,7 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--vae", type=Path, help="VAE (default: from --model)")
     p.add_argument("--pixel-space", action="store_true", help="toy models: no VAE")
     p.add_argument("--pixel-patch", type=int, default=1, help="pixel space: f x f patches become channels")
-    p.add_argument("--pixel-scale", type=float, default=1.0, help="pixel space: latents = scale x pixels in [-1, 1]")
+    p.add_argument(
+        "--pixel-scale",
+        type=float,
+        help="pixel space: latents = scale x pixels in [-1, 1] (default: the model's record, else 1)",
+    )
     p.add_argument("--text-cache", type=Path, help="precomputed text embeddings holding the prompts")
     p.add_argument("--constant-text", choices=("zeros", "random"), help="fixed text embedding (toy runs)")
     p.add_argument("--text-tokens", type=int, default=77)
@@ -160,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     adapter = load_adapter(args.adapter, model_layers=unet_attention_layers(unet, context), device=args.device)
     model = PaletteUNet(unet, adapter)
     codec = (
-        PixelCodec(args.pixel_patch, args.pixel_scale)
+        PixelCodec.for_model(args.model, args.pixel_patch, args.pixel_scale)
         if args.pixel_space
         else VaeCodec(load_vae(args.vae or args.model, dtype), args.device)
     )

@@ -216,6 +216,20 @@ class PixelCodec:
         except (ValueError, KeyError, TypeError) as e:
             raise AdapterError(f"{path}: not a pixel codec record ({e}); train the model again") from e
 
+    @classmethod
+    def for_model(cls, model: str | Path | None, patch: int, scale: float | None) -> PixelCodec:
+        """The codec for a pixel-space ``model``: its record if it has one (flags that contradict it are refused),
+        else ``patch`` and ``scale`` (1 when None)."""
+        recorded = cls.of_model(model) if model is not None and Path(model).is_dir() else None
+        if recorded is None:
+            return cls(patch, 1.0 if scale is None else scale)
+        if patch != recorded.factor or scale not in (None, recorded.scale):
+            raise AdapterError(
+                f"{model} was trained with --pixel-patch {recorded.factor} --pixel-scale {recorded.scale:g}, "
+                f"not --pixel-patch {patch} --pixel-scale {scale}; give the model's values or leave --pixel-scale out"
+            )
+        return recorded
+
     def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``[B, 3, H, W]`` in [0, 1] -> ``[B, 3 f^2, H/f, W/f]`` in [-scale, scale]."""
         return torch.nn.functional.pixel_unshuffle((images * 2.0 - 1.0) * self.scale, self.factor)

@@ -209,7 +209,7 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.scheduler = noise_scheduler(c.model)
         if codec is None:
-            codec = self._pixel_codec() if c.pixel_space else self._vae_codec()
+            codec = PixelCodec.for_model(c.model, c.pixel_patch, c.pixel_scale) if c.pixel_space else self._vae_codec()
         self.codec = codec
         self.text = text if text is not None else self._text()
         self.records = records if records is not None else read_manifest(self._need(c.data, "--data"))
@@ -239,20 +239,6 @@ class Trainer:
             return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay, fused=True)
         except (RuntimeError, ValueError):
             return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
-
-    def _pixel_codec(self) -> PixelCodec:
-        """The pixel codec the flags give, checked against the one the model folder records (toy bases do)."""
-        c = self.config
-        recorded = PixelCodec.of_model(c.model) if c.model is not None and Path(c.model).is_dir() else None
-        if recorded is None:
-            return PixelCodec(c.pixel_patch, 1.0 if c.pixel_scale is None else c.pixel_scale)
-        if c.pixel_patch != recorded.factor or c.pixel_scale not in (None, recorded.scale):
-            raise PaletteError(
-                f"{c.model} was trained with --pixel-patch {recorded.factor} --pixel-scale {recorded.scale:g}, "
-                f"not --pixel-patch {c.pixel_patch} --pixel-scale {c.pixel_scale}; give the model's values or leave "
-                "--pixel-scale out"
-            )
-        return recorded
 
     def _vae_codec(self) -> VaeCodec:
         c = self.config
