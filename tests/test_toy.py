@@ -53,6 +53,11 @@ def test_toy_run_chains_its_phases_reports_every_claim_and_resumes(tmp_path):
     report = (out / "results.md").read_text()
     assert "negative colour" in report and "median-cut palettes" in report and "the best reachable" in report
     assert "exact colours as caption words" in report
+    assert "What the EMD is made of" in report and "'textured' vs 'flat'" in report
+    for name, b in {**e["colour_breakdown"], "data": e["colour_breakdown_data"]}.items():
+        assert 0.0 <= b["colours_not_drawn"] <= 1.0 and 0.0 <= b["area_gap"] <= 1.0, name
+        assert 0.0 <= b["pixel_distance"] <= 3**0.5, name
+    assert set(e["base_entropy_bits_by_texture_word"]) == {"flat", "textured"}
     for name in ("base", "adapter", "negative", "seen_palettes", "entropy_low", "entropy_high"):
         assert (out / f"eval_{name}.png").is_file(), name
 
@@ -67,3 +72,34 @@ def test_reference_emd_separates_images_drawn_in_the_palette_from_images_in_othe
     ref = run_toy.reference_emd(run_toy.held_out_palettes(4), per=4)
     assert 0.0 < ref["emd_data_in_palette"] < 0.5 * ref["emd_data_other_palettes"]
     assert ref == run_toy.reference_emd(run_toy.held_out_palettes(4), per=4)  # seeded
+
+
+def test_colour_breakdown_separates_missing_colours_imprecise_colours_and_wrong_areas():
+    from palette_core.palette import Palette
+
+    colours = torch.tensor([[0.2, 0.2, 0.2], [0.8, 0.2, 0.2], [0.2, 0.8, 0.2], [0.2, 0.2, 0.8]])
+    palette = Palette.from_colors(colours)  # equal weights
+    quadrants = torch.empty(16, 16, 3)
+    for k, (r, c) in enumerate(((0, 0), (0, 8), (8, 0), (8, 8))):
+        quadrants[r : r + 8, c : c + 8] = colours[k]
+    exact = run_toy.colour_breakdown(quadrants[None], [palette], 1)
+    assert exact == pytest.approx({"colours_not_drawn": 0.0, "pixel_distance": 0.0, "area_gap": 0.0}, abs=1e-6)
+
+    three = quadrants.clone()
+    three[8:, 8:] = colours[1]  # the blue quadrant drawn red: blue missing, red over its share
+    shifted = quadrants + torch.tensor([0.1, 0.0, 0.0])  # every colour 0.1 off, all still within DRAWN
+    both = run_toy.colour_breakdown(torch.stack([three, shifted]), [palette], 2)
+    assert both["colours_not_drawn"] == pytest.approx((0.25 + 0.0) / 2)
+    assert both["pixel_distance"] == pytest.approx((0.0 + 0.1) / 2, abs=1e-6)
+    assert both["area_gap"] == pytest.approx((0.25 + 0.0) / 2)
+
+
+def test_texture_word_replaces_the_last_word_of_a_colour_caption():
+    import numpy as np
+
+    from train.toy.shapes import draw
+
+    caption = draw(np.array([[0.1, 0.2, 0.3], [0.9, 0.5, 0.1], [0.4, 0.4, 0.9]]), np.random.default_rng(0), 16)[2]
+    assert caption.split()[-1] in ("flat", "textured")
+    flat = run_toy.with_texture_word(caption, "flat")
+    assert flat.split()[:-1] == caption.split()[:-1] and flat.split()[-1] == "flat"

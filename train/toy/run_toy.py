@@ -47,6 +47,7 @@ log = logging.getLogger("run_toy")
 SIZE = 16
 PATCH = 2  # 16 px images as 8 x 8 latents of 12 channels
 NEAR = 0.2  # RGB distance counted as "near" a negative colour
+DRAWN = 0.15  # RGB distance within which some pixel must lie for a palette colour to count as drawn
 
 
 def held_out_palettes(n: int, seed: int = 12345) -> list[Palette]:
@@ -73,11 +74,11 @@ def seen_palettes(images: torch.Tensor, n: int, size: int = 5) -> list[Palette]:
     ]
 
 
-def reference_emd(palettes: Sequence[Palette], per: int = 8, seed: int = 2718) -> dict[str, float]:
+def reference_emd(palettes: Sequence[Palette], per: int = 8, seed: int = 2718) -> dict:
     """Palette EMD of the data generator's own images in each palette and in other palettes (the best reachable).
 
     A model that draws exactly the training distribution scores the first when it follows the palette and
-    the second when it ignores it.
+    the second when it ignores it. ``colour_breakdown_data`` breaks the first down as :func:`colour_breakdown`.
     """
     rng = np.random.default_rng(seed)
 
@@ -89,7 +90,37 @@ def reference_emd(palettes: Sequence[Palette], per: int = 8, seed: int = 2718) -
     return {
         "emd_data_in_palette": _mean_emd(own, palettes, per),
         "emd_data_other_palettes": _mean_emd(other, palettes, per),
+        "colour_breakdown_data": colour_breakdown(own, palettes, per),
     }
+
+
+def colour_breakdown(images: torch.Tensor, palettes: Sequence[Palette], per: int) -> dict[str, float]:
+    """What a palette EMD is made of, averaged over ``images [B, H, W, 3]`` (``per`` images a palette).
+
+    ``colours_not_drawn``: the share of palette colours with no pixel within RGB distance DRAWN;
+    ``pixel_distance``: a pixel's mean RGB distance to its nearest palette colour (how precisely colours
+    are drawn); ``area_gap``: the total variation between the shares of pixels nearest each colour and the
+    palette's weights (how the areas differ from the palette's proportions).
+    """
+    not_drawn, distance, gap = [], [], []
+    for i in range(images.shape[0]):
+        palette = palettes[i // per]
+        colours, weights = palette.colors.float(), palette.weights.float()
+        d = torch.cdist(images[i].reshape(-1, 3).float(), colours, compute_mode="donot_use_mm_for_euclid_dist")
+        nearest = d.min(1)
+        not_drawn.append((d.min(0).values > DRAWN).float().mean())
+        distance.append(nearest.values.mean())
+        shares = torch.bincount(nearest.indices, minlength=colours.shape[0]).float() / d.shape[0]
+        gap.append((shares - weights).abs().sum() / 2)
+    return {
+        k: float(torch.stack(v).mean())
+        for k, v in zip(("colours_not_drawn", "pixel_distance", "area_gap"), (not_drawn, distance, gap))
+    }
+
+
+def with_texture_word(caption: str, word: str) -> str:
+    """A colour caption of :func:`~train.toy.shapes.draw` with its last word (``flat``/``textured``) set to ``word``."""
+    return f"{caption.rsplit(' ', 1)[0]} {word}"
 
 
 def palette_text(p: Palette) -> str:
@@ -142,10 +173,12 @@ def evaluate(
     base = gen(None, g=1.0)
     adapted = gen(pos)
     emd_base, emd_adapter = _mean_emd(base, palettes, per), _mean_emd(adapted, palettes, per)
-    colour_words = text.embed([c for c in colour_captions(palettes) for _ in range(per)])
+    captions = [c for c in colour_captions(palettes) for _ in range(per)]
+    colour_words = text.embed(captions)
     worded = gen(None, words=colour_words)
-    emd_worded_cfg1 = _mean_emd(gen(None, g=1.0, words=colour_words), palettes, per)
-    emd_adapter_cfg1 = _mean_emd(gen(pos, g=1.0), palettes, per)
+    worded_cfg1 = gen(None, g=1.0, words=colour_words)
+    adapted_cfg1 = gen(pos, g=1.0)
+    emd_worded_cfg1, emd_adapter_cfg1 = _mean_emd(worded_cfg1, palettes, per), _mean_emd(adapted_cfg1, palettes, per)
     first = torch.stack([p.colors[0].float() for p in palettes for _ in range(per)])
     neg = ColorCondition.cat([negative_condition(c[None], weight=1.0) for c in first])
     negated = gen(pos, neg)
@@ -154,6 +187,13 @@ def evaluate(
     low = gen(pos.with_controls(entropy=entropy_low, null_entropy=entropy_ref))
     high = gen(pos.with_controls(entropy=entropy_high, null_entropy=entropy_ref))
     ent = {k: float(entropy(image_histogram(v)).mean()) for k, v in (("plain", adapted), ("low", low), ("high", high))}
+    # the entropy claim's bound: does the base itself draw flat and textured scenes apart when told in words?
+    base_ent = {
+        word: float(
+            entropy(image_histogram(gen(None, words=text.embed([with_texture_word(c, word) for c in captions])))).mean()
+        )
+        for word in ("flat", "textured")
+    }
     grids = {"base": base, "base_colour_captions": worded, "adapter": adapted, "negative": negated}
     seen_result = {}
     if seen:
@@ -183,6 +223,13 @@ def evaluate(
         "negative_near_share_with": float(share_neg),
         "entropy_setting": {"low": entropy_low, "high": entropy_high, "null_reference": entropy_ref},
         "output_entropy_bits": ent,
+        "base_entropy_bits_by_texture_word": base_ent,
+        "colour_breakdown": {
+            "base": colour_breakdown(base, palettes, per),
+            "base_colour_captions_cfg1": colour_breakdown(worded_cfg1, palettes, per),
+            "adapter_cfg1": colour_breakdown(adapted_cfg1, palettes, per),
+            "adapter": colour_breakdown(adapted, palettes, per),
+        },
         **seen_result,
         **reference_emd(palettes),
     }
@@ -193,6 +240,7 @@ def results_text(r: dict) -> str:
     e = r["eval"]
     ent = e["output_entropy_bits"]
     s = e["entropy_setting"]
+    base_ent = e["base_entropy_bits_by_texture_word"]
     worded_ratio = e["emd_base_colour_captions_cfg1"] / e["emd_without_adapter"]
     lines = [
         "# Toy run results",
@@ -213,6 +261,8 @@ def results_text(r: dict) -> str:
         f"{e['negative_near_share_with']:.3f} | lower with |",
         f"| output entropy, setting {s['low']:.2f} vs {s['high']:.2f} bits (null {s['null_reference']:.2f}) | "
         f"{ent['high']:.2f} (high) | {ent['low']:.2f} (low) | low < high |",
+        f"| output entropy of the base given its colour caption ending in 'textured' vs 'flat', CFG {e['guidance']} | "
+        f"{base_ent['textured']:.2f} (textured) | {base_ent['flat']:.2f} (flat) | (what the base can draw) |",
         f"| palette EMD of the data generator's own images in other palettes / in these palettes (the best "
         f"reachable) | {e['emd_data_other_palettes']:.4f} | {e['emd_data_in_palette']:.4f} (ratio "
         f"{e['emd_data_in_palette'] / e['emd_data_other_palettes']:.2f}) | (what a perfect model scores) |",
@@ -226,7 +276,24 @@ def results_text(r: dict) -> str:
             f"CFG {e['guidance']} / CFG 1 | {e['emd_seen_without_adapter']:.4f} | {e['emd_seen_with_adapter']:.4f} / "
             f"{e['emd_seen_with_adapter_cfg1']:.4f} (ratio {ratio:.2f} / {ratio1:.2f}) | (learnt vs generalised) |"
         )
+    parts = {
+        "the data generator's images in these palettes": e["colour_breakdown_data"],
+        "base, no caption, CFG 1": e["colour_breakdown"]["base"],
+        "base given the exact colours as words, CFG 1": e["colour_breakdown"]["base_colour_captions_cfg1"],
+        "with the adapter, CFG 1": e["colour_breakdown"]["adapter_cfg1"],
+        f"with the adapter, CFG {e['guidance']}": e["colour_breakdown"]["adapter"],
+    }
     lines += [
+        "",
+        f"What the EMD is made of: palette colours with no pixel within {DRAWN}, a pixel's mean RGB distance to "
+        "its nearest palette colour, and the gap between the areas nearest each colour and the palette's weights.",
+        "",
+        "| images | colours not drawn | pixel distance | area gap |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {b['colours_not_drawn']:.3f} | {b['pixel_distance']:.3f} | {b['area_gap']:.3f} |"
+            for name, b in parts.items()
+        ),
         "",
         f"Output entropy without an entropy setting: {ent['plain']:.2f} bits.",
         "",
