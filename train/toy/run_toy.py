@@ -187,13 +187,13 @@ def evaluate(
     low = gen(pos.with_controls(entropy=entropy_low, null_entropy=entropy_ref))
     high = gen(pos.with_controls(entropy=entropy_high, null_entropy=entropy_ref))
     ent = {k: float(entropy(image_histogram(v)).mean()) for k, v in (("plain", adapted), ("low", low), ("high", high))}
+
+    def base_entropy(word: str) -> float:
+        told = text.embed([with_texture_word(c, word) for c in captions])
+        return float(entropy(image_histogram(gen(None, words=told))).mean())
+
     # the entropy claim's bound: does the base itself draw flat and textured scenes apart when told in words?
-    base_ent = {
-        word: float(
-            entropy(image_histogram(gen(None, words=text.embed([with_texture_word(c, word) for c in captions])))).mean()
-        )
-        for word in ("flat", "textured")
-    }
+    base_ent = {word: base_entropy(word) for word in ("flat", "textured")}
     grids = {"base": base, "base_colour_captions": worded, "adapter": adapted, "negative": negated}
     seen_result = {}
     if seen:
