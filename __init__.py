@@ -1,5 +1,8 @@
 """ComfyUI entry point of the palette-control pack: registers the nodes, the web widget and the models folder.
 
+It also copies the example workflows' photos into ComfyUI's input folder (never overwriting a file there),
+so the templates that need no model run on a fresh install.
+
 ComfyUI imports this package under a mangled module name, so everything below uses relative imports.
 Imported anywhere else (pytest collects the checkout as a package), it registers nothing.
 """
@@ -26,13 +29,16 @@ def _register_models_folder() -> None:
 
 
 if IN_COMFYUI:
+    import folder_paths
     from comfy_api.latest import ComfyExtension
 
     from .nodes import adapter_nodes, palette_nodes, recolor_nodes, training_free_nodes
     from .nodes import routes as _routes  # noqa: F401  (registers the palette widget's POST /palette_control/parse)
+    from .nodes.example_inputs import copy_example_inputs
 
     NODE_LIST = [*palette_nodes.NODES, *adapter_nodes.NODES, *recolor_nodes.NODES, *training_free_nodes.NODES]
     _register_models_folder()
+    copy_example_inputs(folder_paths.get_input_directory())
 
     class PaletteExtension(ComfyExtension):
         """The pack's V3 extension: hands ComfyUI its node classes."""

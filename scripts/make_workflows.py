@@ -412,8 +412,8 @@ HISTOGRAM_FROM_REFERENCE = Workflow(
         note(
             13,
             ADAPTER_NOTE.split("\n\n")[0]
-            + "\n\nCopy workflows/input/palette_example_astronaut.jpg into ComfyUI/input (or upload your own "
-            "reference in Load Image).",
+            + "\n\nThe pack copies palette_example_astronaut.jpg into ComfyUI/input when it loads (or upload "
+            "your own reference in Load Image).",
             (1260, 540),
         ),
     ],
@@ -520,8 +520,8 @@ RECOLOR_IMAGE = Workflow(
         Node(5, "PreviewImage", (440, 540), (340, 150), {}, "Palette Swatches", {"images": (2, 1)}),
         note(
             6,
-            "No model needed. Copy workflows/input/palette_example_coffee.jpg into ComfyUI/input (or upload any "
-            "photo in Load Photo).\n\nstrength < 1 for a subtler grade; keep_neutrals keeps greys grey; "
+            "No model needed. The pack copies palette_example_coffee.jpg into ComfyUI/input when it loads (or "
+            "upload any photo in Load Photo).\n\nstrength < 1 for a subtler grade; keep_neutrals keeps greys grey; "
             "'by share order' sends the photo's most common colour to the first palette colour.",
             (840, 540),
             (420, 150),

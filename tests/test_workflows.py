@@ -246,6 +246,13 @@ def test_comfyui_lists_the_workflows_as_templates(server):
     assert server.get("/api/workflow_templates/palette-control/recolor_image.json")["nodes"]
 
 
+@requires_comfyui
+@pytest.mark.comfyui
+def test_loading_the_pack_put_the_example_photos_in_the_input_folder(server):
+    listed = set(server.get("/object_info/LoadImage")["LoadImage"]["input"]["required"]["image"][0])
+    assert {p.name for p in INPUTS.iterdir()} <= listed
+
+
 def wait_for(server, prompt_id: str, timeout: float = 300) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -51,7 +51,11 @@ def model_files() -> dict[str, set[str]]:
 
 
 def example_server(root: Path) -> ComfyServer:
-    """A ComfyServer (not started) whose models folders hold empty placeholders and whose input holds the examples."""
+    """A ComfyServer (not started) whose models folders hold empty placeholders.
+
+    Its input folder starts empty: the pack copies the example photos there when ComfyUI loads it, so the
+    workflows that load them also test that copy.
+    """
     placeholders = root / "placeholders"
     placeholders.mkdir(parents=True, exist_ok=True)
     checkpoints, adapters = [], []
@@ -59,10 +63,7 @@ def example_server(root: Path) -> ComfyServer:
         for name in sorted(names):
             (placeholders / name).write_bytes(b"")
             (checkpoints if folder == "checkpoints" else adapters).append(placeholders / name)
-    server = ComfyServer(root / "comfy", checkpoints=checkpoints, adapters=adapters)
-    for image in INPUTS.iterdir():
-        shutil.copy(image, server.root / "input" / image.name)
-    return server
+    return ComfyServer(root / "comfy", checkpoints=checkpoints, adapters=adapters)
 
 
 def browser_unavailable() -> str | None:
