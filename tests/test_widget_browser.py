@@ -22,7 +22,7 @@ from comfyhost import requires_comfyui
 REPO = Path(__file__).resolve().parents[1]
 BROWSER_DIR = REPO / "tests" / "browser"
 NODE = shutil.which("node")
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("CHROMIUM") or os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium"
 UPDATE_SCREENSHOTS = os.environ.get("PALETTE_UPDATE_SCREENSHOTS") == "1"
 SCREENSHOTS = ("palette_widget.png", "palette_graph.png")
 MAX_SCREENSHOT_BYTES = 300_000
@@ -35,7 +35,7 @@ pytestmark = [
         not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir(),
         reason="needs playwright-core: npm install --prefix tests/browser",
     ),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Chromium at {CHROMIUM} (set CHROMIUM_PATH)"),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Chromium at {CHROMIUM} (set CHROMIUM)"),
 ]
 
 
@@ -69,7 +69,7 @@ def test_palette_widget_in_chromium(tmp_path):
         env = dict(
             os.environ,
             COMFY_URL=server.url,
-            CHROMIUM_PATH=CHROMIUM,
+            CHROMIUM=CHROMIUM,
             SCREENSHOT_DIR=str(shots),
             RESULT_FILE=str(result_file),
         )

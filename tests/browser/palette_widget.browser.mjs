@@ -4,7 +4,7 @@
 //   COMFY_URL=http://127.0.0.1:8188 node --test tests/browser/palette_widget.browser.mjs
 //
 // tests/test_widget_browser.py starts ComfyUI (tests/comfyserver.py) and runs this file; see docs/widget.md.
-// Environment: COMFY_URL (required), CHROMIUM_PATH (default /usr/bin/chromium), SCREENSHOT_DIR (where
+// Environment: COMFY_URL (required), CHROMIUM (default /usr/bin/chromium; CHROMIUM_PATH is still read), SCREENSHOT_DIR (where
 // the PNGs go, default: not written), RESULT_FILE (JSON with what the server ran, for the Python side).
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
@@ -98,7 +98,7 @@ async function nodeClip(id, margin = 16) {
 before(async () => {
   assert.ok(URL, "set COMFY_URL to a running ComfyUI with the palette-control pack");
   browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
+    executablePath: process.env.CHROMIUM || process.env.CHROMIUM_PATH || "/usr/bin/chromium",
     args: ["--no-sandbox"],
   });
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 }, deviceScaleFactor: 2 });
