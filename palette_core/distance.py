@@ -3,7 +3,8 @@
 ``bin_similarity`` is the matrix ``A[i, j] = max(0, 1 - min(dE00(c_i, c_j), T) / T)`` over the 4080 bin
 centres (Pele & Werman's "clipped" ground distance, SPEC §4). It is built once per process and
 cached; about 15% of its entries are non-zero at T = 20, so it is kept as a sparse CSR tensor on the
-CPU and as a dense tensor (66 MB) on an accelerator, where a dense product is faster.
+CPU and as a dense tensor (66 MB) on an accelerator, where a dense product is faster. The pair builder
+and the QC formula are shared with the numpy-only :func:`.similarity.occupied_quadratic_chi`.
 """
 
 from __future__ import annotations
@@ -16,42 +17,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import as_tensor, check_colors, check_image, check_weights
-from .color import ciede2000, srgb_to_lab
+from ._checks import check_colors, check_image, check_weights
+from .color import srgb_to_lab
 from .errors import InputShapeError
 from .histogram import NUM_BINS, bin_centers
+from .similarity import as_histograms, check_m, check_threshold, clipped_pairs, l1_normalise, qc_kernel
 
 log = logging.getLogger(__name__)
-
-# ΔE00 >= |ΔL*| / S_L and S_L <= 1.75 on [0, 100], so pairs further apart in L* than 1.75 T are
-# never similar: the build only compares bins inside that lightness window.
-_SL_MAX = 1.75
-_ROW_BLOCK = 256
 
 
 @functools.lru_cache(maxsize=4)
 def _clipped_similarity_coo(threshold: float) -> tuple[Tensor, Tensor]:
-    lab = srgb_to_lab(bin_centers(torch.float64))
-    order = torch.argsort(lab[:, 0])
-    lab_sorted = lab[order].float()  # float32 ΔE is ample here (error ~1e-4 on values clipped at T)
-    lightness = lab_sorted[:, 0].contiguous()
-    window = _SL_MAX * threshold
-    indices, values = [], []
-    for start in range(0, NUM_BINS, _ROW_BLOCK):
-        rows = lab_sorted[start : start + _ROW_BLOCK]
-        lo = int(torch.searchsorted(lightness, rows[0, 0] - window))
-        hi = int(torch.searchsorted(lightness, rows[-1, 0] + window, right=True))
-        de = ciede2000(rows[:, None, :], lab_sorted[None, lo:hi, :])
-        r, c = torch.nonzero(de < threshold, as_tuple=True)
-        indices.append(torch.stack((order[r + start], order[c + lo])))
-        values.append(1.0 - de[r, c].double() / threshold)
-    idx, val = torch.cat(indices, dim=1), torch.cat(values)
-    # SIMD and scalar transcendental kernels round differently, so ΔE(a, b) and ΔE(b, a) can differ in
-    # the last bit: keep the upper triangle and mirror it, which makes A exactly symmetric.
-    upper = idx[0] <= idx[1]
-    idx, val = idx[:, upper], val[upper]
-    off = idx[0] < idx[1]
-    return torch.cat((idx, idx[:, off].flip(0)), dim=1), torch.cat((val, val[off]))
+    # float32 ΔE is ample here (error ~1e-4 on values clipped at T) and about 1.7x faster than float64.
+    rows, cols, values = clipped_pairs(srgb_to_lab(bin_centers(torch.float64)), threshold, dtype=torch.float32)
+    return torch.stack((rows, cols)), values
 
 
 @functools.lru_cache(maxsize=8)
@@ -84,8 +63,7 @@ def bin_similarity(
     Sparse CSR by default on the CPU, dense on other devices (``dense`` overrides). ``gamma`` sharpens
     the similarity as ``A ** gamma``.
     """
-    if not threshold > 0:
-        raise InputShapeError(f"threshold: {threshold} must be > 0 (a CIEDE2000 distance, 20 in the paper)")
+    check_threshold(threshold)
     if not gamma > 0:
         raise InputShapeError(f"gamma: {gamma} must be > 0")
     device = torch.device(device)
@@ -93,22 +71,6 @@ def bin_similarity(
         dense = device.type != "cpu"
     key = str(device)
     return _similarity_cached(float(threshold), float(gamma), dtype, key, bool(dense))
-
-
-def _as_hist(h: Tensor | np.ndarray, name: str) -> Tensor:
-    h = as_tensor(h, name)
-    if h.ndim not in (1, 2) or h.shape[-1] != NUM_BINS:
-        raise InputShapeError(f"{name}: shape {tuple(h.shape)}; expected [{NUM_BINS}] or [B, {NUM_BINS}] histograms")
-    if not h.is_floating_point():
-        h = h.double()
-    if not bool(torch.isfinite(h).all()) or bool((h < 0).any()):
-        raise InputShapeError(f"{name}: histogram entries must be finite and >= 0")
-    return h
-
-
-def _l1_normalise(h: Tensor) -> Tensor:
-    total = h.sum(-1, keepdim=True)
-    return h / torch.where(total > 0, total, torch.ones_like(total))
 
 
 def quadratic_chi(
@@ -122,25 +84,17 @@ def quadratic_chi(
     ``p`` and ``q`` are ``[4080]`` or ``[B, 4080]`` (broadcast against each other) and are L1-normalised
     first; ``similarity`` defaults to :func:`bin_similarity` on their device. Returns a scalar or ``[B]``.
     """
-    if not 0 <= m < 1:
-        raise InputShapeError(f"m: {m} must be in [0, 1) (0.5 in the paper)")
-    p, q = _as_hist(p, "p"), _as_hist(q, "q")
+    check_m(m)
+    p, q = as_histograms(p, "p"), as_histograms(q, "q")
     batched = p.ndim == 2 or q.ndim == 2
     dtype = torch.promote_types(torch.promote_types(p.dtype, q.dtype), torch.float32)
-    p = _l1_normalise(p.to(dtype)).reshape(-1, NUM_BINS)
-    q = _l1_normalise(q.to(dtype)).reshape(-1, NUM_BINS)
+    p = l1_normalise(p.to(dtype)).reshape(-1, NUM_BINS)
+    q = l1_normalise(q.to(dtype)).reshape(-1, NUM_BINS)
     p, q = torch.broadcast_tensors(p, q)
     if p.device != q.device:
         raise InputShapeError(f"p and q are on different devices ({p.device}, {q.device})")
     a = similarity if similarity is not None else bin_similarity(dtype=dtype, device=p.device)
-    a = a.to(dtype=dtype)
-
-    # A is symmetric, so Z = (P + Q) A is computed column-wise as A (P + Q)^T: one product for the batch.
-    z = (a @ (p + q).T).T
-    diff = p - q
-    d = torch.where(z > 0, diff / z.clamp_min(torch.finfo(dtype).tiny) ** m, torch.zeros_like(diff))
-    quad = (d * (a @ d.T).T).sum(-1)
-    out = torch.sqrt(quad.clamp_min(0.0))
+    out = qc_kernel(p, q, a.to(dtype=dtype), m)
     return out if batched else out[0]
 
 

@@ -21,3 +21,18 @@ class AdapterError(PaletteError):
 
 class IncompatibleModelError(PaletteError):
     """A model or VAE of the wrong kind was connected (e.g. not SDXL's 4-channel latent format)."""
+
+
+# The pack declares no torch dependency (ComfyUI brings its own build, which pip must not replace), so
+# the command-line programs say how to get it when a command needs it.
+TORCH_INSTALL_HINT = "pip install torch (CPU and CUDA builds: https://pytorch.org/get-started/locally/)"
+
+
+def torch_missing_message(what: str) -> str:
+    """One line saying that ``what`` needs torch, which is not installed, and how to install it."""
+    return f"{what} needs PyTorch, which is not installed: {TORCH_INSTALL_HINT}"
+
+
+def is_missing_torch(e: BaseException) -> bool:
+    """True when ``e`` says that torch is not installed (not that a module inside a broken install failed)."""
+    return isinstance(e, ModuleNotFoundError) and e.name == "torch"

@@ -22,7 +22,7 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from .color import lab_to_srgb
 from .errors import PaletteError, PaletteFormatError
@@ -168,7 +168,7 @@ def _no_colours(source: str, form: str) -> PaletteFormatError:
 def _from_rgb(rows: list[tuple[float, float, float]], source: str, form: str, weights: list[float] | None = None):
     if not rows:
         raise _no_colours(source, form)
-    colors = torch.tensor(rows, dtype=torch.float64).clamp(0.0, 1.0)
+    colors = np.clip(np.array(rows, dtype=np.float64), 0.0, 1.0)
     try:
         return Palette.from_colors(colors, weights)
     except PaletteError as e:
@@ -353,8 +353,8 @@ def _ase_colour(model: bytes, values: tuple[float, ...]) -> tuple[float, float, 
     if model == b"CMYK":
         c, m, y, k = values
         return ((1 - c) * (1 - k), (1 - m) * (1 - k), (1 - y) * (1 - k))
-    lab = torch.tensor([values[0] * 100.0, values[1], values[2]], dtype=torch.float64)
-    return tuple(lab_to_srgb(lab).clamp(0.0, 1.0).tolist())
+    lab = np.array([values[0] * 100.0, values[1], values[2]], dtype=np.float64)
+    return tuple(np.clip(lab_to_srgb(lab), 0.0, 1.0).tolist())
 
 
 def _read_ase(data: bytes, source: str) -> Palette:
@@ -404,7 +404,7 @@ def _ase_entry(body: _Bytes, i: int) -> tuple[float, float, float]:
 
 def _write_ase(palette: Palette, name: str) -> bytes:
     out = [b"ASEF", struct.pack(">HHI", 1, 0, len(palette))]
-    for h, rgb in zip(palette.hex, palette.colors.tolist()):
+    for h, rgb in zip(palette.hex, palette.colors_array.tolist()):
         label = h.encode("utf-16-be") + b"\x00\x00"
         body = struct.pack(">H", len(label) // 2) + label + b"RGB " + struct.pack(">3fH", *rgb, 2)
         out.append(struct.pack(">HI", 0x0001, len(body)) + body)
@@ -426,8 +426,8 @@ def _aco_colour(space: int, w: int, x: int, y: int, z: int) -> tuple[float, floa
         return ((1 - c) * (1 - k), (1 - m) * (1 - k), (1 - ye) * (1 - k))
     if space == 7:  # Lab: L 0-10000, a and b signed -12800..12700 (hundredths)
         a, b = struct.unpack(">hh", struct.pack(">HH", x, y))
-        lab = torch.tensor([min(w, 10000) / 100.0, a / 100.0, b / 100.0], dtype=torch.float64)
-        return tuple(lab_to_srgb(lab).clamp(0.0, 1.0).tolist())
+        lab = np.array([min(w, 10000) / 100.0, a / 100.0, b / 100.0], dtype=np.float64)
+        return tuple(np.clip(lab_to_srgb(lab), 0.0, 1.0).tolist())
     if space == 8:  # grayscale 0-10000 in ink: 10000 is black (as GIMP reads it)
         g = 1 - min(w, 10000) / 10000
         return (g, g, g)

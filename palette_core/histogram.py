@@ -1,30 +1,49 @@
-"""The 34 x 12 x 10 HSV colour histogram of the Palette-Adapter (paper §3.1, SPEC §4).
+"""The 34 x 12 x 10 HSV colour histogram of the Palette-Adapter (paper §3.1, SPEC §4): the checked torch API.
 
-Bin layout (frozen: trained adapters depend on it): ``h = floor(34 H) mod 34``, ``s = min(floor(12 S), 11)``,
-``v = min(floor(10 V), 9)`` on float hexcone HSV; flat index ``(h * 12 + s) * 10 + v``. Bin indices are
-computed in float64 with the exact operations of :mod:`colorsys`, so a bin never depends on the input
-dtype or the device.
+The bin layout and the binning kernels (shared with numpy callers) live in :mod:`.bins`: ``h = floor(34 H)
+mod 34``, ``s = min(floor(12 S), 11)``, ``v = min(floor(10 V), 9)`` on float hexcone HSV; flat index
+``(h * 12 + s) * 10 + v``, computed in float64 with the exact operations of :mod:`colorsys`.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ._checks import check_colors, check_image, check_rgb, check_weights
-from .color import hsv_planes, hsv_to_srgb
+from .bins import (
+    H_BINS,
+    HIST_SHAPE,
+    HISTOGRAM_ID,
+    MAX_ENTROPY,
+    NUM_BINS,
+    S_BINS,
+    V_BINS,
+    bin_centers_f64,
+    bins_of,
+    pixel_counts,
+    weighted_counts,
+)
 
-H_BINS, S_BINS, V_BINS = 34, 12, 10
-HIST_SHAPE = (H_BINS, S_BINS, V_BINS)
-NUM_BINS = H_BINS * S_BINS * V_BINS
-MAX_ENTROPY = math.log2(NUM_BINS)
-HISTOGRAM_ID = "hsv-34x12x10-v1"
+__all__ = [
+    "H_BINS",
+    "HISTOGRAM_ID",
+    "HIST_SHAPE",
+    "MAX_ENTROPY",
+    "NUM_BINS",
+    "S_BINS",
+    "V_BINS",
+    "bin_centers",
+    "bin_index",
+    "entropy",
+    "image_histogram",
+    "palette_histogram",
+]
 
-# Pixels per slice when binning: keeps the float64 temporaries small (about 2x faster on 1024^2 images).
+# Pixels per slice of the 8-bit table lookup: keeps the temporaries small and reused.
 _CHUNK = 1 << 17
 # 8-bit images (every pixel exactly float32(k / 255), as ComfyUI loads PNG and JPEG files) of at least
 # this many pixels are binned through a lookup table of all 2^24 colours, built on first use (~1 s):
@@ -32,30 +51,12 @@ _CHUNK = 1 << 17
 _LUT_MIN_PIXELS = 1 << 18
 
 
-def _bins_of_planar(rgb: Tensor) -> Tensor:
-    h, s, v = hsv_planes(*rgb.T.double())  # channel-planar float64: dense kernels, dtype-independent bins
-    hi = torch.remainder(torch.floor(h * H_BINS), H_BINS)
-    si = torch.floor(s * S_BINS).clamp_max_(S_BINS - 1)
-    vi = torch.floor(v * V_BINS).clamp_max_(V_BINS - 1)
-    return ((hi * S_BINS + si) * V_BINS + vi).long()
-
-
-def _bin_index_unchecked(rgb: Tensor) -> Tensor:
-    flat = rgb.reshape(-1, 3)
-    if flat.shape[0] <= _CHUNK:
-        return _bins_of_planar(flat).reshape(rgb.shape[:-1])
-    idx = torch.empty(flat.shape[0], dtype=torch.long, device=flat.device)
-    for i in range(0, flat.shape[0], _CHUNK):
-        idx[i : i + _CHUNK] = _bins_of_planar(flat[i : i + _CHUNK])
-    return idx.reshape(rgb.shape[:-1])
-
-
 def bin_index(rgb: Tensor | np.ndarray) -> Tensor:
     """Flat HSV-histogram bin of each sRGB colour ``[..., 3]`` in [0, 1] (SPEC §4 bin layout)."""
     x = check_rgb(rgb)
     if x.numel() == 0:
         return torch.zeros(x.shape[:-1], dtype=torch.long, device=x.device)
-    return _bin_index_unchecked(x)
+    return bins_of(x)
 
 
 @functools.lru_cache(maxsize=1)
@@ -66,7 +67,7 @@ def _uint8_lut() -> Tensor:
     gb = torch.stack((g.reshape(-1), b.reshape(-1)), dim=-1)
     lut = torch.empty(256, 256 * 256, dtype=torch.int16)
     for r in range(256):
-        lut[r] = _bins_of_planar(torch.cat((levels[r].expand(gb.shape[0], 1), gb), dim=-1)).to(torch.int16)
+        lut[r] = bins_of(torch.cat((levels[r].expand(gb.shape[0], 1), gb), dim=-1)).to(torch.int16)
     return lut.reshape(-1)
 
 
@@ -94,11 +95,7 @@ def image_histogram(image: Tensor | np.ndarray) -> Tensor:
     counts = torch.zeros(x.shape[0], NUM_BINS, dtype=torch.long, device=x.device)
     for i, pixels in enumerate(flat):
         fast = _counts_8bit(pixels)
-        if fast is not None:
-            counts[i] = fast
-            continue
-        for j in range(0, pixels.shape[0], _CHUNK):
-            counts[i] += torch.bincount(_bins_of_planar(pixels[j : j + _CHUNK]), minlength=NUM_BINS)
+        counts[i] = pixel_counts(pixels) if fast is None else fast
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     hist = counts.to(dtype) / flat.shape[1]
     return hist if batched else hist[0]
@@ -109,9 +106,7 @@ def palette_histogram(colors: Tensor | np.ndarray, weights: Tensor | np.ndarray 
     c, batched = check_colors(colors)
     w = check_weights(weights, c)
     dtype = c.dtype if c.dtype == torch.float64 else torch.float32
-    idx = _bin_index_unchecked(c)
-    hist = torch.zeros(c.shape[0], NUM_BINS, dtype=dtype, device=c.device)
-    hist.scatter_add_(1, idx, w.to(dtype))
+    hist = weighted_counts(c, w.to(dtype))
     return hist if batched else hist[0]
 
 
@@ -123,18 +118,6 @@ def entropy(hist: Tensor) -> Tensor:
     return terms.sum(-1)
 
 
-@functools.cache
-def _bin_centers_f64() -> Tensor:
-    h, s, v = np.meshgrid(
-        (np.arange(H_BINS) + 0.5) / H_BINS,
-        (np.arange(S_BINS) + 0.5) / S_BINS,
-        (np.arange(V_BINS) + 0.5) / V_BINS,
-        indexing="ij",
-    )
-    hsv = torch.from_numpy(np.stack((h, s, v), axis=-1).reshape(NUM_BINS, 3))
-    return hsv_to_srgb(hsv)
-
-
 def bin_centers(dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
     """sRGB of each bin's centre ``((h+.5)/34, (s+.5)/12, (v+.5)/10)``, shape ``[4080, 3]`` (SPEC §4)."""
-    return _bin_centers_f64().to(dtype=dtype, device=device)
+    return torch.from_numpy(bin_centers_f64()).to(dtype=dtype, device=device)

@@ -6,22 +6,29 @@ colours separated by commas, whitespace or newlines, each ``#RGB``, ``#RRGGBB`` 
 optional ``:weight`` (relative, normalised), e.g. ``#e63946:2, #f1faee, #1d3557:0.5``; a JSON list of
 hex strings or of ``{"hex": ..., "weight": ...}`` objects; or a Coolors URL
 (``https://coolors.co/264653-2a9d8f-e9c46a``).
+
+A Palette holds its few numbers as numpy arrays, so that parsing and reading palettes needs no torch
+(the ``palette distance`` command never imports it); ``colors`` and ``weights`` give them as tensors.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from ._checks import check_colors, check_weights
+from ._backend import is_tensor
+from ._checks import as_numpy, check_colors, check_weights
 from .errors import InputShapeError, PaletteFormatError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 MAX_COLORS = 256
 MAX_TEXT_CHARS = 1_000_000  # a 256-colour palette with weights is under 10 kB; refuse anything absurd
@@ -90,46 +97,69 @@ def _format_weights(ratios: list[float], digits: int) -> list[str]:
     return out
 
 
-def _prescale(w: Tensor) -> Tensor:
+def _prescale(w: np.ndarray) -> np.ndarray:
     """Divide finite weights by their largest one so that their sum cannot overflow (1e308 + 1e308)."""
-    if not w.is_floating_point():
+    if not np.issubdtype(w.dtype, np.floating):
         return w
-    w = w.double()
-    top = float(w.max()) if w.numel() else 0.0
-    if math.isfinite(top) and top > 0 and bool(torch.isfinite(w).all()):
+    w = w.astype(np.float64)
+    top = float(w.max()) if w.size else 0.0
+    if math.isfinite(top) and top > 0 and bool(np.isfinite(w).all()):
         return w / top
     return w
 
 
 @dataclass(frozen=True, eq=False)
 class Palette:
-    """Colours ``[N, 3]`` (sRGB float32 in [0, 1]) and weights ``[N]`` summing to 1 (SPEC §3)."""
+    """Colours ``[N, 3]`` (sRGB float32 in [0, 1]) and weights ``[N]`` summing to 1 (SPEC §3).
 
-    colors: Tensor
-    weights: Tensor
+    Held as float32 numpy arrays ``colors_array`` and ``weights_array``; :attr:`colors` and :attr:`weights`
+    are the same memory as CPU tensors, made on first use. Build palettes with :meth:`from_colors`,
+    :meth:`from_hex` or :meth:`parse`, which check and normalise; direct construction only converts.
+    """
+
+    colors_array: np.ndarray
+    weights_array: np.ndarray
 
     def __post_init__(self) -> None:
-        if self.colors.ndim != 2 or self.weights.shape != self.colors.shape[:1]:
+        colors = np.ascontiguousarray(as_numpy(self.colors_array, "colors"), dtype=np.float32)
+        weights = np.ascontiguousarray(as_numpy(self.weights_array, "weights"), dtype=np.float32)
+        if colors.ndim != 2 or weights.shape != colors.shape[:1]:
             raise InputShapeError(
-                f"Palette: colours {tuple(self.colors.shape)} and weights {tuple(self.weights.shape)} do not match; "
+                f"Palette: colours {tuple(colors.shape)} and weights {tuple(weights.shape)} do not match; "
                 "use Palette.from_colors"
             )
+        object.__setattr__(self, "colors_array", colors)  # frozen: set once, here
+        object.__setattr__(self, "weights_array", weights)
+
+    @functools.cached_property
+    def colors(self) -> Tensor:
+        """The colours ``[N, 3]`` as a float32 CPU tensor."""
+        import torch
+
+        return torch.from_numpy(self.colors_array)
+
+    @functools.cached_property
+    def weights(self) -> Tensor:
+        """The weights ``[N]`` as a float32 CPU tensor."""
+        import torch
+
+        return torch.from_numpy(self.weights_array)
 
     @classmethod
     def from_colors(cls, colors: Tensor | np.ndarray | Sequence, weights: Tensor | np.ndarray | Sequence | None = None):
         """Validate ``colors [N, 3]`` (floats in [0, 1]) and relative ``weights [N]`` into a Palette."""
-        c, batched = check_colors(colors)
+        c, batched = check_colors(colors, numpy=True)
         if batched:
             raise InputShapeError(f"colors: shape {tuple(c.shape)}; a Palette holds one palette [N, 3]")
         n = c.shape[1]
         if n > MAX_COLORS:
             raise InputShapeError(f"colors: {n} colours; a palette holds 1 to {MAX_COLORS}")
-        if weights is not None and not isinstance(weights, (Tensor, np.ndarray)):
-            weights = torch.tensor(list(weights), dtype=torch.float64)
+        if weights is not None and not (isinstance(weights, np.ndarray) or is_tensor(weights)):
+            weights = np.array(list(weights), dtype=np.float64)
         if weights is not None:
-            weights = _prescale(torch.as_tensor(weights))
-        w = check_weights(weights, c.double())
-        return cls(c[0].float().contiguous(), w[0].float().contiguous())
+            weights = _prescale(as_numpy(weights, "weights"))
+        w = check_weights(weights, c.astype(np.float64))
+        return cls(c[0], w[0])
 
     @classmethod
     def from_hex(cls, hexes: Sequence[str], weights: Sequence[float] | None = None) -> Palette:
@@ -138,7 +168,7 @@ class Palette:
             raise PaletteFormatError(f"no colours given: a palette holds 1 to {MAX_COLORS} colours")
         if len(hexes) > MAX_COLORS:
             raise PaletteFormatError(f"{len(hexes)} colours: a palette holds 1 to {MAX_COLORS}")
-        rgb = torch.tensor([parse_hex(h) for h in hexes], dtype=torch.float32) / 255.0
+        rgb = np.array([parse_hex(h) for h in hexes], dtype=np.float32) / np.float32(255.0)
         if weights is not None and not sum(weights) > 0:
             raise PaletteFormatError("the weights sum to 0: at least one colour needs a positive weight")
         return cls.from_colors(rgb, weights)
@@ -204,17 +234,18 @@ class Palette:
         return cls.from_hex(hexes, weights)
 
     def __len__(self) -> int:
-        return int(self.colors.shape[0])
+        return int(self.colors_array.shape[0])
 
     @property
     def hex(self) -> list[str]:
         """The colours as ``#rrggbb`` strings."""
-        return [to_hex(c) for c in self.colors.tolist()]
+        return [to_hex(c) for c in self.colors_array.tolist()]
 
     @property
     def is_uniform(self) -> bool:
         """True when every colour has the same weight."""
-        return bool(torch.allclose(self.weights, torch.full_like(self.weights, 1.0 / len(self)), rtol=1e-6, atol=0))
+        w = self.weights_array
+        return bool(np.allclose(w, np.full_like(w, 1.0 / len(self)), rtol=1e-6, atol=0))
 
     def to_text(self) -> str:
         """The SPEC §5 text form; weights are written relative to the smallest positive one, only if unequal.
@@ -228,8 +259,8 @@ class Palette:
         texts = _format_weights(ratios, 17)
         for digits in range(6, 18):
             candidate = _format_weights(ratios, digits)
-            again = Palette.from_colors(self.colors, [float(t) for t in candidate]).weights
-            if torch.equal(again, self.weights):
+            again = Palette.from_colors(self.colors_array, [float(t) for t in candidate]).weights_array
+            if np.array_equal(again, self.weights_array):
                 texts = candidate
                 break
         return ", ".join(h if t == "1" else f"{h}:{t}" for h, t in zip(self.hex, texts))
@@ -241,7 +272,7 @@ class Palette:
         to a neighbouring float32. Spreading the deficit ``1 - sum(w)`` over the weights, each within half
         a float32 step of its value, gives targets that sum to 1 and still round to the stored weights.
         """
-        w = self.weights.detach().cpu().numpy().astype(np.float32)
+        w = self.weights_array
         if not bool((w > 0).any()):
             raise InputShapeError("Palette: the weights sum to 0; build palettes with Palette.from_colors")
         up = np.nextafter(w, np.float32(np.inf)) - w
@@ -255,14 +286,14 @@ class Palette:
 
     def to_json(self) -> list[dict]:
         """A JSON-able list of ``{"hex", "weight"}`` (weights normalised)."""
-        return [{"hex": h, "weight": float(w)} for h, w in zip(self.hex, self.weights.tolist())]
+        return [{"hex": h, "weight": float(w)} for h, w in zip(self.hex, self.weights_array.tolist())]
 
     def equals(self, other: Palette, atol: float = 1e-6) -> bool:
         """Same colours (to 8-bit hex) in the same order with weights within ``atol``."""
         return (
             isinstance(other, Palette)
             and self.hex == other.hex
-            and bool(torch.allclose(self.weights, other.weights, rtol=0, atol=atol))
+            and bool(np.allclose(self.weights_array, other.weights_array, rtol=0, atol=atol))
         )
 
     def histogram(self) -> Tensor:
@@ -270,6 +301,13 @@ class Palette:
         from .histogram import palette_histogram
 
         return palette_histogram(self.colors, self.weights)
+
+    def histogram_array(self) -> np.ndarray:
+        """The palette's 4080-bin HSV histogram as a numpy array, computed without torch (paper §3.1)."""
+        from .bins import weighted_counts
+
+        c, _ = check_colors(self.colors_array, numpy=True)
+        return weighted_counts(c, check_weights(self.weights_array, c))[0]
 
     def __repr__(self) -> str:
         return f"Palette({self.to_text()!r})"
