@@ -431,8 +431,8 @@ def load_adapter(
     return adapter.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
-def write_untrained_sdxl(out: str | os.PathLike, blocks: Sequence[str] | None = None, seed: int = 0) -> Path:
-    """An *untrained* SDXL adapter file (``trained_steps`` 0) for ``blocks`` (default: the paper's block).
+def untrained_sdxl(blocks: Sequence[str] | None = None, seed: int = 0) -> PaletteAdapter:
+    """An *untrained* SDXL adapter (SPEC §6) for ``blocks`` (default: the paper's block), seeded random weights.
 
     Its random weights visibly change images but not toward the palette: it exists so workflows can be
     built and tested before trained weights do.
@@ -443,7 +443,21 @@ def write_untrained_sdxl(out: str | os.PathLike, blocks: Sequence[str] | None = 
     unknown = [b for b in chosen if b not in known]
     if unknown:
         raise AdapterError(f"{unknown[0]} is not an SDXL attention block; choose from {known}")
-    adapter = init_adapter({x.name: x.dim for x in layers if x.block in chosen}, seed)
+    return init_adapter({x.name: x.dim for x in layers if x.block in chosen}, seed)
+
+
+def adapter_nbytes(adapter: PaletteAdapter) -> int:
+    """Bytes of the adapter's tensors: about the size of its SPEC §6 file."""
+    return sum(t.numel() * t.element_size() for t in adapter.state_dict().values())
+
+
+def write_untrained_sdxl(out: str | os.PathLike, blocks: Sequence[str] | None = None, seed: int = 0) -> Path:
+    """Write :func:`untrained_sdxl` to ``out`` (``trained_steps`` 0, SPEC §6)."""
+    return save_untrained(untrained_sdxl(blocks, seed), out, seed)
+
+
+def save_untrained(adapter: PaletteAdapter, out: str | os.PathLike, seed: int) -> Path:
+    """Save an adapter made by :func:`untrained_sdxl` with its metadata (SPEC §6)."""
     return save_adapter(adapter, out, trained_steps=0, note="untrained random initialisation", seed=str(seed))
 
 
@@ -476,7 +490,10 @@ __all__ = [
     "negative_condition",
     "null_condition",
     "palette_condition",
+    "adapter_nbytes",
     "save_adapter",
+    "save_untrained",
     "select_layers",
+    "untrained_sdxl",
     "write_untrained_sdxl",
 ]

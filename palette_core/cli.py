@@ -1,8 +1,12 @@
-"""The command line, ``python -m palette_core <command>`` (issue 3): extract, histogram, distance, convert, evaluate.
+"""The command line, ``palette <command>`` (issue 3): extract, histogram, distance, convert, evaluate.
 
+Installed by ``pip install`` as ``palette``; ``python -m palette_core`` runs the same from the repository.
 Exit status 0 on success and 2 on bad arguments or bad input, with a one-line message on stderr that
 names the problem (no traceback). Images are read with Pillow as RGB (alpha is dropped). matplotlib
-(for ``--plot``) and tqdm (for the progress bar) are optional and imported only when used.
+(for ``--plot``) and tqdm (for the progress bar) are optional and imported only when used. So that the
+program starts fast, numpy, Pillow and torch are imported only by the commands that use them: ``--help``
+needs none, ``distance`` only numpy and Pillow (:func:`.similarity.occupied_quadratic_chi`), and a
+command that needs torch where it is not installed says so (exit status 2).
 """
 
 from __future__ import annotations
@@ -15,19 +19,19 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-import numpy as np
-import torch
-from torch import Tensor
+from .errors import PaletteError, PaletteFormatError, is_missing_torch, torch_missing_message
 
-from .errors import PaletteError, PaletteFormatError
-from .formats import READ_FORMATS, encode, load_palette, save_palette
-from .palette import _COOLORS_RE, MAX_COLORS, Palette, quote
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import Tensor
+
+    from .palette import Palette
 
 log = logging.getLogger(__name__)
 
-PROG = "python -m palette_core"
+PROG = "palette"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 TOP_BINS = 10
 PLOT_MAX_ROWS = 100  # matplotlib refuses figures taller than 2^16 pixels; 100 rows is already a long page
@@ -50,8 +54,10 @@ class _Parser(argparse.ArgumentParser):
 # Inputs
 
 
-def load_image(path: str | Path) -> Tensor:
+def load_image(path: str | Path) -> np.ndarray:
     """An image file as ``[H, W, 3]`` float32 sRGB in [0, 1] (EXIF rotation applied, alpha dropped)."""
+    import numpy as np
+
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError as e:  # pillow is in requirements.txt; say so rather than fail obscurely
@@ -68,12 +74,15 @@ def load_image(path: str | Path) -> Tensor:
         raise CliError(f"{path}: {e}") from None
     except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt files surface as any of these
         raise CliError(f"{path}: cannot read the image: {e}") from None
-    pixels = torch.from_numpy(np.array(rgb, dtype=np.uint8))
-    return pixels.float() / 255.0  # exactly float32(k / 255), what ComfyUI's image loader gives
+    pixels = np.asarray(rgb, dtype=np.uint8).astype(np.float32)
+    return pixels / np.float32(255.0)  # exactly float32(k / 255), what ComfyUI's image loader gives
 
 
 def resolve_palette(arg: str, base: Path | None = None) -> Palette:
     """A palette from a palette file, a Coolors URL or palette text (SPEC §5)."""
+    from .formats import READ_FORMATS, load_palette
+    from .palette import _COOLORS_RE, Palette, quote
+
     path = Path(arg) if base is None or Path(arg).is_absolute() else base / arg
     if _COOLORS_RE.match(arg.strip()):
         return Palette.parse(arg)
@@ -88,24 +97,25 @@ def resolve_palette(arg: str, base: Path | None = None) -> Palette:
 
 @dataclass
 class Operand:
-    """One argument of ``distance``: an image or a palette, as a histogram."""
+    """One argument of ``distance``: an image or a palette, as a 4080-bin histogram (numpy, no torch)."""
 
     label: str
     kind: str
-    histogram: Tensor
+    histogram: np.ndarray
 
 
 def resolve_operand(arg: str) -> Operand:
     """An image file, a palette file, a Coolors URL or palette text, as a 4080-bin histogram."""
-    from .histogram import image_histogram
+    from .bins import pixel_counts
+    from .formats import READ_FORMATS
 
     path = Path(arg)
     if path.is_file() and path.suffix.lower() not in READ_FORMATS:
-        return Operand(arg, "image", image_histogram(load_image(path)))
+        counts = pixel_counts(load_image(path).reshape(-1, 3))
+        return Operand(arg, "image", counts / counts.sum())
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         raise CliError(f"{path}: no such image file")
-    palette = resolve_palette(arg)
-    return Operand(arg, "palette", palette.histogram())
+    return Operand(arg, "palette", resolve_palette(arg).histogram_array())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,6 +124,8 @@ def resolve_operand(arg: str) -> Operand:
 
 def palette_bytes(palette: Palette, fmt: str, name: str) -> bytes:
     """The palette in an output format: the text form (with weights) or a file format."""
+    from .formats import encode
+
     if fmt == "text":
         return (palette.to_text() + "\n").encode("utf-8")
     return encode(palette, fmt, name=name)
@@ -169,10 +181,10 @@ def _save_figure(fig, path: Path) -> None:
         raise CliError(f"{path}: cannot write the plot: {e}") from None
 
 
-def _thumbnail(image: Tensor, size: int = 192) -> np.ndarray:
+def _thumbnail(image: np.ndarray, size: int = 192) -> np.ndarray:
     h, w = image.shape[:2]
     step = max(1, math.ceil(max(h, w) / size))
-    return image[::step, ::step].numpy()
+    return image[::step, ::step]
 
 
 def _strip(ax, pixels: Tensor, title: str) -> None:
@@ -189,12 +201,16 @@ def _extract_palette() -> Callable[..., Palette]:
     try:
         from .extract import extract_palette
     except ImportError as e:
+        if is_missing_torch(e):
+            raise
         raise CliError(f"extract needs palette_core.extract, which is not available here ({e})") from None
     return extract_palette
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
     """Extract a palette from an image and print it or write it to a file."""
+    from .palette import quote
+
     out = Path(args.out) if args.out else None
     fmt = args.format
     if fmt is None and out is not None:
@@ -225,7 +241,7 @@ def cmd_histogram(args: argparse.Namespace) -> int:
     hist = image_histogram(image)
     bits = float(entropy(hist))
     occupied = int((hist > 0).sum())
-    mass, bins = torch.topk(hist, min(TOP_BINS, occupied))
+    mass, bins = hist.topk(min(TOP_BINS, occupied))
     centres = bin_centers()
     print(f"{args.image}: {image.shape[1]}x{image.shape[0]} pixels")
     print(f"entropy        {bits:.3f} bits (of at most {MAX_ENTROPY:.2f})")
@@ -242,7 +258,7 @@ def cmd_histogram(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plot_histogram(path: Path, image: Tensor, hist: Tensor, bits: float, occupied: int, name: str) -> None:
+def _plot_histogram(path: Path, image: np.ndarray, hist: Tensor, bits: float, occupied: int, name: str) -> None:
     from .histogram import bin_centers
     from .render import histogram_bars
 
@@ -253,7 +269,7 @@ def _plot_histogram(path: Path, image: Tensor, hist: Tensor, bits: float, occupi
     ax.set_title(f"{name}\nentropy {bits:.2f} bits, {occupied} occupied bins", fontsize=9)
     ax.set_axis_off()
     top = min(32, occupied)
-    mass, bins = torch.topk(hist, top)
+    mass, bins = hist.topk(top)
     bars = fig.add_subplot(grid[0, 1])
     bars.bar(range(top), mass.numpy() * 100, color=bin_centers()[bins].numpy(), edgecolor="0.3", linewidth=0.4)
     bars.set_xticks(range(top), [str(b) for b in bins.tolist()], rotation=90, fontsize=6)
@@ -265,16 +281,18 @@ def _plot_histogram(path: Path, image: Tensor, hist: Tensor, bits: float, occupi
 
 def cmd_distance(args: argparse.Namespace) -> int:
     """Print the Quadratic-Chi distance between two images or palettes."""
-    from .distance import quadratic_chi
+    from .similarity import occupied_quadratic_chi
 
     a, b = resolve_operand(args.a), resolve_operand(args.b)
-    qc = float(quadratic_chi(a.histogram, b.histogram))
+    qc = float(occupied_quadratic_chi(a.histogram, b.histogram))
     print(f"{qc:.6f}")
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert a palette between file formats."""
+    from .formats import save_palette
+
     palette = resolve_palette(args.input)
     save_palette(palette, args.output)
     print(f"wrote {args.output}: {len(palette)} colours")
@@ -339,6 +357,9 @@ class Scored:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score images against palettes: palette EMD (paper Table 1) and Quadratic-Chi, per image and mean ± std."""
+    import numpy as np
+    import torch
+
     from .distance import palette_emd, quadratic_chi
     from .histogram import image_histogram
 
@@ -425,6 +446,8 @@ def _plot_report(path: Path, scored: list[Scored]) -> None:
 
 
 def _size(text: str) -> int:
+    from .palette import MAX_COLORS, quote
+
     try:
         n = int(text)
     except ValueError:
@@ -435,17 +458,22 @@ def _size(text: str) -> int:
 
 
 def cmd_adapter_init(args: argparse.Namespace) -> int:
-    """Write an UNTRAINED Palette-Adapter for SDXL (random weights) so workflows can be built and tested."""
-    from .adapter import write_untrained_sdxl
+    """Write an UNTRAINED Palette-Adapter for SDXL (random weights) so workflows can be built and tested.
 
-    path = write_untrained_sdxl(args.out, blocks=args.blocks, seed=args.seed)
+    The file is large: about 344 MB for the default block, and more for each block added.
+    """
+    from .adapter import adapter_nbytes, save_untrained, untrained_sdxl
+
+    adapter = untrained_sdxl(args.blocks, args.seed)
+    print(f"writing {args.out}: {adapter_nbytes(adapter) / 1e6:.0f} MB of float32 weights", flush=True)
+    path = save_untrained(adapter, args.out, args.seed)
     print(f"wrote {path} (untrained: random weights that change images but not toward the palette)")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of the commands."""
-    parser = _Parser(prog=PROG, description="Palettes: extract, inspect, compare, convert and score images.")
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The argparse parser of the commands; ``prog`` is the program name that usage and errors show."""
+    parser = _Parser(prog=prog, description="Palettes: extract, inspect, compare, convert and score images.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     p = sub.add_parser("extract", help="extract a palette from an image", description=cmd_extract.__doc__)
@@ -495,12 +523,17 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 success, 2 bad arguments or input)."""
-    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Run the command line as ``prog`` (the name the user typed); returns the exit status (0, or 2 on bad input)."""
+    logging.basicConfig(level=logging.WARNING, format=f"{prog}: %(message)s")
+    args = build_parser(prog).parse_args(argv)
     try:
         return args.func(args)
+    except ModuleNotFoundError as e:
+        if not is_missing_torch(e):
+            raise
+        print(f"{prog} {args.command}: error: {torch_missing_message('this command')}", file=sys.stderr)
+        return 2
     except (CliError, PaletteError, OSError) as e:
-        print(f"{PROG} {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2

@@ -1,4 +1,7 @@
-"""``python -m palette_queue WORKFLOW.api.json JOBS.csv --out DIR``: run a workflow once per job row.
+"""``palette-queue WORKFLOW.api.json JOBS.csv --out DIR``: run a workflow once per job row.
+
+Installed by ``pip install`` as ``palette-queue``; ``python -m palette_queue`` runs the same from the
+repository. The report (palette EMD, contact sheet) needs torch; it is imported only to write it.
 
 Exit status: 0 when every job is done; 1 when some job failed (on the server or rejected by it); 2 for
 bad arguments or bad input (found before anything is queued); 3 when the server stayed unreachable
@@ -16,19 +19,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from palette_core.errors import is_missing_torch, torch_missing_message
+
 from .client import ComfyClient, default_server
 from .errors import QueueInputError, ServerError, ServerUnavailable
 from .jobs import Job, Plan, plan_jobs, read_jobs
-from .report import write_reports
 from .runner import Options, Progress, Runner
 from .state import STATE_FILE, State, folder_lock
 from .workflow import describe, load_prompt
 
 log = logging.getLogger("palette_queue")
 
-PROG = "python -m palette_queue"
+PROG = "palette-queue"
 EXAMPLE = """example:
-  python -m palette_queue workflows/api/colorize_with_palette.api.json jobs.csv --out runs/colorize
+  %(prog)s workflows/api/colorize_with_palette.api.json jobs.csv --out runs/colorize
 
 jobs.csv:
   name,palette,seed,prompt
@@ -46,10 +50,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser."""
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The argument parser; ``prog`` is the program name that usage and errors show."""
     p = _Parser(
-        prog=PROG,
+        prog=prog,
         description="Queue an API-format ComfyUI workflow once per row of a CSV/JSONL jobs file, download the "
         "images, resume after crashes or server restarts, and report each image's palette EMD.",
         epilog=EXAMPLE,
@@ -94,16 +98,33 @@ def run(args: argparse.Namespace, on_job_done: Callable[[Job], None] | None = No
         for job in plan.jobs:
             print(f"  {job.label}: key {job.key}" + (f", palette {job.palette}" if job.palette else ""))
         return 0
+    reporter = None if args.no_report else _report_writer()
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise QueueInputError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(out):
-        return _run_locked(args, plan, out, on_job_done, tty)
+        return _run_locked(args, plan, out, on_job_done, tty, reporter)
+
+
+def _report_writer() -> Callable[..., dict[str, Path]]:
+    """``write_reports``, imported before anything is queued: it needs torch, and no torch is bad input."""
+    try:
+        from .report import write_reports
+    except ModuleNotFoundError as e:
+        if not is_missing_torch(e):
+            raise
+        raise QueueInputError(f"{torch_missing_message('the report')}; or pass --no-report to skip it") from None
+    return write_reports
 
 
 def _run_locked(
-    args: argparse.Namespace, plan: Plan, out: Path, on_job_done: Callable[[Job], None] | None, tty: bool | None
+    args: argparse.Namespace,
+    plan: Plan,
+    out: Path,
+    on_job_done: Callable[[Job], None] | None,
+    tty: bool | None,
+    reporter: Callable[..., dict[str, Path]] | None,
 ) -> int:
     state = State.load(out)
     client = ComfyClient(args.server, state.client_id)
@@ -116,8 +137,8 @@ def _run_locked(
     try:
         summary = runner.run()
     finally:
-        if not args.no_report:
-            paths = write_reports(plan, state, out, args.workflow, args.jobs, args.thumb)
+        if reporter is not None:
+            paths = reporter(plan, state, out, args.workflow, args.jobs, args.thumb)
             print("report:", *(str(p) for p in paths.values()))
     print(f"{summary.done} done, {summary.failed} failed, {summary.pending} not finished, of {summary.total} jobs")
     return 0 if summary.ok else 1
@@ -132,9 +153,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise QueueInputError(f"--retry-timeout {args.retry_timeout}: must be >= 0")
 
 
-def main(argv: Sequence[str] | None = None, on_job_done: Callable[[Job], None] | None = None) -> int:
-    """Entry point; ``on_job_done`` is a hook for tests (called after each job's images are saved)."""
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, on_job_done: Callable[[Job], None] | None = None, prog: str = PROG) -> int:
+    """Entry point run as ``prog``; ``on_job_done`` is a hook for tests (called after each job's images are saved)."""
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr
     )
@@ -150,11 +171,11 @@ def main(argv: Sequence[str] | None = None, on_job_done: Callable[[Job], None] |
         with redirect:
             return run(args, on_job_done, tty)
     except QueueInputError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except (ServerUnavailable, ServerError) as e:
-        print(f"{PROG}: server error: {e}\nthe state is saved: run the same command again to resume", file=sys.stderr)
+        print(f"{prog}: server error: {e}\nthe state is saved: run the same command again to resume", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
+        print(f"\n{prog}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -270,6 +271,8 @@ def test_adapter_init_writes_an_untrained_sdxl_adapter(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "untrained" in r.stdout
+    announced = float(re.search(r"writing .*: (\d+) MB", r.stdout).group(1))
+    assert abs(announced - out.stat().st_size / 1e6) <= 1  # the size is said before the file is written
     assert read_adapter_metadata(out)["trained_steps"] == "0"
     assert load_adapter(out).blocks == ["mid_block.attentions.0"]
     bad = subprocess.run(
