@@ -232,3 +232,16 @@ def test_python_m_still_works_from_the_repository_and_names_itself():
         )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.startswith(f"usage: python -m {module} ")
+
+
+def test_the_package_exports_palette_and_num_bins_without_importing_numpy_or_torch_first():
+    code = (
+        "import sys, palette_core\n"
+        "light = not {'numpy', 'torch'} & set(sys.modules)\n"
+        "from palette_core import NUM_BINS, Palette\n"
+        "from palette_core.palette import Palette as P\n"
+        "print(light, NUM_BINS, Palette is P, Palette.parse('#f00, #00f').to_text(), 'torch' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "4080", "True", "#ff0000,", "#0000ff", "False"]
