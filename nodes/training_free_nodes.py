@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import comfy.latent_formats
+import dataclasses
+
 import comfy.model_management
 import torch
 from comfy_api.latest import io
 
 from ..palette_core.alignment import check_palette_weights
 from ..palette_core.errors import IncompatibleModelError, PaletteError
+from ..palette_core.latent_family import SUPPORTED_FAMILIES, LatentFamily
 from ..palette_core.palette import Palette
 from .training_free_patches import AlignPatch, GuidancePatch
 from .types import Palette as PaletteType
@@ -24,27 +26,57 @@ def palette_arrays(palette: Palette):
     return check_palette_weights(palette.colors, palette.weights)
 
 
-def check_sdxl_vae(vae) -> None:
-    """Raise IncompatibleModelError unless ``vae`` encodes images to SDXL's 4-channel, 8x-downscaled latents."""
+def _format_family(fmt) -> LatentFamily:
+    """The LatentFamily of a ComfyUI latent format, or IncompatibleModelError naming what it lacks."""
+    dims = getattr(fmt, "latent_dimensions", 2)
+    if dims != 2:
+        raise IncompatibleModelError(f"its latents have {dims} spatial dimensions (a video, audio or 3-D model)")
+    factors = getattr(fmt, "latent_rgb_factors", None)
+    if factors is None:
+        raise IncompatibleModelError("it has no latent-to-RGB preview factors (latent_rgb_factors)")
+    channels = getattr(fmt, "latent_channels", None)
+    if channels != len(factors):
+        raise IncompatibleModelError(f"it has {channels} latent channels but {len(factors)} rows of latent_rgb_factors")
+    family = LatentFamily(
+        name=type(fmt).__name__,
+        channels=channels,
+        scale_factor=float(fmt.scale_factor),
+        shift_factor=float(getattr(fmt, "shift_factor", None) or 0.0),
+        rgb_factors=tuple(tuple(row) for row in factors),
+        rgb_bias=getattr(fmt, "latent_rgb_factors_bias", None),
+    )
+    # formats that normalise per channel (latents_mean/std) are not (z - shift) * scale
+    probe = torch.linspace(-2.0, 2.0, channels * 4).reshape(1, channels, 2, 2)
+    if not torch.allclose(fmt.process_in(probe), family.process_in(probe), atol=1e-5):
+        raise IncompatibleModelError("its process_in is not (latent - shift_factor) * scale_factor")
+    return family
+
+
+def model_family(model, node: str) -> LatentFamily:
+    """The latent family of the model's own ``latent_format`` (SPEC §9), or IncompatibleModelError."""
+    fmt = model.get_model_object("latent_format")
+    try:
+        return _format_family(fmt)
+    except IncompatibleModelError as e:
+        raise IncompatibleModelError(
+            f"{node} cannot use this model's latent format {type(fmt).__name__}: {e}. Supported families: "
+            f"{SUPPORTED_FAMILIES}; load a checkpoint of one of them"
+        ) from e
+
+
+def vae_family(vae, family: LatentFamily) -> LatentFamily:
+    """``family`` with the VAE's downscale, or IncompatibleModelError unless the VAE makes its latents."""
     if getattr(vae, "first_stage_model", None) is None:
-        raise IncompatibleModelError("the VAE is empty (the checkpoint had no VAE weights): load an SDXL VAE")
+        raise IncompatibleModelError(f"the VAE is empty (the checkpoint had no VAE weights): load a {family.name} VAE")
     channels = getattr(vae, "latent_channels", None)
     dims = getattr(vae, "latent_dim", 2)
     ratio = vae.spacial_compression_encode() if hasattr(vae, "spacial_compression_encode") else None
-    if channels != 4 or dims != 2 or ratio != 8:
+    if channels != family.channels or dims != 2 or not isinstance(ratio, int):
         raise IncompatibleModelError(
-            f"the VAE makes {channels}-channel latents at 1/{ratio} scale; SDXL's VAE makes 4-channel latents "
-            "at 1/8 scale: connect the SDXL checkpoint's VAE (or an SDXL VAE loader)"
+            f"the VAE makes {channels}-channel {dims}-D latents at 1/{ratio} scale; the model ({family.name}) samples "
+            f"{family.channels}-channel 2-D latents: connect the VAE of the same checkpoint (or a {family.name} VAE)"
         )
-
-
-def check_sdxl_model(model, node: str) -> None:
-    """Raise IncompatibleModelError unless the model samples in SDXL's latent format."""
-    fmt = model.get_model_object("latent_format")
-    if not isinstance(fmt, comfy.latent_formats.SDXL):
-        raise IncompatibleModelError(
-            f"{node} works on SDXL models; this model's latent format is {type(fmt).__name__}: load an SDXL checkpoint"
-        )
+    return dataclasses.replace(family, downscale=ratio)
 
 
 def vae_encoder(vae):
@@ -97,10 +129,13 @@ class PaletteAlign(io.ComfyNode):
             category=CATEGORY,
             description="Training-free colour alignment (Color Alignment in Diffusion, zero-shot): at every step the "
             "model's predicted image is rearranged to use exactly the palette's colours in the palette's "
-            "proportions, and the model repairs the structure. Works with any SDXL checkpoint; no adapter.",
+            "proportions, and the model repairs the structure. Works with SD1.5, SDXL, SD3/3.5 and Flux checkpoints; "
+            "no adapter.",
             inputs=[
-                io.Model.Input("model", tooltip="Any SDXL model (from Load Checkpoint); it is cloned."),
-                io.Vae.Input("vae", tooltip="The SDXL VAE; it encodes the palette condition once per image size."),
+                io.Model.Input("model", tooltip="An SD1.5, SDXL, SD3/3.5 or Flux model; it is cloned."),
+                io.Vae.Input(
+                    "vae", tooltip="The model's own VAE; it encodes the palette condition once per image size."
+                ),
                 PaletteType.Input("palette", tooltip="Colours and their proportions (weights)."),
                 io.Float.Input(
                     "stop_percent",
@@ -139,12 +174,13 @@ class PaletteAlign(io.ComfyNode):
         if verdict is not True:
             raise PaletteError(verdict)
         colors, weights = palette_arrays(palette)
-        check_sdxl_vae(vae)
-        check_sdxl_model(model, "PaletteAlign")
+        family = vae_family(vae, model_family(model, "PaletteAlign"))
         m = model.clone()
-        # aligned while sigma is above the point where the final stop_percent of the schedule begins
+        # aligned while sigma is above the point where the final stop_percent of the schedule begins, in the
+        # model's own schedule (flow models: sigma in [0, 1]); post-CFG hooks run at cfg 1 too
         stop_sigma = m.get_model_object("model_sampling").percent_to_sigma(1.0 - stop_percent)
-        m.set_model_sampler_post_cfg_function(AlignPatch(vae_encoder(vae), colors, weights, stop_sigma, strength))
+        patch = AlignPatch(vae_encoder(vae), colors, weights, stop_sigma, strength, family=family)
+        m.set_model_sampler_post_cfg_function(patch)
         return io.NodeOutput(m)
 
 
@@ -159,9 +195,10 @@ class PaletteGuidance(io.ComfyNode):
             category=CATEGORY,
             description="Training-free palette guidance: at each step, a few gradient steps move the model's predicted "
             "image so its colour distribution approaches the palette (sliced Wasserstein distance). 'fast' "
-            "differentiates ComfyUI's linear SDXL preview decoder (nearly free); 'exact' the VAE decoder.",
+            "differentiates ComfyUI's linear latent-to-RGB preview map of the model's family (nearly free); 'exact' "
+            "the VAE decoder.",
             inputs=[
-                io.Model.Input("model", tooltip="Any SDXL model (from Load Checkpoint); it is cloned."),
+                io.Model.Input("model", tooltip="An SD1.5, SDXL, SD3/3.5 or Flux model; it is cloned."),
                 PaletteType.Input("palette", tooltip="Colours and their proportions (weights)."),
                 io.Float.Input(
                     "strength",
@@ -200,10 +237,10 @@ class PaletteGuidance(io.ComfyNode):
                     "decoder",
                     options=DECODERS,
                     default="fast",
-                    tooltip="fast: ComfyUI's linear SDXL latent-to-RGB preview map. exact: the VAE decoder (needs "
-                    "the vae input; slower and memory-hungry at large sizes).",
+                    tooltip="fast: ComfyUI's linear latent-to-RGB preview map of the model's family. exact: the VAE "
+                    "decoder (needs the vae input; slower and memory-hungry at large sizes).",
                 ),
-                io.Vae.Input("vae", optional=True, tooltip="The SDXL VAE, needed by the exact decoder."),
+                io.Vae.Input("vae", optional=True, tooltip="The model's own VAE, needed by the exact decoder."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The model with guidance: connect it to the KSampler.")
@@ -235,12 +272,12 @@ class PaletteGuidance(io.ComfyNode):
         if verdict is not True:
             raise PaletteError(verdict)
         colors, weights = palette_arrays(palette)
-        check_sdxl_model(model, "PaletteGuidance")
+        family = model_family(model, "PaletteGuidance")
         decode = None
         if decoder == "exact":
             if vae is None:
                 raise PaletteError("decoder 'exact' needs the VAE: connect the vae input, or use decoder 'fast'")
-            check_sdxl_vae(vae)
+            family = vae_family(vae, family)
             decode = vae_decoder(vae)
         m = model.clone()
         sampling = m.get_model_object("model_sampling")
@@ -252,6 +289,7 @@ class PaletteGuidance(io.ComfyNode):
             sampling.percent_to_sigma(start_percent),
             sampling.percent_to_sigma(end_percent),
             decode,
+            family=family,
         )
         m.set_model_sampler_post_cfg_function(patch)
         return io.NodeOutput(m)

@@ -14,13 +14,14 @@ import torch
 from torch import Tensor
 
 from ..palette_core.alignment import DEFAULT_BLOCK, DEFAULT_BLUR, AlignmentCondition, condition_latents
+from ..palette_core.latent_family import SDXL, LatentFamily
 from ..palette_core.sw_guidance import DEFAULT_ROTATIONS, guide
 
 log = logging.getLogger(__name__)
 
-# encode(image [1, H, W, 3], model) -> latent [1, 4, H/8, W/8] in the sampler's space
+# encode(image [1, H, W, 3], model) -> latent [1, C, H/d, W/d] in the sampler's space (the family's C and d)
 ImageEncoder = Callable[[Tensor, object], Tensor]
-# decode(latent [B, 4, h, w] in the sampler's space, model) -> image [B, H, W, 3], differentiable
+# decode(latent [B, C, h, w] in the sampler's space, model) -> image [B, H, W, 3], differentiable
 LatentDecoder = Callable[[Tensor, object], Tensor]
 
 
@@ -44,8 +45,10 @@ class AlignPatch:
         block: int = DEFAULT_BLOCK,
         blur: int = DEFAULT_BLUR,
         seed: int = 0,
+        family: LatentFamily = SDXL,
     ) -> None:
         self.encode = encode
+        self.family = family
         self.colors, self.weights = colors, weights
         self.stop_sigma, self.strength = float(stop_sigma), float(strength)
         self.block, self.blur, self.seed = block, blur, seed
@@ -69,6 +72,7 @@ class AlignPatch:
                 self.block,
                 self.blur,
                 self.seed,
+                self.family,
             )
             self.conditions[key] = AlignmentCondition(vectors.to(device), seed=self.seed)
         return self.conditions[key]
@@ -95,7 +99,9 @@ class GuidancePatch:
         sigma_end: float = 0.0,
         decode: LatentDecoder | None = None,
         rotations: int = DEFAULT_ROTATIONS,
+        family: LatentFamily = SDXL,
     ) -> None:
+        self.family = family  # its preview map is the decoder when ``decode`` is None
         self.colors, self.weights = colors, weights
         self.strength, self.steps = float(strength), int(steps)
         self.sigma_start, self.sigma_end = float(sigma_start), float(sigma_end)
@@ -125,5 +131,6 @@ class GuidancePatch:
             decode=decode,
             rotations=self.rotations,
             seed=int(sigma * 1e6) % (1 << 31),  # from the step, not a counter: a re-run gives the same image
+            family=self.family,
         )
         return out.to(denoised.dtype)

@@ -20,9 +20,10 @@ from torch import Tensor
 
 from ._checks import check_colors, check_weights
 from .errors import InputShapeError
+from .latent_family import SDXL, LatentFamily
 from .render import stripe_widths
 
-LATENT_SCALE = 8  # SDXL's VAE: one latent vector per 8x8 pixels
+LATENT_SCALE = SDXL.downscale  # SDXL's VAE: one latent vector per 8x8 pixels
 DEFAULT_BLOCK = 32  # pixels per shuffled block side (4x4 latent vectors)
 DEFAULT_BLUR = 3  # bilinear down-sampling factor of the blur
 
@@ -96,16 +97,22 @@ def condition_latents(
     block: int = DEFAULT_BLOCK,
     blur_factor: int = DEFAULT_BLUR,
     seed: int = 0,
+    family: LatentFamily = SDXL,
 ) -> Tensor:
     """The condition vectors ``[h * w, C]`` for an ``h x w`` latent: render, shuffle, blur, encode (SPEC §9).
 
-    ``encode(image [1, 8h, 8w, 3]) -> latent [1, C, h', w']`` must return latents in the same space as
-    the x̂0 they will replace (in ComfyUI: the VAE latent through ``process_latent_in``).
+    ``encode(image [1, d*h, d*w, 3]) -> latent [1, C, h', w']`` (``d`` = ``family.downscale``, ``C`` =
+    ``family.channels``) must return latents in the same space as the x̂0 they will replace (in ComfyUI:
+    the VAE latent through ``process_latent_in``).
     """
-    img = condition_image(colors, weights, h * LATENT_SCALE, w * LATENT_SCALE, block, seed)
+    d = family.downscale
+    img = condition_image(colors, weights, h * d, w * d, block, seed)
     z = encode(blur(img.unsqueeze(0), blur_factor)).detach()  # a constant of the sampling run
-    if z.ndim != 4 or z.shape[0] != 1:
-        raise InputShapeError(f"encode returned shape {tuple(z.shape)}; expected a latent [1, C, h, w]")
+    if z.ndim != 4 or z.shape[0] != 1 or z.shape[1] != family.channels:
+        raise InputShapeError(
+            f"encode returned shape {tuple(z.shape)}; expected a {family.name} latent [1, {family.channels}, h, w]: "
+            "the VAE must belong to the same model family as the model"
+        )
     return resize_condition(z[0].flatten(1).T.contiguous(), h * w, seed)
 
 

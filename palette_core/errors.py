@@ -20,7 +20,7 @@ class AdapterError(PaletteError):
 
 
 class IncompatibleModelError(PaletteError):
-    """A model or VAE of the wrong kind was connected (e.g. not SDXL's 4-channel latent format)."""
+    """A model or VAE of the wrong kind was connected (e.g. a latent format a node cannot describe)."""
 
 
 # The pack declares no torch dependency (ComfyUI brings its own build, which pip must not replace), so

@@ -5,8 +5,8 @@ on the latent that lower the sliced W1 distance: random 3-D rotations give ortho
 both distributions are projected on each, and the 1-D W1 is the mean gap between the sorted pixel
 projections and the palette's quantile function at the same levels (the palette is a weighted discrete
 distribution). The original method backpropagates through the UNet and the VAE (8 passes per step);
-here the gradient goes through a decoder only: SDXL's linear latent-to-RGB preview map (``fast``,
-nearly free) or the VAE decoder (``exact``).
+here the gradient goes through a decoder only: the model family's linear latent-to-RGB preview map
+(``fast``, nearly free) or the VAE decoder (``exact``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .alignment import check_palette_weights
 from .errors import InputShapeError
+from .latent_family import SDXL, LatentFamily
 from .latent_rgb import fast_decode
 
 Decoder = Callable[[Tensor], Tensor]
@@ -83,7 +84,7 @@ def colour_jacobian(latent: Tensor, rgb: Tensor) -> Tensor:
     """Least-squares linear map ``[C, 3]`` from latent vectors to the mean decoded colour of their pixel blocks.
 
     For the fast decoder this is its own matrix; for a VAE decoder it is the local linear colour
-    response (what ComfyUI's preview factors approximate for SDXL) used to precondition the steps.
+    response (what ComfyUI's preview factors approximate) used to precondition the steps.
     """
     b, c, h, w = latent.shape
     blocks = torch.nn.functional.adaptive_avg_pool2d(rgb.movedim(-1, 1), (h, w))  # [B, 3, h, w]
@@ -113,6 +114,7 @@ def guide(
     rotations: int = DEFAULT_ROTATIONS,
     max_pixels: int | None = 65536,
     seed: int = 0,
+    family: LatentFamily = SDXL,
 ) -> Tensor:
     """``steps`` gradient steps on ``latent [B, C, h, w]`` pulling its decoded colours toward the palette.
 
@@ -122,7 +124,7 @@ def guide(
     reported distance. Steps are Gauss-Newton preconditioned with the decoder's linear colour response
     (:func:`colour_jacobian`, fitted on the first decode) and scaled so that ``strength`` 1 moves every
     colour about ``DEFAULT_STEP`` of the way to its transport target per step. ``decode(latent) ->
-    image [B, H, W, 3]`` must be differentiable; ``None`` is the fast SDXL preview map. At most
+    image [B, H, W, 3]`` must be differentiable; ``None`` is ``family``'s fast preview map. At most
     ``max_pixels`` random pixels per image enter the loss. Autograd runs even under
     ``torch.inference_mode`` (ComfyUI samples in it); only the decoder is differentiated.
     """
@@ -130,7 +132,8 @@ def guide(
         raise InputShapeError(f"steps: {steps} must be >= 0")
     if latent.ndim != 4:
         raise InputShapeError(f"latent: shape {tuple(latent.shape)}; expected [B, C, h, w]")
-    decode = decode or fast_decode
+    if decode is None:
+        decode = lambda z: fast_decode(z, family)  # noqa: E731
     g = torch.Generator().manual_seed(seed)
     # SW2^2 = mean over pixels and directions; its pixel gradient is ~ 2/(3 N) of the displacement
     scale = strength * DEFAULT_STEP * 1.5 * latent.shape[2] * latent.shape[3]
@@ -180,9 +183,11 @@ def guide(
     return z
 
 
-def palette_distance(latent: Tensor, colors: Tensor, weights: Tensor | None = None, seed: int = 0) -> Tensor:
-    """Sliced W1 ``[B]`` between the fast-decoded latent (clamped to [0, 1]) and the palette (a cheap monitor)."""
+def palette_distance(
+    latent: Tensor, colors: Tensor, weights: Tensor | None = None, seed: int = 0, family: LatentFamily = SDXL
+) -> Tensor:
+    """Sliced W1 ``[B]`` between the fast-decoded latent (clamped to [0, 1]) and the palette (SPEC §9 monitor)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        rgb = fast_decode(latent).clamp(0, 1)
+        rgb = fast_decode(latent, family).clamp(0, 1)
         return sliced_w1(rgb.reshape(rgb.shape[0], -1, 3), colors, weights, _directions(DEFAULT_ROTATIONS, g))

@@ -168,7 +168,7 @@ def test_bad_inputs_fail_before_sampling(host, model, vae):
     Palette = host.pack.palette_core.palette.Palette
     flux_like = tiny_vae()
     flux_like.latent_channels = 16  # what comfy.sd.VAE reports for a 16-channel (Flux/SD3) VAE
-    with pytest.raises(errors.IncompatibleModelError, match="4-channel latents"):
+    with pytest.raises(errors.IncompatibleModelError, match="samples 4-channel"):
         run_node("PaletteAlign", model=model, vae=flux_like, palette=palette(host), stop_percent=0.2, strength=1.0)
     no_weight = Palette(torch.rand(2, 3), torch.zeros(2))  # built directly, bypassing the parser's check
     with pytest.raises(errors.PaletteError, match="weights sum to 0"):
