@@ -33,6 +33,8 @@ SOCKETS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     "CheckpointLoaderSimple": ([("ckpt_name", W)], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
     "CLIPTextEncode": ([("text", W), ("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")]),
     "EmptyLatentImage": ([("width", W), ("height", W), ("batch_size", W)], [("LATENT", "LATENT")]),
+    "EmptySD3LatentImage": ([("width", W), ("height", W), ("batch_size", W)], [("LATENT", "LATENT")]),
+    "FluxGuidance": ([("conditioning", "CONDITIONING"), ("guidance", W)], [("CONDITIONING", "CONDITIONING")]),
     "KSampler": (
         [
             ("model", "MODEL"),
@@ -255,20 +257,65 @@ PALETTE_GROUP = "#3f789e"
 MODEL_GROUP = "#444444"
 
 
-def base_txt2img(prompt: str, model_src: tuple[int, int], prefix: str) -> list[Node]:
-    """Checkpoint, prompts, empty latent, sampler, decode and save: nodes 1-4 and 10-12."""
-    return [
-        Node(1, "CheckpointLoaderSimple", (40, 120), (340, 100), {"ckpt_name": CHECKPOINT}, "Load Checkpoint (SDXL)"),
+@dataclass(frozen=True)
+class Family:
+    """What a text-to-image graph needs to know about a model family: checkpoint, latent node, sampler."""
+
+    label: str
+    checkpoint: str
+    latent: str
+    size: int
+    sampler: dict
+    flux_guidance: float | None = None  # guidance-distilled Flux: FluxGuidance on the prompt, cfg 1
+
+
+SDXL_FAMILY = Family("SDXL", CHECKPOINT, "EmptyLatentImage", 1024, SAMPLER)
+SD15_FAMILY = Family(
+    "SD1.5",
+    "v1-5-pruned-emaonly.safetensors",
+    "EmptyLatentImage",
+    512,
+    {**SAMPLER, "steps": 25, "cfg": 7.0},
+)
+SD35_FAMILY = Family(
+    "SD3.5",
+    "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors",
+    "EmptySD3LatentImage",
+    1024,
+    {**SAMPLER, "steps": 28, "cfg": 4.5, "sampler_name": "euler", "scheduler": "sgm_uniform"},
+)
+FLUX_FAMILY = Family(
+    "Flux",
+    "flux1-dev-fp8.safetensors",
+    "EmptySD3LatentImage",
+    1024,
+    {**SAMPLER, "steps": 20, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple"},
+    flux_guidance=3.5,
+)
+
+
+def base_txt2img(prompt: str, model_src: tuple[int, int], prefix: str, family: Family = SDXL_FAMILY) -> list[Node]:
+    """Checkpoint, prompts, empty latent, sampler, decode and save: nodes 1-4 and 10-12 (14 for Flux guidance)."""
+    positive = (14, 0) if family.flux_guidance is not None else (2, 0)
+    nodes = [
+        Node(
+            1,
+            "CheckpointLoaderSimple",
+            (40, 120),
+            (340, 100),
+            {"ckpt_name": family.checkpoint},
+            f"Load Checkpoint ({family.label})",
+        ),
         Node(2, "CLIPTextEncode", (40, 290), (340, 150), {"text": prompt}, "Positive Prompt", {"clip": (1, 1)}),
         Node(
             3, "CLIPTextEncode", (40, 480), (340, 110), {"text": NEGATIVE_PROMPT}, "Negative Prompt", {"clip": (1, 1)}
         ),
         Node(
             4,
-            "EmptyLatentImage",
+            family.latent,
             (40, 640),
             (340, 110),
-            {"width": 1024, "height": 1024, "batch_size": 1},
+            {"width": family.size, "height": family.size, "batch_size": 1},
             "Empty Latent Image",
         ),
         Node(
@@ -276,13 +323,26 @@ def base_txt2img(prompt: str, model_src: tuple[int, int], prefix: str) -> list[N
             "KSampler",
             (1260, 120),
             (320, 270),
-            dict(SAMPLER),
+            dict(family.sampler),
             "KSampler",
-            {"model": model_src, "positive": (2, 0), "negative": (3, 0), "latent_image": (4, 0)},
+            {"model": model_src, "positive": positive, "negative": (3, 0), "latent_image": (4, 0)},
         ),
         Node(11, "VAEDecode", (1260, 440), (210, 50), {}, "VAE Decode", {"samples": (10, 0), "vae": (1, 2)}),
         Node(12, "SaveImage", (1620, 120), (420, 470), {"filename_prefix": prefix}, "Save Image", {"images": (11, 0)}),
     ]
+    if family.flux_guidance is not None:
+        nodes.append(
+            Node(
+                14,
+                "FluxGuidance",
+                (1260, 540),
+                (320, 60),
+                {"guidance": family.flux_guidance},
+                "Flux Guidance",
+                {"conditioning": (2, 0)},
+            )
+        )
+    return nodes
 
 
 def palette_nodes(text: str, x: int = 440, y: int = 120, preview_y: int = 430) -> list[Node]:
@@ -449,6 +509,60 @@ TRAINING_FREE_ALIGNMENT = Workflow(
     [("Palette control", (420, 40, 820, 640), PALETTE_GROUP)],
 )
 
+
+def palette_align_for(family: Family, name: str, prompt: str, palette: str, advice: str) -> Workflow:
+    """Palette Align on one model family's checkpoint: the training_free_alignment graph with its loader."""
+    return Workflow(
+        name,
+        f"Training-free: zero-shot palette alignment on {family.label}",
+        f"Palette Align on a {family.label} checkpoint: the model's predicted image is rearranged at every step to use "
+        "exactly the palette's colours in the palette's proportions. No adapter weights.",
+        [
+            *base_txt2img(prompt, (9, 0), f"palette_align_{name.rsplit('_', 1)[-1]}", family),
+            *palette_nodes(palette, preview_y=400),
+            Node(
+                9,
+                "PaletteAlign",
+                (840, 120),
+                (380, 150),
+                {"stop_percent": 0.2, "strength": 1.0},
+                "Palette Align (zero-shot)",
+                {"model": (1, 0), "vae": (1, 2), "palette": (5, 0)},
+            ),
+            note(13, advice, (840, 320)),
+        ],
+        [("Palette control", (420, 40, 820, 640), PALETTE_GROUP)],
+    )
+
+
+PALETTE_ALIGN_SD15 = palette_align_for(
+    SD15_FAMILY,
+    "palette_align_sd15",
+    "a cosy reading corner with plants and a cat, illustration",
+    "#606c38, #283618, #fefae0:2, #dda15e, #bc6c25",
+    f"Any SD1.5 checkpoint (models/checkpoints, e.g. {SD15_FAMILY.checkpoint}); 512 x 512. Palette Align reads the "
+    "model's latent format, so the same node works on SD1.5, SDXL, SD3.5 and Flux.\n\nstop_percent 0.2 leaves "
+    "the last steps for detail.",
+)
+PALETTE_ALIGN_SD35 = palette_align_for(
+    SD35_FAMILY,
+    "palette_align_sd35",
+    "a lighthouse on a rocky coast at dawn, poster art",
+    "#003049, #d62828, #f77f00, #fcbf49:2, #eae2b7",
+    f"An SD3.5 checkpoint with its text encoders (models/checkpoints, e.g. {SD35_FAMILY.checkpoint}); "
+    "Empty SD3 Latent Image makes its 16-channel latents.\n\nstop_percent 0.2 leaves the last steps for "
+    "detail; lower strength for a looser match.",
+)
+PALETTE_ALIGN_FLUX = palette_align_for(
+    FLUX_FAMILY,
+    "palette_align_flux",
+    "a fox in a snowy forest, flat vector illustration",
+    "#0d1b2a, #1b263b, #415a77, #778da9, #e0e1dd:2",
+    f"A Flux checkpoint with its text encoders (models/checkpoints, e.g. {FLUX_FAMILY.checkpoint}). Flux dev and "
+    "schnell are guidance-distilled: cfg stays 1 (the negative prompt is unused) and Flux Guidance sets the "
+    "strength of the prompt; Palette Align acts at cfg 1 too.\n\nschnell: 4 steps.",
+)
+
 SW_PALETTE_GUIDANCE = Workflow(
     "sw_palette_guidance",
     "Training-free: sliced-Wasserstein palette guidance",
@@ -536,6 +650,9 @@ WORKFLOW_LIST = [
     TRAINING_FREE_ALIGNMENT,
     SW_PALETTE_GUIDANCE,
     RECOLOR_IMAGE,
+    PALETTE_ALIGN_SD15,
+    PALETTE_ALIGN_SD35,
+    PALETTE_ALIGN_FLUX,
 ]
 
 

@@ -39,6 +39,9 @@ EXPECTED = {
     "sw_palette_guidance": {"PaletteGuidance", "PaletteInput"},
     "recolor_image": {"LoadImage", "PaletteRecolor", "SaveImage"},
     "colorize_with_palette": {"LoadImage", "PaletteRecolor", "LuminanceLock"},
+    "palette_align_sd15": {"PaletteAlign", "PaletteInput", "EmptyLatentImage"},
+    "palette_align_sd35": {"PaletteAlign", "PaletteInput", "EmptySD3LatentImage"},
+    "palette_align_flux": {"PaletteAlign", "PaletteInput", "EmptySD3LatentImage", "FluxGuidance"},
 }
 
 
