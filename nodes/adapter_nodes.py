@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import comfy.model_management
+import comfy.model_patcher
 import folder_paths
 from comfy_api.latest import io
 
@@ -324,13 +326,21 @@ class ApplyPaletteAdapter(io.ComfyNode):
             )
         layers = pa.select_layers(adapter.layers, parse_blocks(blocks))
         sampling = m.get_model_object("model_sampling")
+        weights = private_copy(adapter, layers).to(comfy.model_management.unet_offload_device())
+        # model management loads, counts and offloads the adapter's weights with the model (AdapterRun.models)
+        patcher = comfy.model_patcher.ModelPatcher(
+            weights,
+            load_device=comfy.model_management.get_torch_device(),
+            offload_device=comfy.model_management.unet_offload_device(),
+        )
         run = AdapterRun(
-            private_copy(adapter, layers),
+            weights,
             as_condition(condition),
             negative,
             weight,
             sampling.percent_to_sigma(start_percent),
             sampling.percent_to_sigma(end_percent),
+            patcher=patcher,
         )
         replace = m.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
         for name in layers:

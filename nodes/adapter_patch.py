@@ -32,7 +32,13 @@ def comfy_attention(q: Tensor, k: Tensor, v: Tensor, extra_options: Mapping) -> 
 
 
 class AdapterRun:
-    """One application of an adapter: its weights (a private copy), branch conditions, scale and window."""
+    """One application of an adapter: its weights (a private copy), branch conditions, scale and window.
+
+    Inside ComfyUI ``patcher`` is a ModelPatcher around ``adapter``: :meth:`models` hands it to ComfyUI's
+    model management, which loads, counts and offloads the weights with the model, so :meth:`to` then
+    leaves them where model management put them. Without one (contract tests, other hosts) :meth:`to`
+    moves them.
+    """
 
     def __init__(
         self,
@@ -43,8 +49,10 @@ class AdapterRun:
         sigma_start: float = float("inf"),
         sigma_end: float = 0.0,
         attention: Callable[[Tensor, Tensor, Tensor, Mapping], Tensor] = comfy_attention,
+        patcher: object | None = None,
     ) -> None:
         self.adapter = adapter
+        self.patcher = patcher
         self.positive, self.negative = branch_conditions(positive, negative)
         self.weight = float(weight)
         self.sigma_start, self.sigma_end = float(sigma_start), float(sigma_end)
@@ -56,10 +64,15 @@ class AdapterRun:
         return self  # ModelPatcher.clone() deep-copies model_options: share the weights instead
 
     def to(self, device_or_dtype: torch.device | torch.dtype | str) -> AdapterRun:
-        """Follow the model between devices and dtypes (ModelPatcher.model_patches_to)."""
-        self.adapter.to(device_or_dtype)
+        """Follow the model between devices and dtypes (ModelPatcher.model_patches_to) unless a patcher manages it."""
+        if self.patcher is None:
+            self.adapter.to(device_or_dtype)
         self._tokens.clear()
         return self
+
+    def models(self) -> list:
+        """The ModelPatcher of the adapter's weights, for ComfyUI's model management (empty without one)."""
+        return [] if self.patcher is None else [self.patcher]
 
     def active(self, sigmas: Tensor | None) -> bool:
         """True inside the start/end window (in sigma) with a non-zero weight."""
@@ -107,6 +120,11 @@ class PaletteAttn2Patch:
             self.previous = self.previous.to(device_or_dtype)
         return self
 
+    def models(self) -> list:
+        """The adapter's ModelPatcher and those of a chained patch (ModelPatcher.model_patches_models)."""
+        chained = self.previous.models() if hasattr(self.previous, "models") else []
+        return [*self.run.models(), *chained]
+
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, extra_options: dict) -> Tensor:
         run = self.run
         if self.previous is not None:
@@ -117,7 +135,8 @@ class PaletteAttn2Patch:
             return out
         cond_or_uncond = extra_options["cond_or_uncond"]
         tokens = run.tokens(cond_or_uncond, q.shape[0] // len(cond_or_uncond), q.device, q.dtype)
-        w_k, w_v = run.adapter.kv_weights(self.layer)
+        # model management may hold the weights on another device than this evaluation (low-VRAM modes)
+        w_k, w_v = (w.to(device=q.device) for w in run.adapter.kv_weights(self.layer))
         host = lambda a, b, c, _heads: run.attention(a, b, c, extra_options)  # noqa: E731  (heads are in extra_options)
         extra = decoupled_attention(q, tokens, w_k, w_v, extra_options["n_heads"], host)
         run.calls[self.layer] = run.calls.get(self.layer, 0) + 1

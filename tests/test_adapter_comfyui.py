@@ -146,6 +146,30 @@ def test_chains_another_packs_replace_patch_and_clone_shares_weights(host, model
     assert clone.model_options["transformer_options"]["patches_replace"]["attn2"][("output", 1, 0)] is patch
 
 
+def test_model_management_loads_counts_and_offloads_the_adapter_weights(host, model, adapter):
+    import comfy.model_management as mm
+
+    patched = apply(model, adapter, palette(host), blocks=f"{BLOCK}, mid_block.attentions.0")
+    handed = patched.model_patches_models()
+    patchers = {id(p): p for p in handed}
+    assert len(patchers) == 1, "every layer's patch hands over the one shared adapter"
+    (patcher,) = patchers.values()
+    weights = next(iter(patched.model_options["transformer_options"]["patches_replace"]["attn2"].values())).run.adapter
+    assert patcher.model is weights and weights is not adapter  # the private copy, never the loader's value
+    assert patcher.model_size() == sum(t.numel() * t.element_size() for t in weights.state_dict().values())
+    assert patcher.model_size() < sum(t.numel() * t.element_size() for t in adapter.state_dict().values())
+
+    mm.load_models_gpu([patched])
+    loaded = [m.model for m in mm.current_loaded_models]
+    assert any(m is patcher for m in loaded), "the adapter's weights were not loaded with the model"
+    before = sample(patched)
+    again = sample(patched)  # a second run reuses what is loaded
+    assert torch.equal(before, again)
+    mm.unload_all_models()
+    assert not any(m.model is patcher for m in mm.current_loaded_models)
+    assert torch.equal(sample(patched), before)  # reloaded from the offload device, same result
+
+
 def test_entropy_distance_controls_change_the_output(host, model, adapter):
     pal = palette(host)
     base = sample(apply(model, adapter, pal))
