@@ -480,6 +480,20 @@ HISTOGRAM_FROM_REFERENCE = Workflow(
     [("Colour reference", (420, 40, 820, 800), PALETTE_GROUP)],
 )
 
+
+def palette_align_node() -> Node:
+    """Palette Align (node 9) between the checkpoint (model, VAE) and the Palette node, at the paper's settings."""
+    return Node(
+        9,
+        "PaletteAlign",
+        (840, 120),
+        (380, 150),
+        {"stop_percent": 0.2, "strength": 1.0},
+        "Palette Align (zero-shot)",
+        {"model": (1, 0), "vae": (1, 2), "palette": (5, 0)},
+    )
+
+
 TRAINING_FREE_ALIGNMENT = Workflow(
     "training_free_alignment",
     "Training-free: zero-shot palette alignment",
@@ -489,15 +503,7 @@ TRAINING_FREE_ALIGNMENT = Workflow(
     [
         *base_txt2img("a hot air balloon festival over rolling hills, illustration", (9, 0), "palette_align"),
         *palette_nodes("#ffbe0b, #fb5607, #ff006e:2, #8338ec, #3a86ff", preview_y=330),
-        Node(
-            9,
-            "PaletteAlign",
-            (840, 120),
-            (380, 150),
-            {"stop_percent": 0.2, "strength": 1.0},
-            "Palette Align (zero-shot)",
-            {"model": (1, 0), "vae": (1, 2), "palette": (5, 0)},
-        ),
+        palette_align_node(),
         note(
             13,
             "Any SDXL checkpoint (models/checkpoints); no adapter needed.\n\nstop_percent: the last fraction of "
@@ -520,15 +526,7 @@ def palette_align_for(family: Family, name: str, prompt: str, palette: str, advi
         [
             *base_txt2img(prompt, (9, 0), f"palette_align_{name.rsplit('_', 1)[-1]}", family),
             *palette_nodes(palette, preview_y=400),
-            Node(
-                9,
-                "PaletteAlign",
-                (840, 120),
-                (380, 150),
-                {"stop_percent": 0.2, "strength": 1.0},
-                "Palette Align (zero-shot)",
-                {"model": (1, 0), "vae": (1, 2), "palette": (5, 0)},
-            ),
+            palette_align_node(),
             note(13, advice, (840, 320)),
         ],
         [("Palette control", (420, 40, 820, 640), PALETTE_GROUP)],
