@@ -17,13 +17,13 @@ import importlib
 
 import pytest
 import torch
-from comfyhost import init_random_, load_comfyui, requires_comfyui, run_node, sdxl_conditioning, tiny_sdxl
+from comfyhost import init_random_, load_comfyui, requires_comfyui, run_node, sdxl_conditioning
+from family_models import FAMILY_NAMES, family_model
 
 pytestmark = [requires_comfyui, pytest.mark.comfyui]
 
 SIZE = 64  # an 8x8 latent
 STEPS = 2
-FAMILY_NAMES = ["SD15", "SDXL", "SD3", "Flux"]
 CFG = {"SD15": 4.0, "SDXL": 4.0, "SD3": 4.0, "Flux": 1.0}  # Flux dev/schnell are sampled at cfg 1
 PALETTE_TEXT = "#e63946:2, #f1faee, #1d3557"
 
@@ -31,86 +31,6 @@ PALETTE_TEXT = "#e63946:2, #f1faee, #1d3557"
 @pytest.fixture(scope="module")
 def host():
     return load_comfyui()
-
-
-def _patcher(model):
-    import comfy.model_management
-    import comfy.model_patcher
-
-    device = comfy.model_management.get_torch_device()
-    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
-
-
-def tiny_model(name: str, seed: int = 0):
-    """A small random-weight ComfyUI model of family ``name`` as a ModelPatcher on the CPU."""
-    import comfy.supported_models as sm
-
-    if name == "SDXL":
-        return tiny_sdxl(seed=seed)
-    if name == "SD15":
-        config = dict(sm.SD15.unet_config)
-        config.update(
-            model_channels=32,
-            in_channels=4,
-            out_channels=4,
-            num_res_blocks=[1, 1],
-            channel_mult=[1, 2],
-            transformer_depth=[1, 1],
-            transformer_depth_output=[1, 1, 1, 1],
-            transformer_depth_middle=1,
-            image_size=32,
-            use_checkpoint=False,
-            use_spatial_transformer=True,
-            legacy=False,
-            num_classes=None,
-        )
-        model_config = sm.SD15(config)
-    elif name == "SD3":
-        depth = 2  # MMDiT: hidden size 64 * depth, depth heads of 64
-        model_config = sm.SD3(
-            {
-                "in_channels": 16,
-                "out_channels": 16,
-                "patch_size": 2,
-                "depth": depth,
-                "input_size": None,
-                "adm_in_channels": 2048,
-                "context_embedder_config": {
-                    "target": "torch.nn.Linear",
-                    "params": {"in_features": 4096, "out_features": 64 * depth},
-                },
-                "num_patches": 256,
-                "pos_embed_max_size": 16,
-                "pos_embed_scaling_factor": None,
-                "x_block_self_attn_layers": [],
-            }
-        )
-    elif name == "Flux":
-        model_config = sm.Flux(
-            {
-                "image_model": "flux",
-                "guidance_embed": True,
-                "in_channels": 16,
-                "out_channels": 16,
-                "patch_size": 2,
-                "vec_in_dim": 768,
-                "context_in_dim": 4096,
-                "hidden_size": 64,
-                "mlp_ratio": 2.0,
-                "num_heads": 2,
-                "depth": 1,
-                "depth_single_blocks": 1,
-                "axes_dim": [4, 14, 14],
-                "theta": 10000,
-                "qkv_bias": True,
-            }
-        )
-    else:
-        raise ValueError(name)
-    model_config.set_inference_dtype(torch.float32, None)
-    model = model_config.get_model({})
-    init_random_(model.diffusion_model, seed)
-    return _patcher(model)
 
 
 def conditioning(name: str, seed: int, batch: int = 1):
@@ -233,7 +153,7 @@ def cached_model(name: str):
     """The family's tiny model, built once per session (tests clone it before patching)."""
     if name not in _models:
         with torch.inference_mode():
-            _models[name] = tiny_model(name)
+            _models[name] = family_model(name)
     return _models[name]
 
 
@@ -338,6 +258,7 @@ def test_palette_guidance_exact_and_the_encode_path_of_a_real_vae(host, family):
     )
     guided = run_sample(g, name)
     plain = run_sample(model, name)
+    assert g.model_options["sampler_post_cfg_function"][-1].calls == STEPS
     emd = importlib.import_module(f"{host.pack.__name__}.palette_core.distance").palette_emd
     with torch.inference_mode():
         before = emd(vae.decode(plain), pal.colors, pal.weights)

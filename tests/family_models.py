@@ -1,0 +1,131 @@
+"""Random-weight ComfyUI models of each image family (SD1.5, SDXL, SD3, Flux), tiny or full-size.
+
+Built from ComfyUI's own classes (``comfy.supported_models`` configs: real layer types, latent formats and
+``model_sampling``) for the integration tests (tiny) and ``bench/bench_families.py`` (both sizes). Needs
+ComfyUI loaded first (``comfyhost.load_comfyui``).
+"""
+
+from __future__ import annotations
+
+import torch
+from comfyhost import init_random_, sdxl_model_config, tiny_sdxl
+
+FAMILY_NAMES = ["SD15", "SDXL", "SD3", "Flux"]
+
+# Per family and size, what differs from ComfyUI's config: tiny keeps the layer types with few channels and
+# blocks; full is the layout model_detection finds in the released checkpoints (SD3: medium).
+SD15_UNET = {
+    "tiny": {
+        "model_channels": 32,
+        "num_res_blocks": [1, 1],
+        "channel_mult": [1, 2],
+        "transformer_depth": [1, 1],
+        "transformer_depth_output": [1, 1, 1, 1],
+    },
+    "full": {
+        "num_res_blocks": [2, 2, 2, 2],
+        "channel_mult": [1, 2, 4, 4],
+        "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+        "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        "num_heads": 8,
+        "use_temporal_resblock": False,
+    },
+}
+SD3_DEPTH = {"tiny": (2, 256, 16), "full": (24, 36864, 192)}  # depth (hidden size 64 * depth), patches, pos embed
+FLUX_DIT = {
+    "tiny": {
+        "hidden_size": 64,
+        "mlp_ratio": 2.0,
+        "num_heads": 2,
+        "depth": 1,
+        "depth_single_blocks": 1,
+        "axes_dim": [4, 14, 14],
+    },
+    "full": {
+        "hidden_size": 3072,
+        "mlp_ratio": 4.0,
+        "num_heads": 24,
+        "depth": 19,
+        "depth_single_blocks": 38,
+        "axes_dim": [16, 56, 56],
+    },
+}
+
+
+def patcher(model):
+    """``model`` as a ModelPatcher that loads and offloads on ComfyUI's torch device."""
+    import comfy.model_management
+    import comfy.model_patcher
+
+    device = comfy.model_management.get_torch_device()
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+
+
+def model_config(name: str, size: str):
+    """ComfyUI's model config of family ``name`` at ``size`` ("tiny" or "full")."""
+    import comfy.supported_models as sm
+
+    if name == "SD15":
+        config = dict(sm.SD15.unet_config)
+        config.update(
+            in_channels=4,
+            out_channels=4,
+            transformer_depth_middle=1,
+            image_size=32,
+            use_checkpoint=False,
+            use_spatial_transformer=True,
+            legacy=False,
+            num_classes=None,
+            **SD15_UNET[size],
+        )
+        return sm.SD15(config)
+    if name == "SD3":
+        depth, patches, pos_embed = SD3_DEPTH[size]
+        return sm.SD3(
+            {
+                "in_channels": 16,
+                "out_channels": 16,
+                "patch_size": 2,
+                "depth": depth,
+                "input_size": None,
+                "adm_in_channels": 2048,
+                "context_embedder_config": {
+                    "target": "torch.nn.Linear",
+                    "params": {"in_features": 4096, "out_features": 64 * depth},
+                },
+                "num_patches": patches,
+                "pos_embed_max_size": pos_embed,
+                "pos_embed_scaling_factor": None,
+                "x_block_self_attn_layers": [],
+            }
+        )
+    if name == "Flux":
+        return sm.Flux(
+            {
+                "image_model": "flux",
+                "guidance_embed": True,
+                "in_channels": 16,
+                "out_channels": 16,
+                "patch_size": 2,
+                "vec_in_dim": 768,
+                "context_in_dim": 4096,
+                "theta": 10000,
+                "qkv_bias": True,
+                **FLUX_DIT[size],
+            }
+        )
+    raise ValueError(f"no {size} config for family {name!r}; families: {FAMILY_NAMES}")
+
+
+def family_model(name: str, size: str = "tiny", dtype: torch.dtype = torch.float32, seed: int = 0):
+    """A random-weight ComfyUI model of family ``name`` at ``size`` as a ModelPatcher."""
+    if name == "SDXL":
+        if size == "tiny":
+            return tiny_sdxl(seed=seed)
+        config = sdxl_model_config(320, dtype)
+    else:
+        config = model_config(name, size)
+        config.set_inference_dtype(dtype, None)
+    model = config.get_model({})
+    init_random_(model.diffusion_model, seed)
+    return patcher(model)
