@@ -35,7 +35,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 import torch  # noqa: E402
 from family_models import FAMILY_NAMES, family_model  # noqa: E402
 
-CFG = {"SD15": 4.0, "SDXL": 4.0, "SD3": 4.0, "Flux": 1.0}
 FULL_GB = {"SD15": 3.4, "SDXL": 10.3, "SD3": 8.3, "Flux": 47.6}  # fp32 weights
 
 
@@ -72,26 +71,9 @@ def variants(host, name: str, model, steps_per_sample: int, exact: bool) -> dict
 
 def one_step(model, name: str, side: int, seed: int = 0) -> None:
     """One euler step of ComfyUI's KSampler path on a ``side x side`` latent (batch 1)."""
-    import comfy.sample
-    from test_families_comfyui import conditioning
+    from test_families_comfyui import run_sample
 
-    channels = model.get_model_object("latent_format").latent_channels
-    latent = torch.zeros(1, channels, side, side)
-    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
-    with torch.inference_mode():
-        comfy.sample.sample(
-            model,
-            noise,
-            1,
-            CFG[name],
-            "euler",
-            "normal",
-            conditioning(name, 1),
-            conditioning(name, 2),
-            latent,
-            seed=seed,
-            disable_pbar=True,
-        )
+    run_sample(model, name, seed=seed, steps=1, side=side)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 

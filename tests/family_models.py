@@ -11,6 +11,7 @@ import torch
 from comfyhost import init_random_, sdxl_model_config, tiny_sdxl
 
 FAMILY_NAMES = ["SD15", "SDXL", "SD3", "Flux"]
+CFG = {"SD15": 4.0, "SDXL": 4.0, "SD3": 4.0, "Flux": 1.0}  # Flux dev/schnell are sampled at cfg 1
 
 # Per family and size, what differs from ComfyUI's config: tiny keeps the layer types with few channels and
 # blocks; full is the layout model_detection finds in the released checkpoints (SD3: medium).

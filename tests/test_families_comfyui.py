@@ -18,13 +18,12 @@ import importlib
 import pytest
 import torch
 from comfyhost import init_random_, load_comfyui, requires_comfyui, run_node, sdxl_conditioning
-from family_models import FAMILY_NAMES, family_model
+from family_models import CFG, FAMILY_NAMES, family_model
 
 pytestmark = [requires_comfyui, pytest.mark.comfyui]
 
 SIZE = 64  # an 8x8 latent
 STEPS = 2
-CFG = {"SD15": 4.0, "SDXL": 4.0, "SD3": 4.0, "Flux": 1.0}  # Flux dev/schnell are sampled at cfg 1
 PALETTE_TEXT = "#e63946:2, #f1faee, #1d3557"
 
 
@@ -47,18 +46,18 @@ def conditioning(name: str, seed: int, batch: int = 1):
     return [[torch.randn(batch, 8, 4096, generator=g), extra]]
 
 
-def run_sample(model, name: str, callback=None, seed: int = 0) -> torch.Tensor:
-    """Sample through ComfyUI's KSampler path; returns the VAE-space latent, as the KSampler node does."""
+def run_sample(model, name: str, callback=None, seed: int = 0, steps: int = STEPS, side: int = SIZE // 8):
+    """Sample a ``side x side`` latent through ComfyUI's KSampler path; the VAE-space latent, as KSampler gives it."""
     import comfy.sample
 
     channels = model.get_model_object("latent_format").latent_channels
-    latent = torch.zeros(1, channels, SIZE // 8, SIZE // 8)
+    latent = torch.zeros(1, channels, side, side)
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         out = comfy.sample.sample(
             model,
             noise,
-            STEPS,
+            steps,
             CFG[name],
             "euler",
             "normal",
