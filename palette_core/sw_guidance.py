@@ -11,6 +11,7 @@ here the gradient goes through a decoder only: the model family's linear latent-
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
@@ -22,6 +23,8 @@ from .latent_family import SDXL, LatentFamily
 from .latent_rgb import fast_decode
 
 Decoder = Callable[[Tensor], Tensor]
+log = logging.getLogger(__name__)
+
 DEFAULT_ROTATIONS = 16  # 48 directions
 DEFAULT_STEP = 0.5  # fraction of the way to the transport target each colour moves per step at strength 1
 
@@ -155,6 +158,12 @@ def guide(
             directions = _directions(rotations, g)
             z.requires_grad_(True)
             rgb = decode(z)
+            if not bool(torch.isfinite(rgb).all()):
+                # a decoder can overflow (fp16 VAEs do): no step from here can be trusted, keep the last good point
+                log.warning("palette guidance: the decoder returned NaN or infinite colours; the step is left unguided")
+                z = best if best is not None else latent.detach().clone()
+                best = None
+                break
             precond = _preconditioner(colour_jacobian(z, rgb)).to(z.device)  # refitted: decoders are not linear
             px = pixels_of(rgb)
             loss = sliced_wasserstein(px, colors, weights, directions, power=2)

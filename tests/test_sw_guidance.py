@@ -193,3 +193,28 @@ def test_guidance_patch_is_reproducible_across_runs():
     first = patch({"denoised": den, "sigma": torch.tensor([4.0]), "model": None})
     patch({"denoised": den, "sigma": torch.tensor([2.0]), "model": None})
     assert torch.equal(patch({"denoised": den, "sigma": torch.tensor([4.0]), "model": None}), first)
+
+
+def test_a_decoder_that_overflows_leaves_the_latent_unguided_instead_of_failing(caplog):
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    colors = torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.1, 0.9]])
+    calls = []
+
+    def nan_from_call(n):
+        def decode(z):
+            calls.append(1)
+            rgb = fast_decode(z)
+            return rgb if len(calls) < n else rgb * float("nan")
+
+        return decode
+
+    always_nan = S.guide(latent, colors, steps=3, decode=lambda z: fast_decode(z) * float("inf"))
+    assert torch.equal(always_nan, latent)
+    assert "NaN or infinite" in caplog.text
+    # the first step's point could not be checked (its decode failed): the input comes back
+    assert torch.equal(S.guide(latent, colors, steps=3, decode=nan_from_call(2)), latent)
+    calls.clear()
+    # the first step's point decoded fine before the failure: it is kept, and it is closer to the palette
+    kept = S.guide(latent, colors, steps=3, decode=nan_from_call(3))
+    assert torch.isfinite(kept).all() and not torch.equal(kept, latent)
+    assert float(S.palette_distance(kept, colors)) < float(S.palette_distance(latent, colors))
