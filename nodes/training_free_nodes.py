@@ -53,7 +53,7 @@ def _format_family(fmt) -> LatentFamily:
 
 
 def model_family(model, node: str) -> LatentFamily:
-    """The latent family of the model's own ``latent_format`` (SPEC §9), or IncompatibleModelError."""
+    """The latent family of the model's own ``latent_format`` (docs/training-free.md), or IncompatibleModelError."""
     fmt = model.get_model_object("latent_format")
     try:
         return _format_family(fmt)

@@ -432,7 +432,7 @@ def load_adapter(
 
 
 def untrained_sdxl(blocks: Sequence[str] | None = None, seed: int = 0) -> PaletteAdapter:
-    """An *untrained* SDXL adapter (SPEC §6) for ``blocks`` (default: the paper's block), seeded random weights.
+    """An *untrained* SDXL adapter (paper §3.2) for ``blocks`` (default: the paper's block), seeded random weights.
 
     Its random weights visibly change images but not toward the palette: it exists so workflows can be
     built and tested before trained weights do.
@@ -447,17 +447,17 @@ def untrained_sdxl(blocks: Sequence[str] | None = None, seed: int = 0) -> Palett
 
 
 def adapter_nbytes(adapter: PaletteAdapter) -> int:
-    """Bytes of the adapter's tensors: about the size of its SPEC §6 file."""
+    """Bytes of the adapter's tensors: about the size of its file (README.md, 'The Palette-Adapter in ComfyUI')."""
     return sum(t.numel() * t.element_size() for t in adapter.state_dict().values())
 
 
 def write_untrained_sdxl(out: str | os.PathLike, blocks: Sequence[str] | None = None, seed: int = 0) -> Path:
-    """Write :func:`untrained_sdxl` to ``out`` (``trained_steps`` 0, SPEC §6)."""
+    """Write :func:`untrained_sdxl` to ``out`` with ``trained_steps`` 0 (paper §3.2; file format in README.md)."""
     return save_untrained(untrained_sdxl(blocks, seed), out, seed)
 
 
 def save_untrained(adapter: PaletteAdapter, out: str | os.PathLike, seed: int) -> Path:
-    """Save an adapter made by :func:`untrained_sdxl` with its metadata (SPEC §6)."""
+    """Save an adapter made by :func:`untrained_sdxl` with its metadata (file format in README.md)."""
     return save_adapter(adapter, out, trained_steps=0, note="untrained random initialisation", seed=str(seed))
 
 
