@@ -51,7 +51,7 @@ def main() -> None:
     model = tiny_sdxl(seed=0)
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     pa = host.pack.palette_core.adapter
-    layers = host.pack.nodes.unet_layers.model_attention_layers(model)
+    layers = host.pack.nodes.model_family.attention_layers_of(model)
     adapter = pa.init_adapter({x.name: x.dim for x in layers}, seed=1)
     palette = host.pack.palette_core.palette.Palette.parse("#e63946:2, #f1faee, #a8dadc, #457b9d, #1d3557")
 

@@ -14,10 +14,10 @@ from ..palette_core.blocks import DEFAULT_BLOCKS, parse_blocks
 from ..palette_core.errors import AdapterError, PaletteError
 from ..palette_core.histogram import entropy, image_histogram
 from ..palette_core.palette import Palette
-from .adapter_patch import AdapterRun, PaletteAttn2Patch, private_copy
+from .adapter_patch import AdapterRun, PaletteAttn2Patch
+from .model_family import attention_layers_of
 from .types import ColorCondition, PaletteAdapter
 from .types import Palette as PaletteType
-from .unet_layers import model_attention_layers
 
 log = logging.getLogger(__name__)
 
@@ -316,17 +316,11 @@ class ApplyPaletteAdapter(io.ComfyNode):
         m = model.clone()
         if weight == 0:
             return io.NodeOutput(m)
-        table = {layer.name: layer for layer in model_attention_layers(m)}
-        wrong = [n for n in adapter.layers if n not in table or table[n].dim != adapter.layer_dims[n]]
-        if wrong:
-            found = table[wrong[0]].dim if wrong[0] in table else "no such layer"
-            raise AdapterError(
-                f"adapter layer {wrong[0]} has inner dim {adapter.layer_dims[wrong[0]]}, the model has {found}: "
-                f"this adapter was made for base model {getattr(adapter, 'base', 'sdxl')!r}"
-            )
+        model_layers = attention_layers_of(m)
+        model_layers.check_fits(adapter.layer_dims, adapter.context_dim, getattr(adapter, "base", pa.BASE_MODEL))
         layers = pa.select_layers(adapter.layers, parse_blocks(blocks))
         sampling = m.get_model_object("model_sampling")
-        weights = private_copy(adapter, layers).to(comfy.model_management.unet_offload_device())
+        weights = adapter.subset(layers).to(comfy.model_management.unet_offload_device())
         # model management loads, counts and offloads the adapter's weights with the model (AdapterRun.models)
         patcher = comfy.model_patcher.ModelPatcher(
             weights,
@@ -344,7 +338,7 @@ class ApplyPaletteAdapter(io.ComfyNode):
         )
         replace = m.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
         for name in layers:
-            kind, block_id, index = table[name].comfy_key
+            kind, block_id, index = model_layers.layer(name).comfy_key
             previous = replace.get((kind, block_id, index)) or replace.get((kind, block_id))
             m.set_model_attn2_replace(PaletteAttn2Patch(run, name, previous), kind, block_id, index)
         positive = run.positive

@@ -141,16 +141,3 @@ class PaletteAttn2Patch:
         extra = decoupled_attention(q, tokens, w_k, w_v, extra_options["n_heads"], host)
         run.calls[self.layer] = run.calls.get(self.layer, 0) + 1
         return out + run.weight * extra
-
-
-def private_copy(adapter: PaletteAdapter, layers: Sequence[str]) -> PaletteAdapter:
-    """A copy holding only the projections and the chosen layers, so the loader's value stays untouched."""
-    out = PaletteAdapter({name: adapter.layer_dims[name] for name in layers}, adapter.context_dim)
-    with torch.no_grad():
-        for module in ("color_proj", "color_norm", "scalar_proj", "scalar_norm"):
-            getattr(out, module).load_state_dict(getattr(adapter, module).state_dict())
-        for name in layers:
-            for dst, src in zip(out.kv_weights(name), adapter.kv_weights(name)):
-                dst.copy_(src)
-    p = next(adapter.parameters())
-    return out.to(device=p.device, dtype=p.dtype).eval().requires_grad_(False)

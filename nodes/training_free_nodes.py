@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import comfy.model_management
 import torch
 from comfy_api.latest import io
 
 from ..palette_core.alignment import check_palette_weights
-from ..palette_core.errors import IncompatibleModelError, PaletteError
-from ..palette_core.latent_family import SUPPORTED_FAMILIES, LatentFamily
+from ..palette_core.errors import PaletteError
 from ..palette_core.palette import Palette
+from .model_family import latent_family, vae_family
 from .training_free_patches import AlignPatch, GuidancePatch
 from .types import Palette as PaletteType
 
@@ -24,59 +22,6 @@ def palette_arrays(palette: Palette):
     if not isinstance(palette, Palette):
         raise PaletteError(f"expected a PALETTE, got {type(palette).__name__}: connect a Palette node")
     return check_palette_weights(palette.colors, palette.weights)
-
-
-def _format_family(fmt) -> LatentFamily:
-    """The LatentFamily of a ComfyUI latent format, or IncompatibleModelError naming what it lacks."""
-    dims = getattr(fmt, "latent_dimensions", 2)
-    if dims != 2:
-        raise IncompatibleModelError(f"its latents have {dims} spatial dimensions (a video, audio or 3-D model)")
-    factors = getattr(fmt, "latent_rgb_factors", None)
-    if factors is None:
-        raise IncompatibleModelError("it has no latent-to-RGB preview factors (latent_rgb_factors)")
-    channels = getattr(fmt, "latent_channels", None)
-    if channels != len(factors):
-        raise IncompatibleModelError(f"it has {channels} latent channels but {len(factors)} rows of latent_rgb_factors")
-    family = LatentFamily(
-        name=type(fmt).__name__,
-        channels=channels,
-        scale_factor=float(fmt.scale_factor),
-        shift_factor=float(getattr(fmt, "shift_factor", None) or 0.0),
-        rgb_factors=tuple(tuple(row) for row in factors),
-        rgb_bias=getattr(fmt, "latent_rgb_factors_bias", None),
-    )
-    # formats that normalise per channel (latents_mean/std) are not (z - shift) * scale
-    probe = torch.linspace(-2.0, 2.0, channels * 4).reshape(1, channels, 2, 2)
-    if not torch.allclose(fmt.process_in(probe), family.process_in(probe), atol=1e-5):
-        raise IncompatibleModelError("its process_in is not (latent - shift_factor) * scale_factor")
-    return family
-
-
-def model_family(model, node: str) -> LatentFamily:
-    """The latent family of the model's own ``latent_format`` (docs/training-free.md), or IncompatibleModelError."""
-    fmt = model.get_model_object("latent_format")
-    try:
-        return _format_family(fmt)
-    except IncompatibleModelError as e:
-        raise IncompatibleModelError(
-            f"{node} cannot use this model's latent format {type(fmt).__name__}: {e}. Supported families: "
-            f"{SUPPORTED_FAMILIES}; load a checkpoint of one of them"
-        ) from e
-
-
-def vae_family(vae, family: LatentFamily) -> LatentFamily:
-    """``family`` with the VAE's downscale, or IncompatibleModelError unless the VAE makes its latents."""
-    if getattr(vae, "first_stage_model", None) is None:
-        raise IncompatibleModelError(f"the VAE is empty (the checkpoint had no VAE weights): load a {family.name} VAE")
-    channels = getattr(vae, "latent_channels", None)
-    dims = getattr(vae, "latent_dim", 2)
-    ratio = vae.spacial_compression_encode() if hasattr(vae, "spacial_compression_encode") else None
-    if channels != family.channels or dims != 2 or not isinstance(ratio, int):
-        raise IncompatibleModelError(
-            f"the VAE makes {channels}-channel {dims}-D latents at 1/{ratio} scale; the model ({family.name}) samples "
-            f"{family.channels}-channel 2-D latents: connect the VAE of the same checkpoint (or a {family.name} VAE)"
-        )
-    return dataclasses.replace(family, downscale=ratio)
 
 
 def vae_encoder(vae):
@@ -174,7 +119,7 @@ class PaletteAlign(io.ComfyNode):
         if verdict is not True:
             raise PaletteError(verdict)
         colors, weights = palette_arrays(palette)
-        family = vae_family(vae, model_family(model, "PaletteAlign"))
+        family = vae_family(vae, latent_family(model, "PaletteAlign"))
         m = model.clone()
         # aligned while sigma is above the point where the final stop_percent of the schedule begins, in the
         # model's own schedule (flow models: sigma in [0, 1]); post-CFG hooks run at cfg 1 too
@@ -272,7 +217,7 @@ class PaletteGuidance(io.ComfyNode):
         if verdict is not True:
             raise PaletteError(verdict)
         colors, weights = palette_arrays(palette)
-        family = model_family(model, "PaletteGuidance")
+        family = latent_family(model, "PaletteGuidance")
         decode = None
         if decoder == "exact":
             if vae is None:

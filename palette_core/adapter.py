@@ -19,11 +19,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import as_tensor
-from .blocks import DEFAULT_BLOCKS, block_of, blocks_in, sdxl_layers
+from .blocks import (
+    BASE_MODEL,
+    CONTEXT_DIM,
+    DEFAULT_BLOCKS,
+    AttentionLayers,
+    blocks_in,
+    kv_file_keys,
+    sdxl_layers,
+    select_layers,
+)
 from .errors import AdapterError, InputShapeError
 from .histogram import HISTOGRAM_ID, MAX_ENTROPY, NUM_BINS, entropy, palette_histogram
 
-CONTEXT_DIM = 2048
 NUM_COLOR_TOKENS = 4
 NUM_TOKENS = NUM_COLOR_TOKENS + 1
 NUM_SCALARS = 7
@@ -31,7 +39,6 @@ KIND_NONE, KIND_PALETTE, KIND_HISTOGRAM = 0, 1, 2
 KIND_NAMES = {KIND_NONE: "unconditioned", KIND_PALETTE: "palette", KIND_HISTOGRAM: "histogram"}
 FILE_FORMAT = "palette-adapter"
 FILE_VERSION = "1"
-BASE_MODEL = "sdxl"
 MAX_FILE_BYTES = 8 << 30  # all 70 SDXL layers in float32 are ~1.5 GB; anything far larger is not an adapter
 
 Attention = Callable[[Tensor, Tensor, Tensor, int], Tensor]
@@ -209,7 +216,7 @@ class PaletteAdapter(nn.Module):
     @property
     def blocks(self) -> list[str]:
         """Diffusers names of the blocks covered."""
-        return list(dict.fromkeys(block_of(n) for n in self.layer_dims))
+        return blocks_in(self.layer_dims)
 
     def tokens(self, condition: ColorCondition) -> Tensor:
         """The 5 adapter tokens ``[B, 5, context_dim]`` of a condition (paper §3.2)."""
@@ -235,10 +242,26 @@ class PaletteAdapter(nn.Module):
             for p in ("weight", "bias")
         }
         for layer in self.layer_dims:
-            k, v = self.kv_weights(layer)
-            out[f"layers.{layer}.to_k.weight"] = k.detach()
-            out[f"layers.{layer}.to_v.weight"] = v.detach()
+            for key, w in zip(kv_file_keys(layer), self.kv_weights(layer)):
+                out[key] = w.detach()
         return out
+
+    def subset(self, layers: Sequence[str]) -> PaletteAdapter:
+        """A frozen copy holding the token projections and only ``layers`` (same device and dtype)."""
+        out = PaletteAdapter({name: self.layer_dims[name] for name in layers}, self.context_dim)
+        copy_weights(out, self, layers)
+        p = next(self.parameters())
+        return out.to(device=p.device, dtype=p.dtype).eval().requires_grad_(False)
+
+
+def copy_weights(dst: PaletteAdapter, src: PaletteAdapter, layers: Iterable[str]) -> None:
+    """Copy ``src``'s token projections and the ``W_k, W_v`` of ``layers`` into ``dst`` (in place)."""
+    with torch.no_grad():
+        for module in ("color_proj", "color_norm", "scalar_proj", "scalar_norm"):
+            getattr(dst, module).load_state_dict(getattr(src, module).state_dict())
+        for name in layers:
+            for d, w in zip(dst.kv_weights(name), src.kv_weights(name)):
+                d.copy_(w)
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tensor:
@@ -357,11 +380,12 @@ def read_adapter_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 def load_adapter(
     path: str | os.PathLike,
-    model_layers: Mapping[str, int] | None = None,
+    model_layers: AttentionLayers | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> PaletteAdapter:
-    """Load a SPEC §6 file, checking every shape (against ``model_layers`` {name: C} when given)."""
+    """Load an adapter file (README.md, "The Palette-Adapter in ComfyUI"), checking every shape, and that it
+    fits ``model_layers`` when given."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -390,18 +414,11 @@ def load_adapter(
         }
         dims: dict[str, int] = {}
         for layer in names:
-            kk, vk = f"layers.{layer}.to_k.weight", f"layers.{layer}.to_v.weight"
+            kk, vk = kv_file_keys(layer)
             for key in (kk, vk):
                 if key not in keys:
                     raise AdapterError(f"{path.name}: metadata lists layer {layer} but tensor {key} is missing")
             dims[layer] = shapes[kk][0]
-            if model_layers is not None:
-                if layer not in model_layers:
-                    raise AdapterError(
-                        f"{path.name}: layer {layer} does not exist in this model{hint}; "
-                        f"the model has blocks {blocks_in_names(model_layers)}"
-                    )
-                dims[layer] = model_layers[layer]
             expected[kk] = [dims[layer], ctx]
             expected[vk] = [dims[layer], ctx]
         extra = sorted(keys - set(expected))
@@ -411,6 +428,11 @@ def load_adapter(
             if key not in keys:
                 raise AdapterError(f"{path.name}: tensor {key} is missing")
             _expect(shapes[key], shape, f"{path.name}: {key}", hint)
+        if model_layers is not None:
+            try:
+                model_layers.check_fits(dims, ctx, base)
+            except AdapterError as e:
+                raise AdapterError(f"{path.name}: {e}") from None
         adapter = PaletteAdapter(dims, ctx)
         state = {}
         for key in keys:
@@ -437,13 +459,7 @@ def untrained_sdxl(blocks: Sequence[str] | None = None, seed: int = 0) -> Palett
     Its random weights visibly change images but not toward the palette: it exists so workflows can be
     built and tested before trained weights do.
     """
-    layers = sdxl_layers()
-    chosen = list(blocks) if blocks else list(DEFAULT_BLOCKS)
-    known = blocks_in(layers)
-    unknown = [b for b in chosen if b not in known]
-    if unknown:
-        raise AdapterError(f"{unknown[0]} is not an SDXL attention block; choose from {known}")
-    return init_adapter({x.name: x.dim for x in layers if x.block in chosen}, seed)
+    return init_adapter(sdxl_layers().select(list(blocks) if blocks else list(DEFAULT_BLOCKS)).dims, seed)
 
 
 def adapter_nbytes(adapter: PaletteAdapter) -> int:
@@ -461,26 +477,11 @@ def save_untrained(adapter: PaletteAdapter, out: str | os.PathLike, seed: int) -
     return save_adapter(adapter, out, trained_steps=0, note="untrained random initialisation", seed=str(seed))
 
 
-def blocks_in_names(layers: Iterable[str]) -> list[str]:
-    """Distinct block names of some layer names, in their order."""
-    return list(dict.fromkeys(block_of(n) for n in layers))
-
-
-def select_layers(adapter_layers: Sequence[str], blocks: Sequence[str] | None) -> list[str]:
-    """The adapter's layers inside ``blocks`` (all when None); an error names a block the file lacks."""
-    if blocks is None:
-        return list(adapter_layers)
-    have = blocks_in_names(adapter_layers)
-    missing = [b for b in blocks if b not in have]
-    if missing:
-        raise AdapterError(f"block {missing[0]} is not in this adapter file; it has weights for {have}")
-    chosen = set(blocks)
-    return [n for n in adapter_layers if block_of(n) in chosen]
-
-
 __all__ = [
+    "CONTEXT_DIM",
     "ColorCondition",
     "PaletteAdapter",
+    "copy_weights",
     "blocks_in",
     "branch_conditions",
     "decoupled_attention",

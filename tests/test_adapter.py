@@ -10,7 +10,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from palette_core import adapter as A
-from palette_core.blocks import DEFAULT_BLOCKS, block_of, blocks_in, diffusers_block, parse_blocks, sdxl_layers
+from palette_core.blocks import (
+    DEFAULT_BLOCKS,
+    AttentionLayer,
+    AttentionLayers,
+    block_of,
+    blocks_in,
+    diffusers_block,
+    parse_blocks,
+    sdxl_layers,
+)
 from palette_core.errors import AdapterError, InputShapeError
 from palette_core.histogram import NUM_BINS, palette_histogram
 
@@ -146,7 +155,7 @@ def test_save_load_round_trip_and_metadata(tmp_path):
     tensors = load_file(path)
     assert tensors["color_proj.weight"].shape == (4 * 2048, NUM_BINS)
     assert tensors["layers.down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_v.weight"].shape == (640, 2048)
-    loaded = A.load_adapter(path, model_layers={x.name: x.dim for x in sdxl_layers()})
+    loaded = A.load_adapter(path, model_layers=sdxl_layers())
     assert loaded.trained_steps == 12
     for key, value in adapter.file_tensors().items():
         assert torch.equal(value, loaded.file_tensors()[key]), key
@@ -159,14 +168,19 @@ def test_load_refuses_pickles_and_names_bad_shapes(tmp_path):
     with pytest.raises(AdapterError, match=r"only \.safetensors"):
         A.load_adapter(pickle_file)
     path = A.save_adapter(small_adapter(), tmp_path / "a.safetensors")
-    other_widths = {name: 320 for name in layers_of(SMALL_BLOCK)}
+    other_widths = AttentionLayers(
+        tuple(AttentionLayer(n, None, 320) for n in layers_of(SMALL_BLOCK)), 64, "a test UNet"
+    )
     with pytest.raises(AdapterError) as info:
         A.load_adapter(path, model_layers=other_widths)
     msg = str(info.value)
-    assert "layers.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight" in msg
-    assert "[640, 64] found, [320, 64] expected" in msg and "'sdxl'" in msg
-    with pytest.raises(AdapterError, match="does not exist in this model"):
-        A.load_adapter(path, model_layers={"up_blocks.0.attentions.1.transformer_blocks.0.attn2": 1280})
+    assert msg.startswith("a.safetensors: adapter layer down_blocks.1.attentions.0.transformer_blocks.0.attn2")
+    assert "has inner dim 640, a test UNet has 320" in msg and "'sdxl'" in msg
+    with pytest.raises(AdapterError, match="tokens are 64-dim, SDXL's cross-attention reads 2048-dim"):
+        A.load_adapter(path, model_layers=sdxl_layers())
+    big = A.save_adapter(A.init_adapter(layers_of(SMALL_BLOCK), seed=1), tmp_path / "b.safetensors")
+    with pytest.raises(AdapterError, match="does not exist in SDXL"):
+        A.load_adapter(big, model_layers=sdxl_layers().select(["up_blocks.0.attentions.1"]))
 
 
 def test_load_rejects_tampered_files(tmp_path):
@@ -196,13 +210,30 @@ def test_select_layers():
     assert A.select_layers(names, ["mid_block.attentions.0"]) == names[10:]
     with pytest.raises(AdapterError, match="block up_blocks.1.attentions.0 is not in this adapter file"):
         A.select_layers(names, ["up_blocks.1.attentions.0"])
+    table = sdxl_layers()
+    assert table.select(["mid_block.attentions.0"]).dims == {n: 1280 for n in names[10:]}
+    assert table.select(None) == table and table.layer(names[0]).comfy_key == ("output", 1, 0)
+    with pytest.raises(AdapterError, match=r"block down_blocks.0.attentions.0 is not in SDXL; it has \['down_blocks.1"):
+        table.select(["down_blocks.0.attentions.0"])
+
+
+def test_the_fit_check_names_the_first_misfit():
+    table = sdxl_layers().select([SMALL_BLOCK])
+    name = table[0].name
+    table.check_fits(table.dims, 2048)
+    with pytest.raises(AdapterError, match=f"adapter layer {name} has inner dim 320, SDXL has 640: .* base model 'x'"):
+        table.check_fits({name: 320}, 2048, "x")
+    with pytest.raises(AdapterError, match="mid_block.attentions.0.transformer_blocks.0.attn2 does not exist in SDXL"):
+        table.check_fits({"mid_block.attentions.0.transformer_blocks.0.attn2": 1280}, 2048)
+    with pytest.raises(AdapterError, match="tokens are 768-dim"):
+        table.check_fits(table.dims, 768)
 
 
 def test_untrained_sdxl_file_for_the_default_and_chosen_blocks(tmp_path):
     path = A.write_untrained_sdxl(tmp_path / "u.safetensors", blocks=["mid_block.attentions.0"], seed=5)
     meta = A.read_adapter_metadata(path)
     assert meta["trained_steps"] == "0" and "untrained" in meta["note"]
-    loaded = A.load_adapter(path, model_layers={x.name: x.dim for x in sdxl_layers()})
+    loaded = A.load_adapter(path, model_layers=sdxl_layers())
     assert loaded.blocks == ["mid_block.attentions.0"] and len(loaded.layers) == 10
-    with pytest.raises(AdapterError, match="not an SDXL attention block"):
+    with pytest.raises(AdapterError, match="block down_blocks.0.attentions.0 is not in SDXL"):
         A.write_untrained_sdxl(tmp_path / "x.safetensors", blocks=["down_blocks.0.attentions.0"])

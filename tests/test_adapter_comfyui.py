@@ -23,7 +23,7 @@ def model(host):
 
 @pytest.fixture(scope="module")
 def layers(model, host):
-    return host.pack.nodes.unet_layers.model_attention_layers(model)
+    return host.pack.nodes.model_family.attention_layers_of(model)
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,9 @@ def test_clear_errors(host, model, adapter, tmp_path):
     assert "after end_percent" in cls.validate_inputs(blocks="from file", start_percent=0.8, end_percent=0.2)
     pa = host.pack.palette_core.adapter
     small = pa.init_adapter({"down_blocks.1.attentions.0.transformer_blocks.0.attn2": 64}, seed=0)
-    with pytest.raises(host.pack.palette_core.errors.AdapterError, match="inner dim 64, the model has 128"):
+    with pytest.raises(
+        host.pack.palette_core.errors.AdapterError, match=r"inner dim 64, this model \(SDXL, SDXL latents\) has 128"
+    ):
         apply(model, small, palette(host), blocks="from file")
     with pytest.raises(host.pack.palette_core.errors.AdapterError, match="not in this adapter file"):
         apply(
@@ -204,35 +206,36 @@ def test_clear_errors(host, model, adapter, tmp_path):
         )
 
 
-def test_non_sdxl_model_is_refused_with_the_model_type(host):
-    import comfy.model_patcher
-    import comfy.supported_models
-    from comfyhost import init_random_
+@pytest.mark.parametrize("family", ["SD15", "SD3", "Flux"])
+def test_other_families_are_refused_with_what_to_use_instead(host, family):
+    from family_models import family_model
 
-    config = dict(comfy.supported_models.SD15.unet_config)
-    config.update(
-        model_channels=32,
-        in_channels=4,
-        out_channels=4,
-        num_res_blocks=[1, 1, 1, 1],
-        channel_mult=[1, 1, 1, 1],
-        transformer_depth=[1, 1, 1, 0],
-        transformer_depth_middle=1,
-        transformer_depth_output=[1, 1, 1, 1, 1, 1, 0, 0],
-        image_size=32,
-        use_checkpoint=False,
-        use_spatial_transformer=True,
-        legacy=False,
-        num_head_channels=32,
-    )
-    mc = comfy.supported_models.SD15(config)
-    mc.set_inference_dtype(torch.float32, None)
-    base = mc.get_model({})
-    init_random_(base.diffusion_model)
-    sd15 = comfy.model_patcher.ModelPatcher(base, load_device="cpu", offload_device="cpu")
     pa = host.pack.palette_core.adapter
-    with pytest.raises(host.pack.palette_core.errors.AdapterError, match=r"this model is BaseModel.*768-dim"):
-        apply(sd15, pa.init_adapter({"up_blocks.0.attentions.1.transformer_blocks.0.attn2": 32}), palette(host))
+    adapter = pa.init_adapter({"up_blocks.0.attentions.1.transformer_blocks.0.attn2": 32})
+    expected = {
+        "SD15": r"needs an SDXL model .* this model \(BaseModel, SD15 latents\)'s cross-attention reads 768-dim",
+        "SD3": r"works on SDXL .* this model \(SD3, SD3 latents\) is not a UNet .* use Palette Align or Palette",
+        "Flux": r"works on SDXL .* this model \(Flux, Flux latents\) is not a UNet .* use Palette Align",
+    }[family]
+    with pytest.raises(host.pack.palette_core.errors.AdapterError, match=expected):
+        apply(family_model(family), adapter, palette(host))
+
+
+def test_the_module_paths_lead_to_comfyuis_own_attention_modules(host, model, layers):
+    """One K/V reader for every host: the layer table's paths resolve in ComfyUI's UNet as in diffusers'."""
+    blocks = host.pack.palette_core.blocks
+    unet = model.model.diffusion_model
+    assert layers.context_dim == 2048 and len({x.module_path for x in layers}) == 70
+    first = layers.layer("up_blocks.0.attentions.1.transformer_blocks.3.attn2")
+    assert first.module_path == "output_blocks.1.1.transformer_blocks.3.attn2"
+    assert layers.layer("mid_block.attentions.0.transformer_blocks.0.attn2").module_path == (
+        "middle_block.1.transformer_blocks.0.attn2"
+    )
+    kv = blocks.text_kv(unet, layers.select(["up_blocks.0.attentions.1"]))
+    attn = unet.output_blocks[1][1].transformer_blocks[3].attn2
+    assert torch.equal(kv[first.name][0], attn.to_k.weight.float()) and torch.equal(
+        kv[first.name][1], attn.to_v.weight.float()
+    )
 
 
 def test_loader_reads_the_models_folder_and_refuses_pickles(host, adapter, tmp_path, monkeypatch):

@@ -139,13 +139,13 @@ def test_clone_shares_weights_and_to_follows_device_and_dtype():
     assert out.dtype == torch.float64
 
 
-def test_private_copy_keeps_only_the_chosen_layers():
+def test_subset_keeps_only_the_chosen_layers():
     names = {
         x.name: x.dim for x in blocks.sdxl_layers() if x.block in ("up_blocks.1.attentions.0", "mid_block.attentions.0")
     }
     adapter = A.init_adapter({n: 8 for n in names}, seed=2, context_dim=16)
     chosen = [n for n in names if n.startswith("mid_block")]
-    copy_ = patch_mod.private_copy(adapter, chosen)
+    copy_ = adapter.subset(chosen)
     assert copy_.layers == chosen
     assert torch.equal(copy_.kv_weights(chosen[3])[1], adapter.kv_weights(chosen[3])[1])
     copy_.to(torch.float16)

@@ -170,10 +170,10 @@ def family(request, host):
 def test_the_seam_reads_comfyuis_latent_formats(host):
     import comfy.latent_formats as lf
 
-    nodes = importlib.import_module(f"{host.pack.__name__}.nodes.training_free_nodes")
+    nodes = importlib.import_module(f"{host.pack.__name__}.nodes.model_family")
     families = host.pack.palette_core.latent_family.FAMILIES
     for fmt in (lf.SD15(), lf.SDXL(), lf.SD3(), lf.Flux()):
-        assert nodes._format_family(fmt) == families[type(fmt).__name__]  # the constants are ComfyUI's numbers
+        assert nodes.format_family(fmt) == families[type(fmt).__name__]  # the constants are ComfyUI's numbers
 
 
 def test_preview_factors_act_on_the_samplers_latent(host, family):
@@ -186,8 +186,8 @@ def test_preview_factors_act_on_the_samplers_latent(host, family):
     out = run_sample(model, name, callback=lambda step, x0, x, total: seen.append(x0.clone()))
     assert len(seen) == STEPS
     assert torch.allclose(fmt.process_out(seen[-1]), out, atol=1e-4)  # the output is VAE space, x0 is not
-    nodes = importlib.import_module(f"{host.pack.__name__}.nodes.training_free_nodes")
-    fam = nodes.model_family(model, "test")
+    nodes = importlib.import_module(f"{host.pack.__name__}.nodes.model_family")
+    fam = nodes.latent_family(model, "test")
     previewer = latent_preview.Latent2RGBPreviewer(fmt.latent_rgb_factors, fmt.latent_rgb_factors_bias)
     x0 = seen[-1][:1]
     theirs = torch.nn.functional.linear(

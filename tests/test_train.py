@@ -26,11 +26,13 @@ from palette_core.adapter import (  # noqa: E402
     palette_condition,
     read_adapter_metadata,
 )
+from palette_core.blocks import diffusers_unet_layers, text_kv  # noqa: E402
+from palette_core.errors import AdapterError  # noqa: E402
 from palette_core.histogram import NUM_BINS, image_histogram  # noqa: E402
 from train.checkpoint import list_checkpoints  # noqa: E402
 from train.data import ConstantText, Record, StepBatches, read_manifest  # noqa: E402
-from train.models import build_unet, text_kv, tiny_unet_config, unet_attention_layers  # noqa: E402
-from train.processor import PaletteUNet, time_ids  # noqa: E402
+from train.models import build_unet, tiny_unet_config  # noqa: E402
+from train.processor import PaletteAttnProcessor, PaletteUNet, time_ids  # noqa: E402
 from train.recipe import Recipe, draw_conditions  # noqa: E402
 from train.toy.shapes import write_dataset  # noqa: E402
 from train.train_palette_adapter import TrainConfig, Trainer, build_parser, config_from_args  # noqa: E402
@@ -79,12 +81,12 @@ def unet_inputs(batch: int = 2, seed: int = 0):
 
 def test_layers_are_walked_from_the_model_and_sdxl_is_enforced():
     unet = tiny_unet()
-    layers = unet_attention_layers(unet, CTX)
-    blocks = {n.rsplit(".transformer_blocks", 1)[0] for n in layers}
-    assert len(layers) == 11 and len(blocks) == 11
-    assert layers["up_blocks.0.attentions.1.transformer_blocks.0.attn2"] == 128
-    with pytest.raises(Exception, match="needs an SDXL UNet"):
-        unet_attention_layers(unet)  # 32-dim text is not SDXL's 2048
+    layers = diffusers_unet_layers(unet, CTX)
+    assert len(layers) == 11 and len(layers.blocks) == 11 and layers.context_dim == CTX
+    assert layers.dims["up_blocks.0.attentions.1.transformer_blocks.0.attn2"] == 128
+    assert diffusers_unet_layers(unet, None).dims == layers.dims  # None: the model's own width
+    with pytest.raises(AdapterError, match="needs an SDXL model.*reads 32-dim text features"):
+        diffusers_unet_layers(unet)  # 32-dim text is not SDXL's 2048
 
 
 def test_processor_is_the_default_attention_when_off_and_matches_ip_adapter_when_on():
@@ -94,7 +96,7 @@ def test_processor_is_the_default_attention_when_off_and_matches_ip_adapter_when
     x, t, text, pooled, ids = unet_inputs()
     with torch.no_grad():
         plain = unet(x, t, text, added_cond_kwargs={"text_embeds": pooled, "time_ids": ids}).sample
-    layers = unet_attention_layers(unet, CTX)
+    layers = diffusers_unet_layers(unet, CTX).dims
     adapter = init_adapter(layers, seed=3, context_dim=CTX)
     model = PaletteUNet(unet, adapter)
     cond = palette_condition(torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.2, 0.8], [0.95, 0.9, 0.2]]))
@@ -127,7 +129,7 @@ def test_gradient_checkpointing_gives_the_same_adapter_gradients():
         unet = tiny_unet().requires_grad_(False)
         if ckpt:
             unet.enable_gradient_checkpointing()
-        adapter = init_adapter(unet_attention_layers(unet, CTX), seed=1, context_dim=CTX)
+        adapter = init_adapter(diffusers_unet_layers(unet, CTX).dims, seed=1, context_dim=CTX)
         model = PaletteUNet(unet, adapter)
         x, t, text, pooled, ids = unet_inputs()
         cond = palette_condition(torch.rand(2, 4, 3, generator=torch.Generator().manual_seed(5)))
@@ -221,7 +223,7 @@ def test_training_run_skips_broken_images_logs_and_exports_a_loadable_adapter(tm
     result = trainer.train()
     assert result["skipped"] > 0  # the broken and tiny files were drawn and skipped, not fatal
     assert math.isfinite(result["loss"])
-    loaded = load_adapter(result["adapter"], model_layers=unet_attention_layers(trainer.unet, CTX))
+    loaded = load_adapter(result["adapter"], model_layers=diffusers_unet_layers(trainer.unet, CTX))
     for k, v in trainer.palette_model.adapter.file_tensors().items():
         assert torch.equal(loaded.file_tensors()[k], v.cpu()), k
     meta = read_adapter_metadata(result["adapter"])
@@ -353,11 +355,47 @@ def test_condition_batches_broadcast_into_cfg_halves():
 
 def test_text_kv_initialises_the_adapter_from_the_text_projections():
     unet = tiny_unet()
-    layers = unet_attention_layers(unet, CTX)
-    kv = text_kv(unet, list(layers))
-    adapter = init_adapter(layers, 0, kv, CTX)
-    name = next(iter(layers))
+    layers = diffusers_unet_layers(unet, CTX)
+    kv = text_kv(unet, layers)
+    adapter = init_adapter(layers.dims, 0, kv, CTX)
+    name = layers[0].name
     assert torch.equal(adapter.kv_weights(name)[0], dict(unet.named_modules())[name].to_k.weight)
+    assert torch.equal(adapter.kv_weights(name)[1], dict(unet.named_modules())[name].to_v.weight)
+
+
+def test_install_and_eject_restore_the_unet_exactly():
+    unet = tiny_unet().eval()
+    x, t, text, pooled, ids = unet_inputs()
+    before = {n: m.processor for n, m in unet.named_modules() if hasattr(m, "processor")}
+    with torch.no_grad():
+        plain = unet(x, t, text, added_cond_kwargs={"text_embeds": pooled, "time_ids": ids}).sample
+    layers = diffusers_unet_layers(unet, CTX).select(["up_blocks.0.attentions.1", "mid_block.attentions.0"])
+    model = PaletteUNet(unet, init_adapter(layers.dims, seed=2, context_dim=CTX))
+    patched = {n for n, m in unet.named_modules() if isinstance(getattr(m, "processor", None), PaletteAttnProcessor)}
+    assert patched == set(layers.dims) and len(patched) == 2
+    cond = palette_condition(torch.tensor([[0.9, 0.1, 0.1]]))
+    with torch.no_grad():
+        on = model(x, t, text, pooled, ids, cond)
+    assert (on - plain).abs().max() > 1e-4
+    assert model.eject() is unet
+    after = {n: m.processor for n, m in unet.named_modules() if hasattr(m, "processor")}
+    assert after.keys() == before.keys() and all(after[n] is before[n] for n in before)
+    with torch.no_grad():
+        again = unet(x, t, text, added_cond_kwargs={"text_embeds": pooled, "time_ids": ids}).sample
+    assert torch.equal(again, plain)
+
+
+def test_install_refuses_an_adapter_that_does_not_fit():
+    unet = tiny_unet()
+    layers = diffusers_unet_layers(unet, CTX)
+    wide = {name: dim * 2 for name, dim in layers.select(["mid_block.attentions.0"]).dims.items()}
+    with pytest.raises(
+        AdapterError, match=r"mid_block.attentions.0.transformer_blocks.0.attn2 has inner dim 256, this UNet has 128"
+    ):
+        PaletteUNet(unet, init_adapter(wide, seed=0, context_dim=CTX))
+    with pytest.raises(AdapterError, match="tokens are 64-dim"):
+        PaletteUNet(unet, init_adapter(layers.select(["mid_block.attentions.0"]).dims, seed=0, context_dim=64))
+    assert not any(isinstance(getattr(m, "processor", None), PaletteAttnProcessor) for m in unet.modules())
 
 
 def test_pixel_codec_round_trips_and_word_text_is_deterministic():

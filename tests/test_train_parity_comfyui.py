@@ -49,11 +49,11 @@ def comfy_model(host, diffusers_unet):
 @pytest.fixture(scope="module")
 def adapter_file(host, diffusers_unet, tmp_path_factory):
     from palette_core.adapter import init_adapter, save_adapter
-    from train.models import text_kv, unet_attention_layers
+    from palette_core.blocks import diffusers_unet_layers, text_kv
 
-    layers = unet_attention_layers(diffusers_unet)
+    layers = diffusers_unet_layers(diffusers_unet)
     assert len(layers) == 70
-    adapter = init_adapter(layers, seed=11, text_kv=text_kv(diffusers_unet, list(layers)))
+    adapter = init_adapter(layers.dims, seed=11, text_kv=text_kv(diffusers_unet, layers))
     with torch.no_grad():  # leave the text init: make the adapter's attention clearly differ from the text's
         for p in adapter.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))

@@ -94,7 +94,7 @@ def test_align_with_stop_zero_ends_on_a_permutation_of_the_condition(host, model
 
 def test_align_at_cfg_one_and_composed_with_the_adapter(host, model, vae):
     pa = host.pack.palette_core.adapter
-    layers = host.pack.nodes.unet_layers.model_attention_layers(model)
+    layers = host.pack.nodes.model_family.attention_layers_of(model)
     adapter = pa.init_adapter({x.name: x.dim for x in layers}, seed=1)
     (adapted,) = run_node(
         "ApplyPaletteAdapter",

@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 
 from palette_core.adapter import ColorCondition, load_adapter, palette_condition
-from palette_core.blocks import block_of
+from palette_core.blocks import diffusers_unet_layers, select_layers
 from palette_core.distance import palette_emd
 from palette_core.palette import Palette
 from train.data import CachedText, ConstantText
-from train.models import PixelCodec, VaeCodec, load_unet, load_vae, noise_scheduler, unet_attention_layers
+from train.models import PixelCodec, VaeCodec, load_unet, load_vae, noise_scheduler
 from train.processor import PaletteUNet, generate
 from train.train_palette_adapter import DEFAULT_VAL_PALETTES, DEFAULT_VAL_PROMPTS
 
@@ -83,7 +83,7 @@ def analyse(
     base = run(None)
     ranking = []
     for block in model.adapter.blocks:
-        layers = {name for name in model.adapter.layers if block_of(name) == block}
+        layers = set(select_layers(model.adapter.layers, [block]))
         without = run(pos, layers)
         ranking.append({"block": block, "layers": len(layers), "emd_without": without, "delta": without - full})
     ranking.sort(key=lambda r: r["delta"], reverse=True)
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dtype = getattr(torch, args.dtype)
     unet = load_unet(args.model).to(args.device, dtype).eval().requires_grad_(False)
     context = int(unet.config.cross_attention_dim)
-    adapter = load_adapter(args.adapter, model_layers=unet_attention_layers(unet, context), device=args.device)
+    adapter = load_adapter(args.adapter, model_layers=diffusers_unet_layers(unet, context), device=args.device)
     model = PaletteUNet(unet, adapter)
     codec = (
         PixelCodec.for_model(args.model, args.pixel_patch, args.pixel_scale)

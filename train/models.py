@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,14 +17,12 @@ import torch
 from torch import Tensor, nn
 
 from palette_core.adapter import CONTEXT_DIM
-from palette_core.blocks import block_of
 from palette_core.errors import AdapterError
 
 log = logging.getLogger(__name__)
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 POOLED_DIM = 1280  # SDXL's text_embeds (CLIP-G pooled) width; 2816 = 1280 + 6 x 256 time ids
-_ATTN2_RE = re.compile(r"^(.*\.attentions\.\d+)\.transformer_blocks\.(\d+)\.attn2$")
 
 
 def sdxl_unet_config() -> dict:
@@ -134,48 +131,6 @@ def noise_scheduler(path: str | Path | None = None):
     if folder is not None and (folder / "scheduler_config.json").is_file():
         return DDPMScheduler.from_pretrained(folder, local_files_only=True)
     return DDPMScheduler.from_pretrained(CONFIGS / "sdxl_scheduler", local_files_only=True)
-
-
-def unet_attention_layers(unet: nn.Module, context_dim: int | None = CONTEXT_DIM) -> dict[str, int]:
-    """Every SDXL-style cross-attention layer of a diffusers UNet: ``{diffusers name: inner dim C}``.
-
-    Walks the model's own modules (SPEC §6: never a fixed list); refuses a UNet whose cross-attention
-    does not read ``context_dim`` (2048, SDXL) features; ``None`` accepts any width (tests only).
-    """
-    layers: dict[str, int] = {}
-    for name, module in unet.named_modules():
-        if not _ATTN2_RE.match(name):
-            continue
-        to_k = getattr(module, "to_k", None)
-        if to_k is None:
-            continue
-        if context_dim is not None and to_k.in_features != context_dim:
-            raise AdapterError(
-                f"{name} reads {to_k.in_features}-dim text features; the palette adapter needs an SDXL UNet "
-                f"({context_dim}; SD1.5 uses 768, SD2 1024)"
-            )
-        layers[name] = int(to_k.out_features)
-    if not layers:
-        raise AdapterError("this UNet has no cross-attention layers named …attentions.N.transformer_blocks.I.attn2")
-    return layers
-
-
-def text_kv(unet: nn.Module, layers: Sequence[str]) -> dict[str, tuple[Tensor, Tensor]]:
-    """Each layer's text ``to_k``/``to_v`` weights (float32 copies), to initialise the adapter's (SPEC §6)."""
-    modules = dict(unet.named_modules())
-    return {n: (modules[n].to_k.weight.detach().float(), modules[n].to_v.weight.detach().float()) for n in layers}
-
-
-def select_blocks(layers: dict[str, int], blocks: Sequence[str] | None) -> dict[str, int]:
-    """The layers inside ``blocks`` (all when None); an unknown block is an error that lists the model's."""
-    if blocks is None:
-        return dict(layers)
-    have = list(dict.fromkeys(block_of(n) for n in layers))
-    unknown = [b for b in blocks if b not in have]
-    if unknown:
-        raise AdapterError(f"block {unknown[0]} is not in this UNet; it has {have}")
-    chosen = set(blocks)
-    return {n: d for n, d in layers.items() if block_of(n) in chosen}
 
 
 class PixelCodec:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from palette_core.adapter import ColorCondition, PaletteAdapter, branch_conditions, decoupled_attention
+from palette_core.blocks import BASE_MODEL, diffusers_unet_layers
 from palette_core.errors import AdapterError
 
 
@@ -32,6 +33,7 @@ class AdapterContext:
         self.scale = 1.0
         self.disabled: frozenset[str] = frozenset()
         self.calls: dict[str, int] = {}
+        self.originals: dict[str, object] = {}  # layer -> the processor install_adapter replaced
 
     def active(self, layer: str) -> bool:
         """Whether ``layer`` adds the adapter attention in the current forward pass."""
@@ -98,21 +100,27 @@ class PaletteAttnProcessor:
 
 
 def install_adapter(unet: nn.Module, adapter: PaletteAdapter) -> AdapterContext:
-    """Give each of the adapter's layers a :class:`PaletteAttnProcessor`; other layers keep theirs."""
-    modules = dict(unet.named_modules())
+    """Give each of the adapter's layers a :class:`PaletteAttnProcessor`; other layers keep theirs.
+
+    The processors they replace are kept in the context, so :func:`uninstall_adapter` restores them.
+    """
+    model = diffusers_unet_layers(unet, None)  # the fit check below compares the text width
+    model.check_fits(adapter.layer_dims, adapter.context_dim, getattr(adapter, "base", BASE_MODEL))
     context = AdapterContext(adapter)
-    for layer in adapter.layers:
-        attn = modules.get(layer)
-        if attn is None or not hasattr(attn, "set_processor"):
-            raise AdapterError(f"the adapter has weights for {layer}, which this UNet does not have")
-        if getattr(attn, "norm_q", None) is not None or getattr(attn, "norm_k", None) is not None:
-            raise AdapterError(f"{layer} normalises q/k, which SDXL's cross-attention does not: not an SDXL UNet")
-        if attn.to_k.out_features != adapter.layer_dims[layer]:
-            raise AdapterError(
-                f"{layer}: the adapter's inner dim is {adapter.layer_dims[layer]}, the UNet's {attn.to_k.out_features}"
-            )
-        attn.set_processor(PaletteAttnProcessor(context, layer))
+    for name in adapter.layers:
+        attn = unet.get_submodule(model.layer(name).module_path)
+        context.originals[name] = attn.processor
+        attn.set_processor(PaletteAttnProcessor(context, name))
     return context
+
+
+def uninstall_adapter(unet: nn.Module, context: AdapterContext) -> None:
+    """Put back the processors :func:`install_adapter` replaced (inject/eject symmetry); the UNet is as before."""
+    for name, processor in context.originals.items():
+        attn = unet.get_submodule(name)
+        if isinstance(attn.processor, PaletteAttnProcessor) and attn.processor.context is context:
+            attn.set_processor(processor)
+    context.originals.clear()
 
 
 def expand_condition(condition: ColorCondition, batch: int) -> ColorCondition:
@@ -138,6 +146,11 @@ class PaletteUNet(nn.Module):
         self.unet = unet
         self.adapter = adapter
         self.context = install_adapter(unet, adapter)
+
+    def eject(self) -> nn.Module:
+        """Remove the adapter from the UNet (its original processors back) and return the bare UNet."""
+        uninstall_adapter(self.unet, self.context)
+        return self.unet
 
     def forward(
         self,

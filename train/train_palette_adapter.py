@@ -41,10 +41,12 @@ from palette_core.adapter import (
     CONTEXT_DIM,
     ColorCondition,
     PaletteAdapter,
+    copy_weights,
     init_adapter,
     load_adapter,
     palette_condition,
 )
+from palette_core.blocks import AttentionLayers, diffusers_unet_layers, text_kv
 from palette_core.distance import palette_emd
 from palette_core.errors import AdapterError, PaletteError
 from palette_core.palette import Palette
@@ -67,9 +69,6 @@ from train.models import (
     load_unet,
     load_vae,
     noise_scheduler,
-    select_blocks,
-    text_kv,
-    unet_attention_layers,
 )
 from train.processor import PaletteUNet, generate, time_ids
 from train.recipe import DrawnConditions, Recipe, draw_conditions
@@ -145,19 +144,12 @@ def _weight_dtype(mixed_precision: str) -> torch.dtype:
     return table[mixed_precision]
 
 
-def build_adapter(
-    unet, layers: dict[str, int], seed: int, init_from: Path | None = None, context_dim: int = CONTEXT_DIM
-) -> PaletteAdapter:
+def build_adapter(unet, layers: AttentionLayers, seed: int, init_from: Path | None = None) -> PaletteAdapter:
     """A new adapter for ``layers``: W_k/W_v from the text to_k/to_v, or from a stage-1 file where it has them."""
-    adapter = init_adapter(layers, seed, text_kv(unet, list(layers)), context_dim)
+    adapter = init_adapter(layers.dims, seed, text_kv(unet, layers), layers.context_dim)
     if init_from is not None:
-        src = load_adapter(init_from, model_layers=unet_attention_layers(unet, context_dim))
-        with torch.no_grad():
-            for name in ("color_proj", "color_norm", "scalar_proj", "scalar_norm"):
-                getattr(adapter, name).load_state_dict(getattr(src, name).state_dict())
-            for layer in set(layers) & set(src.layers):
-                for dst, s in zip(adapter.kv_weights(layer), src.kv_weights(layer)):
-                    dst.copy_(s)
+        src = load_adapter(init_from, model_layers=diffusers_unet_layers(unet, layers.context_dim))
+        copy_weights(adapter, src, [x.name for x in layers if x.name in src.layer_dims])
     return adapter
 
 
@@ -201,8 +193,8 @@ class Trainer:
         if c.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         context = CONTEXT_DIM if c.sdxl_only else int(self.unet.config.cross_attention_dim)
-        self.layers = select_blocks(unet_attention_layers(self.unet, context), chosen_blocks(c))
-        self.adapter = build_adapter(self.unet, self.layers, c.seed, c.init_adapter, context).to(self.device).train()
+        self.layers = diffusers_unet_layers(self.unet, context).select(chosen_blocks(c))
+        self.adapter = build_adapter(self.unet, self.layers, c.seed, c.init_adapter).to(self.device).train()
         self.adapter.requires_grad_(True)
         self.model = PaletteUNet(self.unet, self.adapter)
         self.optimizer = self._optimizer()
