@@ -13,6 +13,7 @@ from ..palette_core import adapter as pa
 from ..palette_core.blocks import DEFAULT_BLOCKS, parse_blocks
 from ..palette_core.errors import AdapterError, PaletteError
 from ..palette_core.histogram import entropy, image_histogram
+from ..palette_core.masks import is_empty
 from ..palette_core.palette import Palette
 from .adapter_patch import AdapterRun, PaletteAttn2Patch
 from .model_family import attention_layers_of
@@ -297,6 +298,13 @@ class ApplyPaletteAdapter(io.ComfyNode):
                 ColorCondition.Input(
                     "negative", optional=True, tooltip="Optional negative palette (from Negative Palette)."
                 ),
+                io.Mask.Input(
+                    "mask",
+                    optional=True,
+                    tooltip="Optional region: the adapter's attention is scaled by the mask at every patched "
+                    "layer, on both CFG branches. Chain several Apply Palette Adapter nodes with their own masks "
+                    "for a palette per region (docs/regions.md).",
+                ),
             ],
             outputs=[io.Model.Output(display_name="model", tooltip="The patched model: connect it to the KSampler.")],
         )
@@ -312,9 +320,12 @@ class ApplyPaletteAdapter(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, model, adapter, condition, weight, start_percent, end_percent, blocks, negative=None):
+    def execute(cls, model, adapter, condition, weight, start_percent, end_percent, blocks, negative=None, mask=None):
         m = model.clone()
         if weight == 0:
+            return io.NodeOutput(m)
+        if mask is not None and is_empty(mask):
+            log.warning("ApplyPaletteAdapter: the mask selects no pixels (all zero); the model is left unchanged")
             return io.NodeOutput(m)
         model_layers = attention_layers_of(m)
         model_layers.check_fits(adapter.layer_dims, adapter.context_dim, getattr(adapter, "base", pa.BASE_MODEL))
@@ -335,6 +346,7 @@ class ApplyPaletteAdapter(io.ComfyNode):
             sampling.percent_to_sigma(start_percent),
             sampling.percent_to_sigma(end_percent),
             patcher=patcher,
+            mask=mask,
         )
         replace = m.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
         for name in layers:

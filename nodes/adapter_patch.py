@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ..palette_core.adapter import ColorCondition, PaletteAdapter, branch_conditions, decoupled_attention
 from ..palette_core.errors import AdapterError
+from ..palette_core.masks import check_mask, fit_mask
 
 HostAttention = Callable[..., Tensor]
 
@@ -50,6 +51,7 @@ class AdapterRun:
         sigma_end: float = 0.0,
         attention: Callable[[Tensor, Tensor, Tensor, Mapping], Tensor] = comfy_attention,
         patcher: object | None = None,
+        mask: Tensor | None = None,
     ) -> None:
         self.adapter = adapter
         self.patcher = patcher
@@ -57,7 +59,9 @@ class AdapterRun:
         self.weight = float(weight)
         self.sigma_start, self.sigma_end = float(sigma_start), float(sigma_end)
         self.attention = attention
+        self.mask = None if mask is None else check_mask(mask)
         self._tokens: dict[tuple, Tensor] = {}
+        self._masks: dict[tuple, Tensor] = {}
         self.calls: dict[str, int] = {}  # active evaluations per layer (tests and benchmarks read it)
 
     def __deepcopy__(self, memo: dict) -> AdapterRun:
@@ -68,6 +72,7 @@ class AdapterRun:
         if self.patcher is None:
             self.adapter.to(device_or_dtype)
         self._tokens.clear()
+        self._masks.clear()
         return self
 
     def models(self) -> list:
@@ -100,6 +105,34 @@ class AdapterRun:
                 chunks.append(t.expand(batch, -1, -1) if t.shape[0] == 1 else t)
             self._tokens[key] = torch.cat(chunks).to(device=device, dtype=dtype)
         return self._tokens[key]
+
+    def token_mask(self, extra_options: Mapping, q: Tensor, chunks: int) -> Tensor:
+        """The region mask on this layer's token grid, ``[len(q), T, 1]``: one per latent, repeated per CFG chunk."""
+        tokens = q.shape[1]
+        h, w = token_grid(extra_options, tokens)
+        batch = q.shape[0] // chunks
+        key = (h, w, batch, chunks, q.device, q.dtype)
+        if key not in self._masks:
+            m = fit_mask(self.mask, h, w, batch).reshape(batch, tokens, 1)
+            self._masks[key] = m.repeat(chunks, 1, 1).to(device=q.device, dtype=q.dtype)
+        return self._masks[key]
+
+
+def token_grid(extra_options: Mapping, tokens: int) -> tuple[int, int]:
+    """``(h, w)`` of a layer's ``tokens`` query positions (ComfyUI's ``activations_shape``, else the latent's)."""
+    shape = extra_options.get("activations_shape")
+    if shape is not None and shape[-2] * shape[-1] == tokens:
+        return int(shape[-2]), int(shape[-1])
+    shape = extra_options.get("original_shape")
+    if shape is not None:
+        h, w = int(shape[-2]), int(shape[-1])
+        for _ in range(8):  # each UNet level halves the grid, rounding up
+            if h * w == tokens:
+                return h, w
+            h, w = -(-h // 2), -(-w // 2)
+    raise AdapterError(
+        f"cannot place a region mask on an attention layer of {tokens} tokens: the host gave no latent shape"
+    )
 
 
 class PaletteAttn2Patch:
@@ -139,5 +172,7 @@ class PaletteAttn2Patch:
         w_k, w_v = (w.to(device=q.device) for w in run.adapter.kv_weights(self.layer))
         host = lambda a, b, c, _heads: run.attention(a, b, c, extra_options)  # noqa: E731  (heads are in extra_options)
         extra = decoupled_attention(q, tokens, w_k, w_v, extra_options["n_heads"], host)
+        if run.mask is not None:  # the region's share of the adapter's attention (as IP-Adapter's attention mask)
+            extra = extra * run.token_mask(extra_options, q, len(cond_or_uncond))
         run.calls[self.layer] = run.calls.get(self.layer, 0) + 1
         return out + run.weight * extra

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 import comfy.model_management
 import torch
 from comfy_api.latest import io
 
 from ..palette_core.alignment import check_palette_weights
 from ..palette_core.errors import PaletteError
+from ..palette_core.masks import is_empty
 from ..palette_core.palette import Palette
 from .model_family import latent_family, vae_family
-from .training_free_patches import AlignPatch, GuidancePatch
+from .training_free_patches import AlignPatch, GuidancePatch, add_post_cfg_patch
 from .types import Palette as PaletteType
+
+log = logging.getLogger(__name__)
 
 CATEGORY = "palette/training-free"
 DECODERS = ["fast", "exact"]
@@ -99,6 +104,12 @@ class PaletteAlign(io.ComfyNode):
                     step=0.05,
                     tooltip="Blend between the model's prediction (0) and the aligned one (1, default).",
                 ),
+                io.Mask.Input(
+                    "mask",
+                    optional=True,
+                    tooltip="Optional region: only latents inside the mask are aligned (soft edges blend). Chain "
+                    "several Palette Align nodes with their own masks for a palette per region (docs/regions.md).",
+                ),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The model with alignment: connect it to the KSampler.")
@@ -114,18 +125,21 @@ class PaletteAlign(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, model, vae, palette, stop_percent, strength) -> io.NodeOutput:
+    def execute(cls, model, vae, palette, stop_percent, strength, mask=None) -> io.NodeOutput:
         verdict = cls.validate_inputs(stop_percent, strength)
         if verdict is not True:
             raise PaletteError(verdict)
         colors, weights = palette_arrays(palette)
         family = vae_family(vae, latent_family(model, "PaletteAlign"))
         m = model.clone()
+        if mask is not None and is_empty(mask):
+            log.warning("PaletteAlign: the mask selects no pixels (all zero); the model is left unchanged")
+            return io.NodeOutput(m)
         # aligned while sigma is above the point where the final stop_percent of the schedule begins, in the
         # model's own schedule (flow models: sigma in [0, 1]); post-CFG hooks run at cfg 1 too
         stop_sigma = m.get_model_object("model_sampling").percent_to_sigma(1.0 - stop_percent)
-        patch = AlignPatch(vae_encoder(vae), colors, weights, stop_sigma, strength, family=family)
-        m.set_model_sampler_post_cfg_function(patch)
+        patch = AlignPatch(vae_encoder(vae), colors, weights, stop_sigma, strength, family=family, mask=mask)
+        add_post_cfg_patch(m, patch)
         return io.NodeOutput(m)
 
 
@@ -186,6 +200,13 @@ class PaletteGuidance(io.ComfyNode):
                     "decoder (needs the vae input; slower and memory-hungry at large sizes).",
                 ),
                 io.Vae.Input("vae", optional=True, tooltip="The model's own VAE, needed by the exact decoder."),
+                io.Mask.Input(
+                    "mask",
+                    optional=True,
+                    tooltip="Optional region: only its pixels pull toward the palette (weighted by the mask) and "
+                    "latents outside it never move. Chain several nodes with their own masks for a palette per "
+                    "region (docs/regions.md).",
+                ),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The model with guidance: connect it to the KSampler.")
@@ -211,7 +232,7 @@ class PaletteGuidance(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, model, palette, strength, steps_per_sample, start_percent, end_percent, decoder, vae=None
+        cls, model, palette, strength, steps_per_sample, start_percent, end_percent, decoder, vae=None, mask=None
     ) -> io.NodeOutput:
         verdict = cls.validate_inputs(strength, steps_per_sample, start_percent, end_percent, decoder)
         if verdict is not True:
@@ -225,6 +246,9 @@ class PaletteGuidance(io.ComfyNode):
             family = vae_family(vae, family)
             decode = vae_decoder(vae)
         m = model.clone()
+        if mask is not None and is_empty(mask):
+            log.warning("PaletteGuidance: the mask selects no pixels (all zero); the model is left unchanged")
+            return io.NodeOutput(m)
         sampling = m.get_model_object("model_sampling")
         patch = GuidancePatch(
             colors,
@@ -235,8 +259,9 @@ class PaletteGuidance(io.ComfyNode):
             sampling.percent_to_sigma(end_percent),
             decode,
             family=family,
+            mask=mask,
         )
-        m.set_model_sampler_post_cfg_function(patch)
+        add_post_cfg_patch(m, patch)
         return io.NodeOutput(m)
 
 

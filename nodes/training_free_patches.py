@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..palette_core.alignment import DEFAULT_BLOCK, DEFAULT_BLUR, AlignmentCondition, condition_latents
 from ..palette_core.latent_family import SDXL, LatentFamily
+from ..palette_core.masks import check_mask, fit_mask
 from ..palette_core.sw_guidance import DEFAULT_ROTATIONS, guide
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,11 @@ class AlignPatch:
         blur: int = DEFAULT_BLUR,
         seed: int = 0,
         family: LatentFamily = SDXL,
+        mask: Tensor | None = None,
     ) -> None:
         self.encode = encode
         self.family = family
+        self.mask = None if mask is None else check_mask(mask)  # a region (docs/regions.md); None: everywhere
         self.colors, self.weights = colors, weights
         self.stop_sigma, self.strength = float(stop_sigma), float(strength)
         self.block, self.blur, self.seed = block, blur, seed
@@ -83,7 +86,7 @@ class AlignPatch:
             return denoised
         self.calls += 1
         cond = self.condition(denoised.shape[-2], denoised.shape[-1], args.get("model"), denoised.device)
-        return cond.align(denoised, self.strength)
+        return cond.align(denoised, self.strength, region(self.mask, denoised))
 
 
 class GuidancePatch:
@@ -100,8 +103,10 @@ class GuidancePatch:
         decode: LatentDecoder | None = None,
         rotations: int = DEFAULT_ROTATIONS,
         family: LatentFamily = SDXL,
+        mask: Tensor | None = None,
     ) -> None:
         self.family = family  # its preview map is the decoder when ``decode`` is None
+        self.mask = None if mask is None else check_mask(mask)
         self.colors, self.weights = colors, weights
         self.strength, self.steps = float(strength), int(steps)
         self.sigma_start, self.sigma_end = float(sigma_start), float(sigma_end)
@@ -132,5 +137,55 @@ class GuidancePatch:
             rotations=self.rotations,
             seed=int(sigma * 1e6) % (1 << 31),  # from the step, not a counter: a re-run gives the same image
             family=self.family,
+            mask=self.mask,
         )
         return out.to(denoised.dtype)
+
+
+def region(mask: Tensor | None, latent: Tensor) -> Tensor | None:
+    """``mask`` on the latent grid ``[B, h, w]`` (area-averaged, docs/regions.md), or None without a mask."""
+    if mask is None:
+        return None
+    return fit_mask(mask, latent.shape[-2], latent.shape[-1], latent.shape[0]).to(latent.device)
+
+
+class RegionGroup:
+    """Regional patches of one kind on one model: each sees the same x̂0, their changes add, and where regions
+    overlap the sum is divided by the summed mask weight (docs/regions.md), so node order does not matter."""
+
+    def __init__(self, patches: tuple) -> None:
+        self.patches = tuple(patches)
+
+    def __deepcopy__(self, memo: dict) -> RegionGroup:
+        return self
+
+    def with_patch(self, patch) -> RegionGroup:
+        """A new group with ``patch`` added (the group on the input model is left as it is)."""
+        return RegionGroup((*self.patches, patch))
+
+    def __call__(self, args: Mapping) -> Tensor:
+        if len(self.patches) == 1:
+            return self.patches[0](args)
+        x = args["denoised"]
+        delta = cover = None
+        for patch in self.patches:
+            out = patch(args)
+            if out is x:  # outside its window at this step
+                continue
+            weight = region(patch.mask, x).unsqueeze(1).to(x.dtype)
+            delta = out - x if delta is None else delta + (out - x)
+            cover = weight if cover is None else cover + weight
+        return x if delta is None else x + delta / cover.clamp_min(1.0)
+
+
+def add_post_cfg_patch(model, patch) -> None:
+    """Add a palette post-CFG patch to a cloned ModelPatcher; a regional one joins the model's group of its kind."""
+    if patch.mask is None:
+        model.set_model_sampler_post_cfg_function(patch)
+        return
+    functions = model.model_options.get("sampler_post_cfg_function", [])
+    for i, fn in enumerate(functions):
+        if isinstance(fn, RegionGroup) and type(fn.patches[0]) is type(patch):
+            functions[i] = fn.with_patch(patch)  # the clone's own list (ModelPatcher.clone deep-copies it)
+            return
+    model.set_model_sampler_post_cfg_function(RegionGroup((patch,)))

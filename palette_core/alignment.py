@@ -451,11 +451,26 @@ class AlignmentCondition:
 
     def __init__(self, vectors: Tensor, k: int = DEFAULT_CLUSTERS, seed: int = 0) -> None:
         self.vectors = _check_vectors(vectors, "condition vectors")
+        self.k, self.seed = k, seed
         self.clusters = cluster_targets(self.vectors, k, seed)
         self._warm: dict[int, Tensor] = {}
+        self._regions: dict[int, AlignmentCondition] = {}
 
-    def align(self, x0: Tensor, strength: float = 1.0) -> Tensor:
-        """x̂0 ``[B, C, h, w]`` with its vectors replaced by their matched condition vectors, blended by ``strength``."""
+    def region(self, n: int) -> AlignmentCondition:
+        """The condition for a region of ``n`` latent vectors: the vectors resampled to ``n`` in proportion (cached)."""
+        if n == self.vectors.shape[0]:
+            return self
+        if n not in self._regions:
+            self._regions[n] = AlignmentCondition(resize_condition(self.vectors, n, self.seed), self.k, self.seed)
+        return self._regions[n]
+
+    def align(self, x0: Tensor, strength: float = 1.0, mask: Tensor | None = None) -> Tensor:
+        """x̂0 ``[B, C, h, w]`` with its vectors replaced by their matched condition vectors, blended by ``strength``.
+
+        With ``mask [B, h, w]`` (docs/regions.md) only the vectors where the mask is above 0 take part: they are
+        matched to the condition resampled to their number and blended by ``strength x mask``; every other
+        vector is returned unchanged.
+        """
         if x0.ndim != 4 or x0.shape[1] != self.vectors.shape[1] or x0.shape[2] * x0.shape[3] != self.vectors.shape[0]:
             raise InputShapeError(
                 f"x0: shape {tuple(x0.shape)}; expected [B, {self.vectors.shape[1]}, h, w] with h*w = "
@@ -463,6 +478,8 @@ class AlignmentCondition:
             )
         if not 0.0 <= strength <= 1.0:
             raise InputShapeError(f"strength: {strength} must be in [0, 1]")
+        if mask is not None:
+            return self._align_region(x0, strength, mask)
         target = self.vectors.to(device=x0.device, dtype=x0.dtype)
         out = torch.empty_like(x0)
         for b in range(x0.shape[0]):
@@ -470,3 +487,21 @@ class AlignmentCondition:
             perm, self._warm[b] = _match(_check_vectors(src, "x0"), target, self.clusters, self._warm.get(b))
             out[b] = target[perm].T.reshape(x0.shape[1:])
         return out if strength == 1.0 else torch.lerp(x0, out, strength)
+
+    def _align_region(self, x0: Tensor, strength: float, mask: Tensor) -> Tensor:
+        if mask.shape != (x0.shape[0], *x0.shape[2:]):
+            raise InputShapeError(f"mask: shape {tuple(mask.shape)}; expected {(x0.shape[0], *x0.shape[2:])}")
+        out = x0.clone()
+        for b in range(x0.shape[0]):
+            weight = mask[b].flatten().to(device=x0.device, dtype=x0.dtype)
+            inside = torch.nonzero(weight > 0).flatten()
+            if inside.numel() == 0:
+                continue
+            region = self.region(int(inside.numel()))
+            target = region.vectors.to(device=x0.device, dtype=x0.dtype)
+            src = x0[b].flatten(1).T[inside]
+            perm, region._warm[b] = _match(_check_vectors(src, "x0"), target, region.clusters, region._warm.get(b))
+            t = (strength * weight[inside]).unsqueeze(1)
+            flat = out[b].flatten(1)  # a view: writing it writes out[b]
+            flat[:, inside] = torch.lerp(src, target[perm], t).T
+        return out

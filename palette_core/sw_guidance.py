@@ -21,6 +21,7 @@ from .alignment import check_palette_weights
 from .errors import InputShapeError
 from .latent_family import SDXL, LatentFamily
 from .latent_rgb import fast_decode
+from .masks import fit_mask
 
 Decoder = Callable[[Tensor], Tensor]
 log = logging.getLogger(__name__)
@@ -54,24 +55,53 @@ def weighted_quantiles(values: Tensor, weights: Tensor, levels: Tensor) -> Tenso
 
 
 def sliced_wasserstein(
-    pixels: Tensor, colors: Tensor, weights: Tensor | None, directions: Tensor, power: int = 1
+    pixels: Tensor,
+    colors: Tensor,
+    weights: Tensor | None,
+    directions: Tensor,
+    power: int = 1,
+    pixel_weights: Tensor | None = None,
 ) -> Tensor:
     """Sliced W_p^p (p = 1 or 2) between pixel colours ``[B, N, 3]`` and a weighted palette -> ``[B]``.
 
     Differentiable in ``pixels``. Each direction compares the sorted pixel projections with the
-    palette quantile function at the mid-point levels ``(i + 0.5) / N``.
+    palette quantile function at the mid-point levels ``(i + 0.5) / N``. ``pixel_weights [B, N]``
+    (a region mask, docs/regions.md) makes the pixels a weighted distribution: levels at the mid-points
+    of their cumulative weights, gaps weighted; an item whose weights are all 0 costs 0.
     """
     if pixels.ndim != 3 or pixels.shape[-1] != 3:
         raise InputShapeError(f"pixels: shape {tuple(pixels.shape)}; expected [B, N, 3]")
     c, w = check_palette_weights(colors.detach(), weights)
     c, w = c.to(pixels.device, pixels.dtype), w.to(pixels.device, pixels.dtype)
     d = directions.to(pixels.device, pixels.dtype)
+    if pixel_weights is not None:
+        return _weighted_sliced(pixels, c, w, d, power, pixel_weights)
     n = pixels.shape[1]
     levels = (torch.arange(n, device=pixels.device, dtype=pixels.dtype) + 0.5) / n
     target = weighted_quantiles((c @ d.T).T.contiguous(), w, levels)  # [P, N]
     proj = torch.sort(pixels @ d.T, dim=1).values  # [B, N, P]
     gap = proj - target.T.unsqueeze(0)
     return gap.abs().mean(dim=(1, 2)) if power == 1 else gap.pow(2).mean(dim=(1, 2))
+
+
+def _weighted_sliced(pixels: Tensor, c: Tensor, w: Tensor, d: Tensor, power: int, pixel_weights: Tensor) -> Tensor:
+    """:func:`sliced_wasserstein` with weighted pixels (the generalised inverse CDF of both distributions)."""
+    if pixel_weights.shape != pixels.shape[:2]:
+        raise InputShapeError(f"pixel_weights: shape {tuple(pixel_weights.shape)}; expected {tuple(pixels.shape[:2])}")
+    pw = pixel_weights.to(pixels.device, pixels.dtype).detach()
+    total = pw.sum(1)  # [B]
+    proj, order = torch.sort(pixels @ d.T, dim=1)  # [B, N, P]
+    ws = torch.gather(pw.unsqueeze(-1).expand_as(proj), 1, order)
+    levels = (torch.cumsum(ws, 1) - 0.5 * ws) / total.clamp_min(1e-12).view(-1, 1, 1)  # [B, N, P]
+    values = (c @ d.T).T.contiguous()  # [P, K]
+    k_order = torch.argsort(values, dim=1)
+    sorted_v = torch.gather(values, 1, k_order)
+    cum = torch.cumsum(w[k_order], dim=1)
+    cum = (cum / cum[:, -1:]).unsqueeze(0).expand(proj.shape[0], -1, -1).contiguous()  # [B, P, K]
+    idx = torch.searchsorted(cum, levels.transpose(1, 2).contiguous()).clamp_max(values.shape[1] - 1)  # [B, P, N]
+    target = torch.gather(sorted_v.unsqueeze(0).expand(proj.shape[0], -1, -1), 2, idx).transpose(1, 2)
+    gap = (proj - target).abs() if power == 1 else (proj - target).pow(2)
+    return (gap * ws).sum(dim=(1, 2)) / (total.clamp_min(1e-12) * d.shape[0])
 
 
 def sliced_w1(pixels: Tensor, colors: Tensor, weights: Tensor | None, directions: Tensor) -> Tensor:
@@ -118,6 +148,7 @@ def guide(
     max_pixels: int | None = 65536,
     seed: int = 0,
     family: LatentFamily = SDXL,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """``steps`` gradient steps on ``latent [B, C, h, w]`` pulling its decoded colours toward the palette.
 
@@ -130,6 +161,9 @@ def guide(
     image [B, H, W, 3]`` must be differentiable; ``None`` is ``family``'s fast preview map. At most
     ``max_pixels`` random pixels per image enter the loss. Autograd runs even under
     ``torch.inference_mode`` (ComfyUI samples in it); only the decoder is differentiated.
+
+    ``mask`` (a MASK, docs/regions.md) restricts guidance to a region: the loss weighs each decoded pixel by
+    the mask and latent vectors outside the mask's support never move.
     """
     if steps < 0:
         raise InputShapeError(f"steps: {steps} must be >= 0")
@@ -137,19 +171,32 @@ def guide(
         raise InputShapeError(f"latent: shape {tuple(latent.shape)}; expected [B, C, h, w]")
     if decode is None:
         decode = lambda z: fast_decode(z, family)  # noqa: E731
+    support = None
+    if mask is not None:
+        support = (fit_mask(mask, latent.shape[2], latent.shape[3], latent.shape[0]) > 0).unsqueeze(1)
+        support = support.to(device=latent.device)
     g = torch.Generator().manual_seed(seed)
     # SW2^2 = mean over pixels and directions; its pixel gradient is ~ 2/(3 N) of the displacement
     scale = strength * DEFAULT_STEP * 1.5 * latent.shape[2] * latent.shape[3]
     pick = None
+    weights_px = None  # the mask at the decoded resolution, [B, N] (picked like the pixels)
 
     def pixels_of(rgb: Tensor) -> Tensor:
-        nonlocal pick
+        nonlocal pick, weights_px
         pixels = rgb.reshape(rgb.shape[0], -1, 3)
+        if mask is not None and weights_px is None:
+            weights_px = fit_mask(mask, rgb.shape[1], rgb.shape[2], rgb.shape[0]).reshape(rgb.shape[0], -1)
+            weights_px = weights_px.to(device=pixels.device, dtype=pixels.dtype)
         if max_pixels is not None and pixels.shape[1] > max_pixels:
             if pick is None:
                 pick = torch.randperm(pixels.shape[1], generator=g)[:max_pixels].to(pixels.device)
+                if weights_px is not None:
+                    weights_px = weights_px[:, pick]
             pixels = pixels[:, pick]
         return pixels
+
+    def cost(px: Tensor, directions: Tensor) -> Tensor:
+        return sliced_wasserstein(px, colors, weights, directions, power=2, pixel_weights=weights_px)
 
     with torch.inference_mode(False), torch.enable_grad():
         z = latent.detach().clone()
@@ -166,28 +213,30 @@ def guide(
                 break
             precond = _preconditioner(colour_jacobian(z, rgb)).to(z.device)  # refitted: decoders are not linear
             px = pixels_of(rgb)
-            loss = sliced_wasserstein(px, colors, weights, directions, power=2)
+            loss = cost(px, directions)
             (grad,) = torch.autograd.grad(loss.sum(), z)
             px = px.detach()
             if best is None:
                 scale = torch.full((z.shape[0], 1, 1, 1), scale, dtype=z.dtype, device=z.device)
+                if weights_px is not None:  # the weighted loss averages over the region: same step per pixel
+                    scale = scale * (weights_px.sum(1) / weights_px.shape[1]).view(-1, 1, 1, 1).to(z.dtype)
             else:
                 # an item whose loss rose (same directions for both points) overshot where the decoder
                 # is not linear: step again from its previous point with half the step size
                 with torch.no_grad():
-                    worse = loss.detach() > sliced_wasserstein(best_px, colors, weights, directions, power=2)
+                    worse = loss.detach() > cost(best_px, directions)
                 w4 = worse.view(-1, 1, 1, 1)
                 scale = torch.where(w4, scale * 0.5, scale)
                 z = torch.where(w4, best, z.detach())
                 grad = torch.where(w4, best_grad, grad)
                 px = torch.where(worse.view(-1, 1, 1), best_px, px)
             best, best_px, best_grad = z.detach(), px, grad
-            z = (best - scale * torch.einsum("dc,bchw->bdhw", precond, grad)).detach()
+            step = scale * torch.einsum("dc,bchw->bdhw", precond, grad)
+            z = (best - (step if support is None else torch.where(support, step, 0.0))).detach()
         if best is not None:
             with torch.no_grad():
                 directions = _directions(rotations, g)
-                now = sliced_wasserstein(pixels_of(decode(z)), colors, weights, directions, power=2)
-                worse = now > sliced_wasserstein(best_px, colors, weights, directions, power=2)
+                worse = cost(pixels_of(decode(z)), directions) > cost(best_px, directions)
             z = torch.where(worse.view(-1, 1, 1, 1), best, z)
     return z
 

@@ -8,7 +8,7 @@ ComfyUI loaded first (``comfyhost.load_comfyui``).
 from __future__ import annotations
 
 import torch
-from comfyhost import init_random_, sdxl_model_config, tiny_sdxl
+from comfyhost import init_random_, sdxl_conditioning, sdxl_model_config, tiny_sdxl
 
 FAMILY_NAMES = ["SD15", "SDXL", "SD3", "Flux"]
 CFG = {"SD15": 4.0, "SDXL": 4.0, "SD3": 4.0, "Flux": 1.0}  # Flux dev/schnell are sampled at cfg 1
@@ -130,3 +130,101 @@ def family_model(name: str, size: str = "tiny", dtype: torch.dtype = torch.float
     model = config.get_model({})
     init_random_(model.diffusion_model, seed)
     return patcher(model)
+
+
+def conditioning(name: str, seed: int, batch: int = 1):
+    """Random conditioning of the family's text-encoder shapes, in ComfyUI's format."""
+    if name == "SDXL":
+        return sdxl_conditioning(seed, batch)
+    g = torch.Generator().manual_seed(seed)
+    if name == "SD15":
+        return [[torch.randn(batch, 77, 768, generator=g), {}]]
+    pooled = 2048 if name == "SD3" else 768
+    extra = {"pooled_output": torch.randn(batch, pooled, generator=g)}
+    if name == "Flux":
+        extra["guidance"] = 3.5
+    return [[torch.randn(batch, 8, 4096, generator=g), extra]]
+
+
+def run_sample(model, name: str, callback=None, seed: int = 0, steps: int = 2, side: int = 8):
+    """Sample a ``side x side`` latent through ComfyUI's KSampler path; the VAE-space latent, as KSampler gives it."""
+    import comfy.sample
+
+    channels = model.get_model_object("latent_format").latent_channels
+    latent = torch.zeros(1, channels, side, side)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        out = comfy.sample.sample(
+            model,
+            noise,
+            steps,
+            CFG[name],
+            "euler",
+            "normal",
+            conditioning(name, 1),
+            conditioning(name, 2),
+            latent,
+            seed=seed,
+            callback=callback,
+            disable_pbar=True,
+        )
+        return out.clone()
+
+
+def tiny_vae(channels: int, seed: int = 3):
+    """A small random-weight ComfyUI AutoencoderKL making ``channels``-channel latents, as a comfy.sd.VAE."""
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    ddconfig = {
+        "double_z": True,
+        "z_channels": channels,
+        "resolution": 256,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 32,
+        "ch_mult": [1, 2, 4, 4],
+        "num_res_blocks": 1,
+        "attn_resolutions": [],
+        "dropout": 0.0,
+    }
+    with torch.inference_mode():
+        ae = AutoencoderKL(ddconfig=ddconfig, embed_dim=channels)
+        init_random_(ae, seed)
+        vae = comfy.sd.VAE(sd=ae.state_dict(), config={"params": {"ddconfig": ddconfig, "embed_dim": channels}})
+    # the explicit-config path keeps the default 4; ComfyUI's detecting path reads it from decoder.conv_in
+    vae.latent_channels = channels
+    return vae
+
+
+class PreviewInverseAE(torch.nn.Module):
+    """An autoencoder whose encoder inverts a latent format's preview map per 8x8 block (VAE space out)."""
+
+    def __init__(self, fmt) -> None:
+        super().__init__()
+        self.fmt = fmt
+        f = torch.tensor(fmt.latent_rgb_factors, dtype=torch.float32)
+        bias = fmt.latent_rgb_factors_bias
+        self.register_buffer("f", f)
+        self.register_buffer("b", torch.tensor(bias if bias is not None else [0.0, 0.0, 0.0]))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        rgb = torch.nn.functional.avg_pool2d(x, 8).movedim(1, -1)  # [-1, 1], as the previewer's output
+        z = (rgb - self.b) @ torch.linalg.pinv(self.f)
+        return self.fmt.process_out(z.movedim(-1, 1))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        rgb = (self.fmt.process_in(z).movedim(1, -1) @ self.f + self.b).movedim(-1, 1)
+        return torch.nn.functional.interpolate(rgb, scale_factor=8, mode="nearest")
+
+
+def preview_vae(model):
+    """A comfy.sd.VAE (ComfyUI's encode/decode plumbing) with the preview-inverting network inside."""
+    import comfy.model_patcher
+
+    fmt = model.get_model_object("latent_format")
+    vae = tiny_vae(fmt.latent_channels)
+    with torch.inference_mode():
+        vae.first_stage_model = PreviewInverseAE(fmt)
+    vae.patcher = comfy.model_patcher.ModelPatcher(vae.first_stage_model, vae.device, vae.device)
+    return vae
