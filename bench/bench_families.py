@@ -55,7 +55,8 @@ def load(device: str):
 def variants(host, name: str, model, steps_per_sample: int, exact: bool) -> dict[str, object]:
     """The unpatched model and the node-patched clones of it, by label."""
     from comfyhost import run_node
-    from test_families_comfyui import palette, tiny_vae
+    from family_models import tiny_vae
+    from test_families_comfyui import palette
 
     channels = model.get_model_object("latent_format").latent_channels
     vae = tiny_vae(channels)  # the condition is encoded once and cached, so the VAE's size is off the step
@@ -71,7 +72,7 @@ def variants(host, name: str, model, steps_per_sample: int, exact: bool) -> dict
 
 def one_step(model, name: str, side: int, seed: int = 0) -> None:
     """One euler step of ComfyUI's KSampler path on a ``side x side`` latent (batch 1)."""
-    from test_families_comfyui import run_sample
+    from family_models import run_sample
 
     run_sample(model, name, seed=seed, steps=1, side=side)
     if torch.cuda.is_available():
