@@ -11,6 +11,10 @@
 over 10 MB (formats.MAX_FILE_BYTES). At most that many bytes are read into memory and nothing is
 written to disk. The request logic (:func:`parse_request`, :func:`read_body`) needs no server and no
 aiohttp; only :func:`handle_parse` and :func:`register` touch aiohttp, imported when called.
+
+Palette files may hold up to 16384 colours, the widget's text 256 (palette text's limit): a larger file
+is answered with its 256 heaviest colours (the first 256 when, as in most files, all weigh the same),
+plus ``"total": <colours in the file>`` and a ``"note"`` saying so, which is also logged.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import sys
 from dataclasses import dataclass
 
 from ..palette_core import formats
-from ..palette_core.errors import PaletteError
-from ..palette_core.palette import Palette, quote
+from ..palette_core.errors import PaletteError, PaletteFormatError
+from ..palette_core.palette import MAX_COLORS, Palette, json_int, quote
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,21 @@ def error(status: int, message: str) -> Reply:
 def palette_reply(palette: Palette) -> Reply:
     """200 with the palette's canonical text (what the widget stores) and its colours and weights."""
     return Reply(200, {"text": palette.to_text(), "colors": palette.to_json(), "count": len(palette)})
+
+
+def widget_reply(palette: Palette, name: str) -> Reply:
+    """:func:`palette_reply` for a file, reduced to the widget's 256 heaviest colours with a note if larger."""
+    if len(palette) <= MAX_COLORS:
+        return palette_reply(palette)
+    which = "the first" if palette.is_uniform else "the heaviest"
+    note = (
+        f"{name} has {len(palette)} colours and palette text holds at most {MAX_COLORS}: "
+        f"kept {which} {MAX_COLORS} (convert the whole file with the palette command, e.g. to .json)"
+    )
+    log.info("palette_control: %s", note)
+    reply = palette_reply(palette.heaviest(MAX_COLORS))
+    reply.body.update(total=len(palette), note=note)
+    return reply
 
 
 def too_large(what: str) -> Reply:
@@ -86,7 +105,7 @@ def parse_file(data: bytes, filename: str) -> Reply:
     if len(data) > MAX_BODY_BYTES:
         return too_large(name)
     try:
-        return palette_reply(formats.decode(data, fmt, name))
+        return widget_reply(formats.decode(data, fmt, name), name)
     except PaletteError as e:
         return error(400, str(e))
 
@@ -101,14 +120,15 @@ def parse_request(body: bytes, content_type: str, filename: str | None) -> Reply
         )
     if filename is not None:
         return parse_file(body, filename)
+    expected = 'expected {"text": "<palette text>"}, or a palette file\'s bytes with ?filename=<name>'
     try:
-        payload = json.loads(body.decode("utf-8"))
+        payload = json.loads(body.decode("utf-8"), parse_int=json_int)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return error(
-            400,
-            f'the request body is not JSON ({e}): expected {{"text": "<palette text>"}}, '
-            "or a palette file's bytes with ?filename=<name>",
-        )
+        return error(400, f"the request body is not JSON ({e}): {expected}")
+    except RecursionError:  # json.loads recurses once per nesting level
+        return error(400, f"the request body is not usable JSON: it is nested too deeply: {expected}")
+    except PaletteFormatError as e:  # an integer literal too long to convert
+        return error(400, f"the request body is not usable JSON: {e}: {expected}")
     if not isinstance(payload, dict) or "text" not in payload:
         return error(400, 'expected a JSON object {"text": "<palette text>"}')
     return parse_text(payload["text"])

@@ -78,6 +78,14 @@ def load_image(path: str | Path) -> np.ndarray:
     return pixels / np.float32(255.0)  # exactly float32(k / 255), what ComfyUI's image loader gives
 
 
+def _exists(path: Path, test: Callable[[Path], bool] = Path.exists) -> bool:
+    """``test(path)``, False for names no file can have (too long for the OS, a NUL byte): those are text."""
+    try:
+        return test(path)
+    except (OSError, ValueError):
+        return False
+
+
 def resolve_palette(arg: str, base: Path | None = None) -> Palette:
     """A palette from a palette file, a Coolors URL or palette text (SPEC §5)."""
     from .formats import READ_FORMATS, load_palette
@@ -87,7 +95,7 @@ def resolve_palette(arg: str, base: Path | None = None) -> Palette:
     if _COOLORS_RE.match(arg.strip()):
         return Palette.parse(arg)
     looks_like_a_path = not any(c in arg for c in ",\n")  # "#fff, a.json" is text, "a.json" a file
-    if path.suffix.lower() in READ_FORMATS and (path.exists() or looks_like_a_path):
+    if path.suffix.lower() in READ_FORMATS and (_exists(path) or looks_like_a_path):
         return load_palette(path)
     try:
         return Palette.parse(arg)
@@ -110,7 +118,7 @@ def resolve_operand(arg: str) -> Operand:
     from .formats import READ_FORMATS
 
     path = Path(arg)
-    if path.is_file() and path.suffix.lower() not in READ_FORMATS:
+    if _exists(path, Path.is_file) and path.suffix.lower() not in READ_FORMATS:
         counts = pixel_counts(load_image(path).reshape(-1, 3))
         return Operand(arg, "image", counts / counts.sum())
     if path.suffix.lower() in IMAGE_EXTENSIONS:
@@ -445,15 +453,32 @@ def _plot_report(path: Path, scored: list[Scored]) -> None:
 # Parser
 
 
-def _size(text: str) -> int:
-    from .palette import MAX_COLORS, quote
+def _whole_number(text: str) -> int:
+    from .palette import quote
 
+    # int() of more than 4300 digits raises a ValueError that names Python internals; no argument here
+    # takes a number anywhere near 100 characters long.
+    if len(text) > 100:
+        raise argparse.ArgumentTypeError(f"{quote(text)} ({len(text)} characters) is too large")
     try:
-        n = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{quote(text)} is not a whole number") from None
+
+
+def _size(text: str) -> int:
+    from .palette import MAX_COLORS
+
+    n = _whole_number(text)
     if not 1 <= n <= MAX_COLORS:
         raise argparse.ArgumentTypeError(f"{n} colours: a palette holds 1 to {MAX_COLORS}")
+    return n
+
+
+def _seed(text: str) -> int:
+    n = _whole_number(text)
+    if not -(2**63) <= n < 2**64:  # what torch.Generator.manual_seed takes
+        raise argparse.ArgumentTypeError(f"{n} is out of range: expected a 64-bit seed, 0 to {2**64 - 1}")
     return n
 
 
@@ -514,7 +539,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     q.add_argument(
         "--blocks", nargs="+", metavar="NAME", help="diffusers block names (default up_blocks.0.attentions.1)"
     )
-    q.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    q.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2^64 - 1 (default 0)")
     q.set_defaults(func=cmd_adapter_init)
     return parser
 

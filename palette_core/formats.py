@@ -4,7 +4,12 @@
 The format comes from the file extension. Every error is a :class:`PaletteFormatError` that names the
 file, the line or byte offset and the expected form. Files over :data:`MAX_FILE_BYTES` are refused
 before they are read, and binary readers check every count and length field against the bytes
-present, so a corrupt header never makes them allocate or loop on data that is not there.
+present, so a corrupt header never makes them allocate or loop on data that is not there. A file holds
+up to :data:`~.palette.MAX_FILE_COLORS` colours (real palettes list thousands); palette text only 256.
+
+Lab entries (ASE and ACO) are CIE Lab relative to D50, as Adobe writes them: they are adapted to
+sRGB's D65 white with the Bradford transform (:func:`lab_d50_to_srgb`). Data after an ACO file's
+colour records (newer Photoshop versions append blocks such as swatch groups) is skipped.
 
 Weights: only JSON (and text-form ``.txt``/``.hex`` lines with ``:weight``) carry them; the other
 formats give equal weights on reading and drop weights on writing.
@@ -24,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .color import lab_to_srgb
+from .color import D65_XYZ, lab_to_xyz, linear_to_srgb, xyz_to_linear
 from .errors import PaletteError, PaletteFormatError
-from .palette import _COOLORS_RE, MAX_COLORS, Palette, parse_token, quote
+from .palette import _COOLORS_RE, MAX_FILE_COLORS, Palette, parse_token, quote
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,9 @@ WRITE_FORMATS = {".gpl": "gpl", ".ase": "ase", ".hex": "hex", ".json": "json"}
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _GPL_ROW = re.compile(r"\s*([0-9]+)\s+([0-9]+)\s+([0-9]+)(?:\s+(.*))?")
+# Header fields: GIMP's "Name:" and "Columns:", Aseprite's "Channels: RGBA" (its rows then carry an alpha
+# value, read as part of the name); a colour row starts with a digit, so it never matches.
+_GPL_FIELD = re.compile(r"[A-Za-z][\w-]*:")
 _PAL_ROW = re.compile(r"\s*([0-9]+)\s+([0-9]+)\s+([0-9]+)(?:\s+[0-9]+)?\s*")
 _PAINTNET = re.compile(r"[0-9a-fA-F]{8}")  # Paint.NET .txt rows are AARRGGBB
 
@@ -158,7 +166,9 @@ def _lines(text: str) -> list[str]:
 
 
 def _too_many(source: str, where: str) -> PaletteFormatError:
-    return PaletteFormatError(f"{source}: {where}: more than {MAX_COLORS} colours: a palette holds 1 to {MAX_COLORS}")
+    return PaletteFormatError(
+        f"{source}: {where}: more than {MAX_FILE_COLORS} colours: a palette file holds 1 to {MAX_FILE_COLORS}"
+    )
 
 
 def _no_colours(source: str, form: str) -> PaletteFormatError:
@@ -176,9 +186,12 @@ def _from_rgb(rows: list[tuple[float, float, float]], source: str, form: str, we
 
 
 def _level(text: str, source: str, line: int, what: str, top: int = 255) -> int:
-    v = int(text)
+    # Strip and measure the digits first: int() of a 5,000-digit field raises a bare ValueError.
+    digits = text.lstrip("0") or "0"
+    v = int(digits) if len(digits) <= len(str(top)) else top + 1
     if v > top:
-        raise PaletteFormatError(f"{source}: line {line}: {what} value {v} is out of range: expected 0 to {top}")
+        shown = text if len(text) <= 12 else quote(text)
+        raise PaletteFormatError(f"{source}: line {line}: {what} value {shown} is out of range: expected 0 to {top}")
     return v
 
 
@@ -193,14 +206,14 @@ def _read_gpl(text: str, source: str) -> Palette:
     rows = []
     for n, line in enumerate(lines[1:], start=2):
         s = line.strip()
-        if not s or s.startswith("#") or s.startswith(("Name:", "Columns:")):
+        if not s or s.startswith("#") or _GPL_FIELD.match(s):
             continue
         m = _GPL_ROW.fullmatch(line)
         if not m:
             raise PaletteFormatError(
                 f'{source}: line {n}: {quote(s)} is not a colour row: expected "R G B [name]" with R, G, B in 0-255'
             )
-        if len(rows) == MAX_COLORS:
+        if len(rows) == MAX_FILE_COLORS:
             raise _too_many(source, f"line {n}")
         rows.append(tuple(_level(m.group(i), source, n, "RGB") / 255.0 for i in (1, 2, 3)))
     return _from_rgb(rows, source, 'colour rows "R G B [name]" after the "GIMP Palette" header')
@@ -219,11 +232,16 @@ def _read_pal(data: bytes, source: str) -> Palette:
     count_text = lines[2].strip()
     if not count_text.isascii() or not count_text.isdigit():
         raise PaletteFormatError(f"{source}: line 3: {quote(lines[2])} is not a colour count: {expected_header}")
-    count = int(count_text)
-    if count > MAX_COLORS:
-        raise PaletteFormatError(f"{source}: line 3: {count} colours: a palette holds 1 to {MAX_COLORS}")
+    digits = count_text.lstrip("0") or "0"  # measured first: int() of a 5,000-digit count raises
+    count = int(digits) if len(digits) <= 6 else MAX_FILE_COLORS + 1
+    if count > MAX_FILE_COLORS:
+        raise PaletteFormatError(
+            f"{source}: line 3: {quote(count_text)} colours: a palette file holds 1 to {MAX_FILE_COLORS}"
+        )
     if count == 0:
-        raise PaletteFormatError(f"{source}: line 3: the colour count is 0: a palette holds 1 to {MAX_COLORS}")
+        raise PaletteFormatError(
+            f"{source}: line 3: the colour count is 0: a palette file holds 1 to {MAX_FILE_COLORS}"
+        )
     rows = []
     for k in range(count):
         n = 4 + k
@@ -254,7 +272,7 @@ def _read_hex(text: str, source: str) -> Palette:
         for token in re.split(r"[\s,;]+", s):
             if not token:
                 continue
-            if len(rows) == MAX_COLORS:
+            if len(rows) == MAX_FILE_COLORS:
                 raise _too_many(source, f"line {n}")
             if _PAINTNET.fullmatch(token):
                 rgb, w = (int(token[2:4], 16), int(token[4:6], 16), int(token[6:8], 16)), None
@@ -276,7 +294,7 @@ def _read_json(text: str, source: str) -> Palette:
             f'{source}: line 1: expected a JSON list of hex strings or {{"hex": ..., "weight": ...}} objects'
         )
     try:
-        return Palette._parse_json(text)
+        return Palette._parse_json(text, MAX_FILE_COLORS)
     except PaletteFormatError as e:
         raise PaletteFormatError(f"{source}: {e}") from None
 
@@ -340,12 +358,34 @@ class _Bytes:
             raise self.error(f"{what} is not valid UTF-16 ({e.reason})", at + e.start) from None
 
 
+# Adobe's Lab (ASE, ACO) is relative to D50 as ICC profiles encode it (the PCS illuminant, X 0.9642,
+# Y 1, Z 0.8249); the Bradford cone response matrix as Lindbloom and colour-science give it.
+D50_XYZ = (0.9642, 1.0, 0.8249)
+_BRADFORD = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]])
+
+
+def bradford(source_white: tuple[float, ...], target_white: tuple[float, ...]) -> np.ndarray:
+    """The 3x3 Bradford matrix ``M^-1 diag(M w_t / M w_s) M`` that adapts XYZ from one white to another (Lindbloom)."""
+    gain = (_BRADFORD @ np.asarray(target_white)) / (_BRADFORD @ np.asarray(source_white))
+    return np.linalg.solve(_BRADFORD, gain[:, None] * _BRADFORD)
+
+
+# Lab -> XYZ relative to D65 (color.lab_to_xyz), rescaled to D50's white, then adapted back to D65.
+_D50_LAB_XYZ_TO_D65 = bradford(D50_XYZ, D65_XYZ) * (np.asarray(D50_XYZ) / np.asarray(D65_XYZ))
+
+
+def lab_d50_to_srgb(lab: np.ndarray) -> np.ndarray:
+    """CIE Lab ``[..., 3]`` relative to D50 (Adobe) to unclipped sRGB, Bradford-adapted to D65 (docs/palettes.md)."""
+    xyz = lab_to_xyz(np.asarray(lab, dtype=np.float64)) @ _D50_LAB_XYZ_TO_D65.T
+    return linear_to_srgb(xyz_to_linear(xyz))
+
+
 _ASE_FORM = 'an Adobe Swatch Exchange file ("ASEF", version 1.0, then colour and group blocks)'
 _ASE_MODELS = {b"RGB ": 3, b"LAB ": 3, b"CMYK": 4, b"GRAY": 1}  # matched case-insensitively (Adobe writes "Gray")
 
 
 def _ase_colour(model: bytes, values: tuple[float, ...]) -> tuple[float, float, float]:
-    """One ASE colour entry's values to sRGB in [0, 1] (Lab L is stored in [0, 1], a and b as is)."""
+    """One ASE colour entry's values to sRGB in [0, 1] (Lab: L stored in [0, 1], a and b as is, D50)."""
     if model == b"RGB ":
         return values
     if model == b"GRAY":
@@ -354,7 +394,7 @@ def _ase_colour(model: bytes, values: tuple[float, ...]) -> tuple[float, float, 
         c, m, y, k = values
         return ((1 - c) * (1 - k), (1 - m) * (1 - k), (1 - y) * (1 - k))
     lab = np.array([values[0] * 100.0, values[1], values[2]], dtype=np.float64)
-    return tuple(np.clip(lab_to_srgb(lab), 0.0, 1.0).tolist())
+    return tuple(np.clip(lab_d50_to_srgb(lab), 0.0, 1.0).tolist())
 
 
 def _read_ase(data: bytes, source: str) -> Palette:
@@ -375,7 +415,7 @@ def _read_ase(data: bytes, source: str) -> Palette:
             raise r.error(f"block {i} declares {length} bytes but only {r.left()} follow (truncated)", start + 2)
         body = _Bytes(r.take(length, f"block {i}"), source, _ASE_FORM, base=start + 6, scope=f"block {i}")
         if kind == 0x0001:
-            if len(rows) == MAX_COLORS:
+            if len(rows) == MAX_FILE_COLORS:
                 raise _too_many(source, f"byte {start}")
             rows.append(_ase_entry(body, i))
         elif kind not in (0xC001, 0xC002):
@@ -412,6 +452,7 @@ def _write_ase(palette: Palette, name: str) -> bytes:
 
 
 _ACO_FORM = "a Photoshop .aco file (version 1 and/or 2: a version, a count, then 10-byte colour records)"
+_ACO_V2 = b"\x00\x02"
 
 
 def _aco_colour(space: int, w: int, x: int, y: int, z: int) -> tuple[float, float, float] | None:
@@ -424,10 +465,10 @@ def _aco_colour(space: int, w: int, x: int, y: int, z: int) -> tuple[float, floa
         top = 65535 if space == 2 else 10000
         c, m, ye, k = (1 - min(v, top) / top for v in (w, x, y, z))
         return ((1 - c) * (1 - k), (1 - m) * (1 - k), (1 - ye) * (1 - k))
-    if space == 7:  # Lab: L 0-10000, a and b signed -12800..12700 (hundredths)
+    if space == 7:  # Lab (D50, Photoshop's Lab): L 0-10000, a and b signed -12800..12700 (hundredths)
         a, b = struct.unpack(">hh", struct.pack(">HH", x, y))
         lab = np.array([min(w, 10000) / 100.0, a / 100.0, b / 100.0], dtype=np.float64)
-        return tuple(np.clip(lab_to_srgb(lab), 0.0, 1.0).tolist())
+        return tuple(np.clip(lab_d50_to_srgb(lab), 0.0, 1.0).tolist())
     if space == 8:  # grayscale 0-10000 in ink: 10000 is black (as GIMP reads it)
         g = 1 - min(w, 10000) / 10000
         return (g, g, g)
@@ -437,8 +478,8 @@ def _aco_colour(space: int, w: int, x: int, y: int, z: int) -> tuple[float, floa
 def _aco_section(r: _Bytes, version: int) -> list[tuple[float, float, float]]:
     (count,) = r.unpack(">H", f"the version {version} colour count")
     record = 10 if version == 1 else 14  # version 2 adds at least a 4-byte name length
-    if count > MAX_COLORS:
-        raise r.error(f"{count} colours: a palette holds 1 to {MAX_COLORS}", r.offset() - 2)
+    if count > MAX_FILE_COLORS:
+        raise r.error(f"{count} colours: a palette file holds 1 to {MAX_FILE_COLORS}", r.offset() - 2)
     if count * record > r.left():
         raise r.error(
             f"the version {version} count {count} needs at least {count * record} bytes but only {r.left()} follow",
@@ -467,17 +508,17 @@ def _read_aco(data: bytes, source: str) -> Palette:
     if version not in (1, 2):
         raise r.error(f"version {version} is not 1 or 2 (wrong magic)", 0)
     rows = _aco_section(r, version)
-    if version == 1 and r.left():
+    if version == 1 and data[r.pos : r.pos + 2] == _ACO_V2:  # Photoshop 7+: version 1, then the same with names
         at = r.offset()
-        (v2,) = r.unpack(">H", "the version 2 header")
-        if v2 != 2:
-            raise r.error(f"{r.left() + 2} bytes follow the version 1 colours but do not start a version 2 section", at)
+        r.take(2, "the version 2 header")
         named = _aco_section(r, 2)
         if len(named) != len(rows):
             raise r.error(f"the version 2 section holds {len(named)} colours, version 1 {len(rows)}", at + 2)
         rows = named
     if r.left():
-        raise r.error(f"{r.left()} bytes follow the last colour")
+        # Newer Photoshop versions append blocks after the colour records (e.g. an "8BIM" block with the
+        # swatch groups); their layout is not published, and the colours are already read.
+        log.debug("%s: skipping %d bytes after the colour records at byte %d", source, r.left(), r.offset())
     return _from_rgb(rows, source, _ACO_FORM)
 
 
@@ -501,8 +542,8 @@ def _read_riff_pal(data: bytes, source: str) -> Palette:
             break
         r.take(length + (length & 1), f"chunk {chunk!r}")
     _, count = r.unpack("<HH", "the palette version and count")
-    if count > MAX_COLORS:
-        raise r.error(f"{count} colours: a palette holds 1 to {MAX_COLORS}", r.offset() - 2)
+    if count > MAX_FILE_COLORS:
+        raise r.error(f"{count} colours: a palette file holds 1 to {MAX_FILE_COLORS}", r.offset() - 2)
     if 4 + 4 * count > length:
         raise r.error(f"{count} colours need {4 + 4 * count} bytes but the data chunk holds {length}", r.offset() - 2)
     rows = []

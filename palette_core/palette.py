@@ -1,7 +1,8 @@
 """The Palette value and its text form (SPEC §3, §5).
 
 A palette is sRGB colours ``[N, 3]`` in [0, 1] with weights ``[N]`` (non-negative, summing to 1, equal
-by default), 1 to 256 colours. The text form is what widgets, workflow JSON and API prompts carry:
+by default), 1 to 16384 colours (:data:`MAX_FILE_COLORS`; palette files reach it) and 1 to 256 as text
+(:data:`MAX_COLORS`). The text form is what widgets, workflow JSON and API prompts carry:
 colours separated by commas, whitespace or newlines, each ``#RGB``, ``#RRGGBB`` or ``RRGGBB`` with an
 optional ``:weight`` (relative, normalised), e.g. ``#e63946:2, #f1faee, #1d3557:0.5``; a JSON list of
 hex strings or of ``{"hex": ..., "weight": ...}`` objects; or a Coolors URL
@@ -30,8 +31,14 @@ from .errors import InputShapeError, PaletteFormatError
 if TYPE_CHECKING:
     from torch import Tensor
 
-MAX_COLORS = 256
+MAX_COLORS = 256  # palette text (the widget, workflows, API prompts) and extraction
+# Palette files in the wild list hundreds to thousands of colours (named-colour lists, paint fan decks);
+# a Palette holds up to this many, and text stays at MAX_COLORS (docs/palettes.md, "How many colours").
+MAX_FILE_COLORS = 16384
 MAX_TEXT_CHARS = 1_000_000  # a 256-colour palette with weights is under 10 kB; refuse anything absurd
+# Longer integer literals are refused before int() sees them: a weight past 1e300 is refused anyway, and
+# int() of more than 4300 digits raises a bare ValueError (CPython's limit on int/str conversions).
+_MAX_INT_CHARS = 400
 
 _HEX_RE = re.compile(r"#?(?:[0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
 # Any path segment is captured so that a bad colour in a Coolors URL is named, not the "https" before it.
@@ -67,17 +74,31 @@ def to_hex(rgb: Sequence[float]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*levels)
 
 
+def _shown(number: str) -> str:
+    """A number as typed for an error message, quoted and shortened only when long."""
+    return number if len(number) <= _QUOTE_CHARS else quote(number)
+
+
 def _parse_weight(text: str, token: str) -> float:
     if text.startswith("-") and _WEIGHT_RE.fullmatch(text[1:]):
-        raise PaletteFormatError(f"{quote(token)}: weight {text} must be >= 0")
+        raise PaletteFormatError(f"{quote(token)}: weight {_shown(text)} must be >= 0")
     if not _WEIGHT_RE.fullmatch(text):
         raise PaletteFormatError(
             f"{quote(token)}: weight {quote(text)} is not a number: expected colour:weight, e.g. #e63946:2"
         )
-    w = float(text)
+    w = float(text)  # float() reads any number of digits (a huge one becomes inf, refused below)
     if not math.isfinite(w):
-        raise PaletteFormatError(f"{quote(token)}: weight {text} is too large: weights must be finite")
+        raise PaletteFormatError(f"{quote(token)}: weight {_shown(text)} is too large: weights must be finite")
     return w
+
+
+def json_int(text: str) -> int:
+    """``parse_int`` for ``json.loads`` of untrusted text: refuses literals over 400 digits (docs/palettes.md)."""
+    if len(text) > _MAX_INT_CHARS:
+        raise PaletteFormatError(
+            f"the number {quote(text)} ({len(text)} digits) is too large: weights must be finite numbers below 1e300"
+        )
+    return int(text)
 
 
 def parse_token(token: str) -> tuple[tuple[int, int, int], float | None]:
@@ -152,8 +173,8 @@ class Palette:
         if batched:
             raise InputShapeError(f"colors: shape {tuple(c.shape)}; a Palette holds one palette [N, 3]")
         n = c.shape[1]
-        if n > MAX_COLORS:
-            raise InputShapeError(f"colors: {n} colours; a palette holds 1 to {MAX_COLORS}")
+        if n > MAX_FILE_COLORS:
+            raise InputShapeError(f"colors: {n} colours; a palette holds 1 to {MAX_FILE_COLORS}")
         if weights is not None and not (isinstance(weights, np.ndarray) or is_tensor(weights)):
             weights = np.array(list(weights), dtype=np.float64)
         if weights is not None:
@@ -162,12 +183,12 @@ class Palette:
         return cls(c[0], w[0])
 
     @classmethod
-    def from_hex(cls, hexes: Sequence[str], weights: Sequence[float] | None = None) -> Palette:
-        """Palette from hex strings (and optional relative weights)."""
+    def from_hex(cls, hexes: Sequence[str], weights: Sequence[float] | None = None, limit: int = MAX_COLORS) -> Palette:
+        """Palette from hex strings (and optional relative weights); at most ``limit`` colours."""
         if not hexes:
-            raise PaletteFormatError(f"no colours given: a palette holds 1 to {MAX_COLORS} colours")
-        if len(hexes) > MAX_COLORS:
-            raise PaletteFormatError(f"{len(hexes)} colours: a palette holds 1 to {MAX_COLORS}")
+            raise PaletteFormatError(f"no colours given: a palette holds 1 to {limit} colours")
+        if len(hexes) > limit:
+            raise PaletteFormatError(f"{len(hexes)} colours: a palette holds 1 to {limit}")
         rgb = np.array([parse_hex(h) for h in hexes], dtype=np.float32) / np.float32(255.0)
         if weights is not None and not sum(weights) > 0:
             raise PaletteFormatError("the weights sum to 0: at least one colour needs a positive weight")
@@ -201,9 +222,9 @@ class Palette:
         return cls.from_hex(hexes, weights)
 
     @classmethod
-    def _parse_json(cls, s: str) -> Palette:
+    def _parse_json(cls, s: str, limit: int = MAX_COLORS) -> Palette:
         try:
-            items = json.loads(s)
+            items = json.loads(s, parse_int=json_int)
         except json.JSONDecodeError as e:
             raise PaletteFormatError(
                 f"invalid JSON palette at line {e.lineno}, column {e.colno}: {e.msg}: "
@@ -213,6 +234,8 @@ class Palette:
             raise PaletteFormatError("invalid JSON palette: nested too deeply; expected a flat list") from None
         if not isinstance(items, list):
             raise PaletteFormatError("a JSON palette must be a list of hex strings or {hex, weight} objects")
+        if len(items) > limit:
+            raise PaletteFormatError(f"{len(items)} colours: a palette holds 1 to {limit}")
         hexes, weights = [], []
         for i, item in enumerate(items):
             if isinstance(item, str):
@@ -231,7 +254,7 @@ class Palette:
             else:
                 expected = 'expected a hex string or {"hex": ..., "weight": ...}'
                 raise PaletteFormatError(f"JSON palette item {i} ({quote(json.dumps(item))}): {expected}")
-        return cls.from_hex(hexes, weights)
+        return cls.from_hex(hexes, weights, limit)
 
     def __len__(self) -> int:
         return int(self.colors_array.shape[0])
@@ -287,6 +310,18 @@ class Palette:
     def to_json(self) -> list[dict]:
         """A JSON-able list of ``{"hex", "weight"}`` (weights normalised)."""
         return [{"hex": h, "weight": float(w)} for h, w in zip(self.hex, self.weights_array.tolist())]
+
+    def heaviest(self, n: int) -> Palette:
+        """The ``n`` heaviest colours in their original order, weights renormalised (docs/palettes.md).
+
+        Ties keep the earlier colour, so a palette of equal weights keeps its first ``n`` colours.
+        """
+        if n >= len(self):
+            return self
+        if n < 1:
+            raise InputShapeError(f"heaviest: n = {n}; keep at least 1 colour")
+        keep = np.sort(np.argsort(-self.weights_array, kind="stable")[:n])
+        return Palette.from_colors(self.colors_array[keep], self.weights_array[keep].astype(np.float64))
 
     def equals(self, other: Palette, atol: float = 1e-6) -> bool:
         """Same colours (to 8-bit hex) in the same order with weights within ``atol``."""

@@ -293,4 +293,28 @@ def test_adapter_init_writes_an_untrained_sdxl_adapter(tmp_path):
         env=ENV,
     )
     assert bad.returncode == 2
-    assert "not an SDXL attention block" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert "is not in SDXL; it has" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_seeds_beyond_64_bits_and_huge_numbers_are_clean_errors(tmp_path):
+    out = tmp_path / "never.safetensors"
+    proc = run("adapter", "init", "--out", out, "--seed", str(2**64))
+    assert_clean_error(proc, f"argument --seed: {2**64} is out of range: expected a 64-bit seed, 0 to {2**64 - 1}")
+    proc = run("adapter", "init", "--out", out, "--seed", "9" * 5000)
+    assert_clean_error(proc, "(5000 characters) is too large")
+    assert len(proc.stderr) < 400 and not out.exists()
+    assert cli._seed(str(2**64 - 1)) == 2**64 - 1 and cli._seed("-1") == -1  # what torch accepts still works
+    proc = run("extract", "x.png", "--size", "9" * 5000)
+    assert_clean_error(proc, "argument --size:")
+
+
+def test_convert_big_and_hostile_palette_files(tmp_path):
+    deck = tmp_path / "deck.gpl"
+    deck.write_text("GIMP Palette\n" + "".join(f"{i % 256} {i // 256} 9\tColour {i}\n" for i in range(3000)))
+    proc = run("convert", deck, tmp_path / "deck.json")
+    assert proc.returncode == 0 and "3000 colours" in proc.stdout, proc.stderr
+    assert len(json.loads((tmp_path / "deck.json").read_text())) == 3000
+    hostile = tmp_path / "hostile.json"
+    hostile.write_text('[{"hex": "#fff", "weight": ' + "9" * 5000 + "}]")
+    assert_clean_error(run("convert", hostile, tmp_path / "x.gpl"), "(5000 digits) is too large")
+    assert_clean_error(run("distance", "#fff:" + "9" * 5000, "#000"), "is too large")

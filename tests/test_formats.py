@@ -9,6 +9,8 @@ import struct
 import tempfile
 from pathlib import Path
 
+import colour
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -16,8 +18,7 @@ from hypothesis import strategies as st
 
 from palette_core import PaletteFormatError
 from palette_core import formats as F
-from palette_core.color import srgb_to_lab
-from palette_core.palette import MAX_COLORS, Palette
+from palette_core.palette import MAX_COLORS, MAX_FILE_COLORS, Palette
 
 # --------------------------------------------------------------------------------------------------
 # Builders for binary files, byte by byte (big-endian as Adobe specifies; RIFF is little-endian)
@@ -62,9 +63,21 @@ def riff_pal(rgb: list[tuple[int, int, int]], count: int | None = None) -> bytes
     return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"PAL " + chunk
 
 
+# Adobe's Lab is relative to D50 (the ICC white); colour-science computes it independently of palette_core.
+ICC_D50 = colour.XYZ_to_xy(np.array(F.D50_XYZ))
+
+
 def lab_of(hex_colour: str) -> list[float]:
-    rgb = torch.tensor([int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)], dtype=torch.float64)
-    return srgb_to_lab(rgb).tolist()
+    """The D50 CIE Lab of an 8-bit sRGB colour (Bradford adaptation), as Adobe writes it, by colour-science."""
+    rgb = np.array([int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    xyz = colour.sRGB_to_XYZ(rgb, illuminant=ICC_D50, chromatic_adaptation_transform="Bradford")
+    return colour.XYZ_to_Lab(xyz, illuminant=ICC_D50).tolist()
+
+
+def srgb_of_lab_d50(lab: list[float]) -> np.ndarray:
+    """sRGB (unclipped) of a D50 Lab colour, by colour-science."""
+    xyz = colour.Lab_to_XYZ(np.array(lab), illuminant=ICC_D50)
+    return colour.XYZ_to_sRGB(xyz, illuminant=ICC_D50, chromatic_adaptation_transform="Bradford")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -151,12 +164,10 @@ def test_ase_golden_every_colour_model(tmp_path):
     for got, want in zip(p.hex, ASE_HEX):
         if want is not None:
             assert got == want
-    # Lab (50, 120, -120) is outside sRGB: converted through lab_to_srgb and clipped to [0, 1]
+    # Lab (50, 120, -120) (D50) is outside sRGB: converted as colour-science does and clipped to [0, 1]
     assert p.colors.min() >= 0 and p.colors.max() <= 1
-    from palette_core.color import lab_to_srgb
-
-    expected = lab_to_srgb(torch.tensor([50.0, 120.0, -120.0], dtype=torch.float64)).clamp(0, 1)
-    assert torch.allclose(p.colors[2].double(), expected, atol=1e-6)
+    expected = np.clip(srgb_of_lab_d50([50.0, 120.0, -120.0]), 0, 1)
+    assert np.allclose(p.colors_array[2], expected, atol=1e-6)
 
 
 def test_ase_colour_model_names_are_case_insensitive():
@@ -173,7 +184,7 @@ def test_aco_golden_v1_v2_and_v2_only(tmp_path):
 
 
 def test_aco_lab_signed_chroma():
-    # a* = 80.09, b* = 67.20 at L* = 53.24 is sRGB red; negative a*/b* must be read as signed
+    # a* = 80.83, b* = 69.91 at L* = 54.29 (D50) is sRGB red; negative a*/b* must be read as signed
     lab = lab_of("#ff0000")
     rec = aco_record(7, round(lab[0] * 100), round(lab[1] * 100), round(lab[2] * 100), signed=True)
     lab_b = lab_of("#0000ff")  # b* is negative for blue
@@ -283,20 +294,52 @@ def test_files_over_10_mb_are_refused_before_reading(tmp_path, monkeypatch):
         F.load_palette(big)
 
 
-def test_more_than_256_colours_are_refused(tmp_path):
-    rows = "".join(f"{i % 256} 0 0\n" for i in range(MAX_COLORS + 1))
-    with pytest.raises(PaletteFormatError, match=r"line 258: more than 256 colours"):
-        F.load_palette(write(tmp_path, "big.gpl", "GIMP Palette\n" + rows))
-    with pytest.raises(PaletteFormatError, match=r"line 257: more than 256 colours"):
-        F.load_palette(write(tmp_path, "big.hex", "ffffff\n" * (MAX_COLORS + 1)))
-    with pytest.raises(PaletteFormatError, match=r"line 3: 257 colours"):
-        F.load_palette(write(tmp_path, "big.pal", "JASC-PAL\n0100\n257\n" + "0 0 0\n" * 257))
-    with pytest.raises(PaletteFormatError, match=r"byte 2: 257 colours"):
-        F.decode(aco_v1([aco_record(0, 0)] * 257), "aco")
-    blocks = [ase_colour("c", b"Gray", (0.5,))] * (MAX_COLORS + 1)
-    with pytest.raises(PaletteFormatError, match=r"more than 256 colours"):
+def test_files_hold_up_to_max_file_colours_and_no_more(tmp_path):
+    n = MAX_FILE_COLORS
+    rows = [f"{i % 256} {i // 256 % 256} 0\n" for i in range(n + 1)]
+    with pytest.raises(PaletteFormatError, match=rf"line {n + 2}: more than {n} colours"):
+        F.load_palette(write(tmp_path, "big.gpl", "GIMP Palette\n" + "".join(rows)))
+    gpl = F.load_palette(write(tmp_path, "max.gpl", "GIMP Palette\n" + "".join(rows[:n])))
+    assert len(gpl) == n and gpl.hex[257] == "#010100" and gpl.is_uniform
+    with pytest.raises(PaletteFormatError, match=rf"line {n + 1}: more than {n} colours"):
+        F.load_palette(write(tmp_path, "big.hex", "ffffff\n" * (n + 1)))
+    assert len(F.load_palette(write(tmp_path, "max.hex", "ffffff\n" * n))) == n
+    with pytest.raises(PaletteFormatError, match=rf"line 3: \"{n + 1}\" colours"):
+        F.load_palette(write(tmp_path, "big.pal", f"JASC-PAL\n0100\n{n + 1}\n" + "0 0 0\n" * (n + 1)))
+    assert len(F.load_palette(write(tmp_path, "max.pal", f"JASC-PAL\n0100\n{n}\n" + "0 0 0\n" * n))) == n
+    with pytest.raises(PaletteFormatError, match=rf"byte 2: {n + 1} colours"):
+        F.decode(aco_v1([aco_record(0, 0)] * (n + 1)), "aco")
+    assert len(F.decode(aco_v1([aco_record(0, 0)] * n), "aco")) == n
+    blocks = [ase_colour("c", b"Gray", (0.5,))] * (n + 1)
+    with pytest.raises(PaletteFormatError, match=rf"more than {n} colours"):
         F.decode(ase_file(blocks), "ase")
-    assert len(F.decode(ase_file(blocks[:MAX_COLORS]), "ase")) == MAX_COLORS
+    assert len(F.decode(ase_file(blocks[:n]), "ase")) == n
+    big_json = json.dumps(["#fff"] * (n + 1))
+    with pytest.raises(PaletteFormatError, match=rf"{n + 1} colours: a palette holds 1 to {n}"):
+        F.decode(big_json.encode(), "json")
+    assert len(F.decode(json.dumps(["#fff"] * n).encode(), "json")) == n
+    # palette text (the widget, workflows) stays at 256 colours
+    assert MAX_COLORS == 256 and n > MAX_COLORS
+    with pytest.raises(PaletteFormatError, match="more than 256 colours"):
+        Palette.parse(", ".join(gpl.hex[: MAX_COLORS + 1]))
+
+
+def test_huge_numbers_in_files_are_format_errors():
+    big = "9" * 5000
+    cases = [
+        ("gpl", f"GIMP Palette\n{big} 0 0\n", 'line 2: RGB value "99999'),
+        ("pal", f"JASC-PAL\n0100\n1\n0 {big} 0\n", 'line 4: RGB value "99999'),
+        ("pal", f"JASC-PAL\n0100\n{big}\n", 'line 3: "99999'),
+        ("hex", f"#fff:{big}\n", "is too large"),
+        ("json", f'[{{"hex": "#fff", "weight": {big}}}]', "(5000 digits) is too large"),
+        ("json", f'[{{"hex": "#fff", "weight": 1, "note": -{big}}}]', "(5001 digits) is too large"),
+    ]
+    for fmt, text, needle in cases:
+        with pytest.raises(PaletteFormatError) as info:
+            F.decode(text.encode(), fmt, source="f")
+        assert needle in str(info.value) and len(str(info.value)) < 300, (fmt, str(info.value)[:300])
+    # zero-padded levels are still levels
+    assert F.decode(b"GIMP Palette\n" + b"0" * 5000 + b"255 0 0\n", "gpl").hex == ["#ff0000"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -323,7 +366,7 @@ LINE = re.compile(r"line \d+")
         ("aco", b"\x00\x03\x00\x00", "byte 0: version 3 is not 1 or 2 (wrong magic)"),
         ("aco", struct.pack(">HH", 1, 200) + b"\0" * 10, "byte 2: the version 1 count 200 needs at least 2000 bytes"),
         ("aco", aco_v1([aco_record(5, 0)]), "byte 4: colour 0: colour space 5 is not"),
-        ("aco", aco_v1(ACO_RECORDS) + b"\x00\x07", "byte 64: 2 bytes follow the version 1 colours"),
+        ("aco", aco_v1(ACO_RECORDS) + b"\x00\x02\x00", "byte 66: the version 2 colour count needs 2 bytes"),
         ("aco", aco_v1(ACO_RECORDS[:2]) + aco_v2(ACO_RECORDS[:1], ["x"]), "version 2 section holds 1 colours"),
         ("aco", struct.pack(">HH", 2, 1) + aco_record(0, 0) + struct.pack(">I", 999), "name length 999 runs past"),
         ("aco", aco_v1([]), "no colours found"),
@@ -370,8 +413,9 @@ def test_truncated_binary_files_name_an_offset():
     v1_end = len(aco_v1(ACO_RECORDS))
     for fmt, data in goldens.items():
         for n in range(len(data)):
-            if fmt == "aco" and n == v1_end:
-                assert F.decode(data[:n], fmt).hex == ACO_HEX  # a complete version-1 file
+            if fmt == "aco" and n in (v1_end, v1_end + 1):
+                # a complete version-1 file (one more byte is data after the colours, skipped)
+                assert F.decode(data[:n], fmt).hex == ACO_HEX
                 continue
             with pytest.raises(PaletteFormatError) as info:
                 F.decode(data[:n], fmt, source="cut")
@@ -427,7 +471,7 @@ def test_mutated_files_raise_only_palette_format_error(fmt, seed):
     except PaletteFormatError as e:
         assert "\n" not in str(e)
     else:
-        assert 1 <= len(p) <= MAX_COLORS and 0 <= float(p.colors.min()) and float(p.colors.max()) <= 1
+        assert 1 <= len(p) <= MAX_FILE_COLORS and 0 <= float(p.colors.min()) and float(p.colors.max()) <= 1
 
 
 @given(fmt=st.sampled_from(sorted(set(F.READ_FORMATS.values()))), data=st.binary(max_size=300))

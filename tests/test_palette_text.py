@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from palette_core import InputShapeError, PaletteError, PaletteFormatError
-from palette_core.palette import MAX_COLORS, Palette, parse_hex, to_hex
+from palette_core.palette import MAX_COLORS, MAX_FILE_COLORS, Palette, parse_hex, to_hex
 
 
 def weights_of(text: str) -> list[float]:
@@ -187,8 +187,9 @@ def test_non_string_input():
 
 
 def test_from_colors_checks_shapes_and_values():
-    with pytest.raises(InputShapeError):
-        Palette.from_colors(torch.zeros(MAX_COLORS + 1, 3))
+    assert len(Palette.from_colors(torch.zeros(MAX_COLORS + 1, 3))) == MAX_COLORS + 1  # palette files hold more
+    with pytest.raises(InputShapeError, match=f"a palette holds 1 to {MAX_FILE_COLORS}"):
+        Palette.from_colors(torch.zeros(MAX_FILE_COLORS + 1, 3))
     with pytest.raises(InputShapeError):
         Palette.from_colors(torch.tensor([[2.0, 0.0, 0.0]]))
     with pytest.raises(InputShapeError):
@@ -308,3 +309,53 @@ def test_any_json_list_parses_or_raises_only_palette_format_error(items):
             Palette.parse(text)
         except PaletteFormatError:
             pass
+
+
+# --------------------------------------------------------------------------------------------------
+# Huge numbers are bad input, not crashes
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("#fff:" + "9" * 5000 + ", #000", 'weight "9999'),
+        ("#fff:-" + "9" * 5000, 'weight "-999'),
+        ('[{"hex": "#fff", "weight": ' + "9" * 5000 + "}]", "(5000 digits) is too large"),
+        ('[{"hex": "#fff", "weight": -' + "9" * 5000 + "}]", "(5001 digits) is too large"),
+        ('[{"hex": "#fff", "weight": 1.' + "5" * 5000 + "}]", None),  # a long fraction is an ordinary float
+        ('[{"hex": "#fff", "weight": 1' + "0" * 5000 + ".0}]", "must be finite"),
+        ('["#fff", ' + "1" * 5000 + "]", "(5000 digits) is too large"),
+        ('[{"hex": "#fff", "id": ' + "7" * 5000 + "}]", "(5000 digits) is too large"),
+    ],
+)
+def test_huge_numbers_are_format_errors_with_short_messages(text, needle):
+    if needle is None:
+        assert Palette.parse(text).hex == ["#ffffff"]
+        return
+    with pytest.raises(PaletteFormatError) as info:
+        Palette.parse(text)
+    assert needle in str(info.value) and len(str(info.value)) < 300, str(info.value)[:300]
+
+
+@given(digits=st.integers(302, 6000), sign=st.sampled_from(["", "-"]), where=st.sampled_from(["weight", "item"]))
+@settings(max_examples=30, deadline=None)
+def test_any_long_integer_in_json_is_a_format_error(digits, sign, where):
+    number = sign + "1" + "0" * (digits - 1)
+    text = f'[{{"hex": "#fff", "weight": {number}}}]' if where == "weight" else f'["#fff", {number}]'
+    with pytest.raises(PaletteFormatError):
+        Palette.parse(text)
+
+
+def test_json_int_is_exact_below_the_limit():
+    from palette_core.palette import json_int
+
+    assert json_int("12") == 12 and json_int("-" + "9" * 399) == -int("9" * 399)
+    with pytest.raises(PaletteFormatError, match=r"\(401 digits\)"):
+        json_int("1" * 401)
+
+
+def test_deeply_nested_json_is_a_format_error():
+    with pytest.raises(PaletteFormatError, match="nested too deeply"):
+        Palette.parse("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(PaletteFormatError, match="nested too deeply"):
+        Palette.parse('[{"hex": "#fff", "x": ' + "[" * 200_000 + "]" * 200_000 + "}]")

@@ -152,6 +152,67 @@ def test_parse_request_dispatch():
     assert multipart.status == 400 and "--data-binary" in multipart.body["error"]
 
 
+BIG = "9" * 5000
+DEEP = b"[" * 200_000 + b"]" * 200_000
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (json.dumps({"text": f"#fff:{BIG}"}).encode(), "is too large: weights must be finite"),
+        (json.dumps({"text": f'[{{"hex": "#fff", "weight": {BIG}}}]'}).encode(), "(5000 digits) is too large"),
+        (f'{{"text": "#fff", "n": {BIG}}}'.encode(), "not usable JSON: the number"),
+        (DEEP, "not usable JSON: it is nested too deeply"),
+        (b'{"text": ' + DEEP + b"}", "nested too deeply"),
+        (json.dumps({"text": "[" * 200_000}).encode(), "nested too deeply"),
+    ],
+)
+def test_huge_numbers_and_deep_nesting_are_a_400(body, needle):
+    reply = routes.parse_request(body, "application/json", None)
+    assert reply.status == 400 and needle in reply.body["error"], reply.body
+    assert len(reply.body["error"]) < 400
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "needle"),
+    [
+        (f"GIMP Palette\n{BIG} 0 0\n".encode(), "big.gpl", 'big.gpl: line 2: RGB value "9999'),
+        (f"JASC-PAL\n0100\n{BIG}\n".encode(), "big.pal", 'big.pal: line 3: "9999'),
+        (f"#fff:{BIG}\n".encode(), "big.txt", "is too large"),
+        (f'[{{"hex": "#fff", "weight": {BIG}}}]'.encode(), "big.json", "(5000 digits) is too large"),
+        (json.dumps(["#fff"] * 20_000).encode(), "deck.json", "20000 colours: a palette holds 1 to 16384"),
+    ],
+)
+def test_huge_numbers_in_files_are_a_400(data, name, needle):
+    reply = routes.parse_file(data, name)
+    assert reply.status == 400 and needle in reply.body["error"], reply.body
+    assert len(reply.body["error"]) < 400
+
+
+def test_files_over_256_colours_give_the_widget_the_heaviest_256_with_a_note(caplog):
+    rows = [(i % 256, i // 256, 0) for i in range(300)]
+    gpl = b"GIMP Palette\n" + b"".join(b"%d %d %d\n" % rgb for rgb in rows)
+    with caplog.at_level("INFO", logger=routes.log.name):
+        reply = routes.parse_file(gpl, "deck.gpl")
+    assert reply.status == 200
+    assert reply.body["count"] == 256 and reply.body["total"] == 300
+    assert "deck.gpl has 300 colours" in reply.body["note"] and "kept the first 256" in reply.body["note"]
+    assert "deck.gpl has 300 colours" in caplog.text
+    kept = Palette.parse(reply.body["text"])  # the widget's text stays within palette text's 256 colours
+    assert kept.hex == ["#{:02x}{:02x}{:02x}".format(*rgb) for rgb in rows[:256]]
+    # with weights (a JSON file), the heaviest are kept, in file order
+    weighted = [{"hex": "#{:02x}{:02x}{:02x}".format(*rgb), "weight": 1 + (i % 3 == 0)} for i, rgb in enumerate(rows)]
+    reply = routes.parse_file(json.dumps(weighted).encode(), "w.json")
+    assert reply.status == 200 and reply.body["count"] == 256 and "kept the heaviest 256" in reply.body["note"]
+    heavy = [c["hex"] for c in weighted if c["weight"] == 2]  # 100 of them
+    light = [c["hex"] for c in weighted if c["weight"] == 1]
+    got = [c["hex"] for c in reply.body["colors"]]
+    assert set(got) == set(heavy) | set(light[:156])  # all heavy ones, then the earliest light ones
+    assert got == [c["hex"] for c in weighted if c["hex"] in set(got)]  # in file order
+    small = routes.parse_file(GPL, "t.gpl")
+    assert "note" not in small.body and "total" not in small.body
+
+
 class Stream:
     """Stands in for aiohttp's StreamReader: yields chunks and counts how many were consumed."""
 
@@ -233,6 +294,17 @@ def test_handler_contract():
     run_client(check)
 
 
+def test_handler_answers_hostile_json_with_a_400():
+    async def check(client, aiohttp):
+        r = await client.post(routes.ROUTE, data=DEEP, headers={"Content-Type": "application/json"})
+        assert r.status == 400 and "nested too deeply" in (await r.json())["error"]
+        body = f'{{"text": "#fff", "n": {BIG}}}'.encode()
+        r = await client.post(routes.ROUTE, data=body, headers={"Content-Type": "application/json"})
+        assert r.status == 400 and "(5000 digits) is too large" in (await r.json())["error"]
+
+    run_client(check)
+
+
 def test_handler_refuses_bodies_over_10_mb_with_and_without_a_length():
     async def check(client, aiohttp):
         r = await client.post(routes.ROUTE, params={"filename": "big.ase"}, data=b"\x00" * (LIMIT + 1))
@@ -285,6 +357,21 @@ def test_route_and_widget_files_inside_comfyui(tmp_path):
             f"{server.url}/palette_control/parse?filename=p.gpl", b" " * (LIMIT + 1), "application/octet-stream"
         )
         assert status == 413 and "larger than 10000000 bytes" in body["error"]
+        status, body = http_post(f"{server.url}/palette_control/parse", DEEP, "application/json")
+        assert status == 400 and "nested too deeply" in body["error"]
+        rows = b"".join(b"%d %d 0\n" % (i % 256, i // 256) for i in range(300))
+        status, body = http_post(
+            f"{server.url}/palette_control/parse?filename=deck.gpl", b"GIMP Palette\n" + rows, "x/y"
+        )
+        assert status == 200 and (body["count"], body["total"]) == (256, 300) and "deck.gpl has 300" in body["note"]
+        # A huge weight in the Palette node's text is a validation error naming it, before anything runs.
+        prompt = {
+            "1": {"class_type": "PaletteInput", "inputs": {"palette": f'[{{"hex": "#fff", "weight": {BIG}}}]'}},
+            "2": {"class_type": "PalettePreview", "inputs": {"palette": ["1", 0]}},
+            "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+        }
+        status, body = http_post(f"{server.url}/prompt", json.dumps({"prompt": prompt}).encode(), "application/json")
+        assert status == 400 and "(5000 digits) is too large" in json.dumps(body["node_errors"]["1"]), body
         # The server is still fine after all that, and serves the widget's ES modules.
         assert server.get("/object_info/PaletteInput")["PaletteInput"]["input"]["required"]["palette"][0] == "STRING"
         extensions = server.get("/extensions")
