@@ -350,6 +350,21 @@ def _expect(found: Sequence[int], expected: Sequence[int], key: str, hint: str) 
         raise AdapterError(f"{key}: shape {list(found)} found, {list(expected)} expected{hint}")
 
 
+MAX_TRAINED_STEPS = 10**9  # far beyond any training run (the paper's: 10^5); larger values are corrupt metadata
+
+
+def _trained_steps(text: str, name: str) -> int:
+    """The ``trained_steps`` metadata as a count, or an AdapterError naming the file and what is expected."""
+    t = (text or "0").strip()
+    if not (t.isascii() and t.isdigit() and len(t) <= 10 and int(t) <= MAX_TRAINED_STEPS):
+        shown = t if len(t) <= 40 else t[:40] + "…"
+        raise AdapterError(
+            f"{name}: metadata trained_steps {shown!r} is not a step count (a whole number from 0 to "
+            f"{MAX_TRAINED_STEPS}); the file's metadata is damaged: write it again with save_adapter"
+        )
+    return int(t)
+
+
 def read_adapter_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata of an adapter file, after checking it is a ``.safetensors`` palette adapter."""
     from safetensors import safe_open
@@ -402,6 +417,8 @@ def load_adapter(
         keys = set(f.keys())
         shapes = {k: f.get_slice(k).get_shape() for k in keys}
         ctx = shapes.get("scalar_proj.weight", [0, 0])[0]
+        if "scalar_proj.weight" in shapes and not ctx > 0:
+            raise AdapterError(f"{path.name}: scalar_proj.weight has context size {ctx}; an adapter's tokens need >= 1")
         expected = {
             "color_proj.weight": [NUM_COLOR_TOKENS * ctx, NUM_BINS],
             "color_proj.bias": [NUM_COLOR_TOKENS * ctx],
@@ -448,7 +465,7 @@ def load_adapter(
             else:
                 mod, p = key.split(".")
                 getattr(adapter, mod).get_parameter(p).copy_(t)
-    adapter.trained_steps = int(meta.get("trained_steps", "0") or 0)
+    adapter.trained_steps = _trained_steps(meta.get("trained_steps", "0"), path.name)
     adapter.base = base
     return adapter.to(device=device, dtype=dtype).eval().requires_grad_(False)
 

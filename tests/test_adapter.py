@@ -237,3 +237,30 @@ def test_untrained_sdxl_file_for_the_default_and_chosen_blocks(tmp_path):
     assert loaded.blocks == ["mid_block.attentions.0"] and len(loaded.layers) == 10
     with pytest.raises(AdapterError, match="block down_blocks.0.attentions.0 is not in SDXL"):
         A.write_untrained_sdxl(tmp_path / "x.safetensors", blocks=["down_blocks.0.attentions.0"])
+
+
+@pytest.mark.parametrize(
+    ("steps", "accepted"),
+    [("0", 0), ("1200", 1200), ("12.5", None), ("-3", None), ("1e9", None), ("9" * 5000, None), ("abc", None)],
+)
+def test_trained_steps_metadata_must_be_a_step_count(tmp_path, steps, accepted):
+    adapter = small_adapter()
+    meta = A.read_adapter_metadata(A.save_adapter(adapter, tmp_path / "ok.safetensors"))
+    path = tmp_path / "steps.safetensors"
+    save_file(
+        {k: v.contiguous() for k, v in adapter.file_tensors().items()}, path, metadata={**meta, "trained_steps": steps}
+    )
+    if accepted is None:
+        with pytest.raises(AdapterError, match="steps.safetensors: metadata trained_steps .* is not a step count"):
+            A.load_adapter(path)
+    else:
+        assert A.load_adapter(path).trained_steps == accepted
+
+
+def test_a_zero_context_size_is_refused(tmp_path):
+    adapter = small_adapter()
+    meta = A.read_adapter_metadata(A.save_adapter(adapter, tmp_path / "ok.safetensors"))
+    tensors = {k: torch.zeros(*(0 if d == 64 else d for d in v.shape)) for k, v in adapter.file_tensors().items()}
+    save_file(tensors, tmp_path / "zero.safetensors", metadata=meta)
+    with pytest.raises(AdapterError, match="zero.safetensors: scalar_proj.weight has context size 0"):
+        A.load_adapter(tmp_path / "zero.safetensors")
