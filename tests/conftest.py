@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PALETTE_SHARED_DIR", REPO.parent / "shared"))
+DATA = REPO / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The team's shared reference folder (``../shared`` beside the checkout)."""
-    if not SHARED.is_dir():
-        pytest.skip(f"shared reference data not found at {SHARED}")
-    return SHARED
+def data_dir() -> Path:
+    """The tests' reference data (``tests/data``, sources in its README)."""
+    return DATA

@@ -17,8 +17,8 @@ D65 = np.array([0.3127, 0.3290])
 
 
 @pytest.fixture(scope="module")
-def sharma(shared_dir):
-    data = np.loadtxt(shared_dir / "data" / "ciede2000_sharma2005.csv", delimiter=",", skiprows=1)
+def sharma(data_dir):
+    data = np.loadtxt(data_dir / "ciede2000_sharma2005.csv", delimiter=",", skiprows=1)
     assert data.shape == (34, 7)
     return torch.from_numpy(data)
 
