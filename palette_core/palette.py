@@ -5,8 +5,10 @@ by default), 1 to 16384 colours (:data:`MAX_FILE_COLORS`; palette files reach it
 (:data:`MAX_COLORS`). The text form is what widgets, workflow JSON and API prompts carry:
 colours separated by commas, whitespace or newlines, each ``#RGB``, ``#RRGGBB`` or ``RRGGBB`` with an
 optional ``:weight`` (relative, normalised), e.g. ``#e63946:2, #f1faee, #1d3557:0.5``; a JSON list of
-hex strings or of ``{"hex": ..., "weight": ...}`` objects; or a Coolors URL
-(``https://coolors.co/264653-2a9d8f-e9c46a``).
+hex strings, of ``{"hex": ..., "weight": ...}`` objects or of ``[r, g, b]`` numbers; a Python-style list
+as other packs print one (``[(230, 57, 70), (241, 250, 238)]``, ``[(0.9, 0.22, 0.27)]``, ``['#e63946']``);
+or a Coolors URL (``https://coolors.co/264653-2a9d8f-e9c46a``). RGB numbers are 0-255 levels, or 0-1 when
+at least one is written with a decimal point or exponent and none exceeds 1 (docs/palettes.md).
 
 A Palette holds its few numbers as numpy arrays, so that parsing and reading palettes needs no torch
 (the ``palette distance`` command never imports it); ``colors`` and ``weights`` give them as tensors.
@@ -48,6 +50,14 @@ _SEPARATORS = re.compile(r"[\s,;]+")
 _WEIGHT_RE = re.compile(r"[+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 EXPECTED_COLOUR = "expected #RGB, #RRGGBB or RRGGBB"
 _QUOTE_CHARS = 40
+_EXPECTED_ITEM = 'expected a hex string, {"hex": ..., "weight": ...} or [r, g, b] numbers'
+# Tokens of a Python-style list: brackets, commas, numbers, quoted strings (no escapes: hex needs none).
+_PY_TOKEN = re.compile(
+    r"""\s*(?:(?P<open>[\[(])|(?P<close>[\])])|(?P<comma>,)"""
+    r"""|(?P<number>[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"""
+    r"""|(?P<string>'[^'\\\n]*'|"[^"\\\n]*"))"""
+)
+_CLOSING = {"[": "]", "(": ")"}
 
 
 def quote(token: str) -> str:
@@ -129,6 +139,102 @@ def _prescale(w: np.ndarray) -> np.ndarray:
     return w
 
 
+def _item_weight(w: object, i: int, form: str) -> float:
+    """The ``weight`` of a ``{"hex", "weight"}`` list item: a finite number >= 0."""
+    if isinstance(w, bool) or not isinstance(w, (int, float)):
+        raise PaletteFormatError(f"{form} item {i}: weight {quote(repr(w))} is not a number")
+    if isinstance(w, int) and abs(w) > 1e300:
+        raise PaletteFormatError(f"{form} item {i}: weight {quote(str(w))} is too large")
+    if w < 0 or not math.isfinite(w):
+        raise PaletteFormatError(f"{form} item {i}: weight {w!r} must be finite and >= 0")
+    return float(w)
+
+
+def _rgb_scale(triples: list) -> float:
+    """255 for 0-255 levels; 1 when a value is written as a decimal and none exceeds 1 (docs/palettes.md)."""
+    values = [v for t in triples for v in t if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    decimal = any(isinstance(v, float) for v in values)
+    return 1.0 if decimal and all(abs(v) <= 1.0 for v in values) else 255.0
+
+
+def _rgb_unit(item: list | tuple, scale: float, i: int, form: str) -> np.ndarray:
+    """One ``[r, g, b]`` list item (0-255, or 0-1 when ``scale`` is 1) as float32 sRGB in [0, 1]."""
+    shown = quote("(" + ", ".join(map(str, item)) + ")")
+    if len(item) != 3:
+        raise PaletteFormatError(f"{form} item {i} {shown}: {len(item)} values; expected 3 numbers r, g, b")
+    for v in item:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise PaletteFormatError(f"{form} item {i} {shown}: {quote(repr(v))} is not a number")
+        if not (math.isfinite(v) and 0 <= v <= scale):
+            top = "1 (0-1 floats)" if scale == 1.0 else "255 (8-bit levels; write 0-1 values with a decimal point)"
+            raise PaletteFormatError(f"{form} item {i} {shown}: {v!r} is out of range: expected 0 to {top}")
+    # Divided in float32, as hex colours are, so that (230, 57, 70) and #e63946 give the same bits.
+    return np.array([float(v) for v in item], dtype=np.float32) / np.float32(scale)
+
+
+def _number(text: str) -> int | float:
+    """A number token of a Python-style list: int when written without a decimal point or exponent."""
+    if len(text) > _MAX_INT_CHARS:
+        raise PaletteFormatError(f"palette list: the number {quote(text)} ({len(text)} characters) is too long")
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def _parse_python_list(s: str, limit: int) -> list:
+    """A Python-style list (``[(230, 57, 70), ['#fff']...]``, ``['#e63946']``) to its items, one level of nesting."""
+    pos, items, stack, current = 0, [], [], None
+    expect_item = True
+    while pos < len(s):
+        m = _PY_TOKEN.match(s, pos)
+        if m is None:
+            if not s[pos:].strip():
+                break
+            at = pos + len(s[pos:]) - len(s[pos:].lstrip())
+            raise PaletteFormatError(
+                f"palette list at column {at + 1}: unexpected {quote(s[at : at + 12])}: expected a list such as "
+                "[(230, 57, 70), (241, 250, 238)] or ['#e63946', '#f1faee']"
+            )
+        pos = m.end()
+        kind = m.lastgroup
+        column = m.start(kind) + 1
+        if kind == "open":
+            if len(stack) == 2:
+                raise PaletteFormatError(f"palette list at column {column}: nested too deeply; expected (r, g, b)")
+            if not expect_item:
+                raise PaletteFormatError(f"palette list at column {column}: missing comma between items")
+            stack.append(m.group(kind))
+            if len(stack) == 2:
+                current = []
+            expect_item = True
+        elif kind == "close":
+            if not stack or _CLOSING[stack[-1]] != m.group(kind):
+                raise PaletteFormatError(f"palette list at column {column}: unmatched {quote(m.group(kind))}")
+            stack.pop()
+            if stack:
+                items.append(tuple(current))
+                current = None
+                if len(items) > limit:
+                    raise PaletteFormatError(f"more than {limit} colours: a palette holds 1 to {limit}")
+            elif s[pos:].strip():
+                raise PaletteFormatError(f"palette list at column {pos + 1}: text after the closing bracket")
+            expect_item = False
+        elif kind == "comma":
+            if expect_item:
+                raise PaletteFormatError(f"palette list at column {column}: a comma where a value was expected")
+            expect_item = True
+        else:
+            if not stack or not expect_item:
+                raise PaletteFormatError(f"palette list at column {column}: missing comma between items")
+            value = _number(m.group(kind)) if kind == "number" else m.group(kind)[1:-1]
+            if len(stack) == 2:
+                current.append(value)
+            else:
+                items.append(value)
+            expect_item = False
+    if stack:
+        raise PaletteFormatError(f"palette list: missing {quote(_CLOSING[stack[-1]])} at the end")
+    return items
+
+
 @dataclass(frozen=True, eq=False)
 class Palette:
     """Colours ``[N, 3]`` (sRGB float32 in [0, 1]) and weights ``[N]`` summing to 1 (SPEC §3).
@@ -196,7 +302,7 @@ class Palette:
 
     @classmethod
     def parse(cls, text: str) -> Palette:
-        """Parse the SPEC §5 text form (hex list with optional weights, JSON list, or Coolors URL)."""
+        """Parse palette text: hex list with weights, JSON or Python-style list, Coolors URL (docs/palettes.md)."""
         if not isinstance(text, str):
             raise PaletteFormatError(f"palette text must be a string, got {type(text).__name__}")
         if len(text) > MAX_TEXT_CHARS:
@@ -226,35 +332,54 @@ class Palette:
         try:
             items = json.loads(s, parse_int=json_int)
         except json.JSONDecodeError as e:
+            # Not JSON: perhaps the Python form other packs print (tuples, single quotes, trailing commas).
+            if s.startswith("["):
+                try:
+                    items = _parse_python_list(s, limit)
+                except PaletteFormatError:
+                    if "(" in s or "'" in s:
+                        raise
+                else:
+                    return cls._from_items(items, limit, "palette list")
             raise PaletteFormatError(
                 f"invalid JSON palette at line {e.lineno}, column {e.colno}: {e.msg}: "
-                'expected a list of hex strings or {"hex": ..., "weight": ...} objects'
+                'expected a list of hex strings, {"hex": ..., "weight": ...} objects or [r, g, b] numbers'
             ) from None
         except RecursionError:
             raise PaletteFormatError("invalid JSON palette: nested too deeply; expected a flat list") from None
         if not isinstance(items, list):
-            raise PaletteFormatError("a JSON palette must be a list of hex strings or {hex, weight} objects")
+            raise PaletteFormatError(
+                "a JSON palette must be a list of hex strings, {hex, weight} objects or [r, g, b] numbers"
+            )
+        return cls._from_items(items, limit, "JSON palette")
+
+    @classmethod
+    def _from_items(cls, items: list, limit: int, form: str) -> Palette:
+        """A palette from parsed list items: hex strings, ``{"hex", "weight"}`` objects or ``[r, g, b]`` numbers."""
         if len(items) > limit:
             raise PaletteFormatError(f"{len(items)} colours: a palette holds 1 to {limit}")
-        hexes, weights = [], []
+        if not items:
+            raise PaletteFormatError(f"no colours given: a palette holds 1 to {limit} colours")
+        triples = [item for item in items if isinstance(item, (list, tuple))]
+        scale = _rgb_scale(triples)
+        rows, weights = [], []
         for i, item in enumerate(items):
+            w = 1.0
             if isinstance(item, str):
-                hexes.append(item)
-                weights.append(1.0)
+                rgb = np.array(parse_hex(item), dtype=np.float32) / np.float32(255.0)
             elif isinstance(item, dict) and isinstance(item.get("hex"), str):
-                hexes.append(item["hex"])
-                w = item.get("weight", 1.0)
-                if isinstance(w, bool) or not isinstance(w, (int, float)):
-                    raise PaletteFormatError(f"JSON palette item {i}: weight {quote(repr(w))} is not a number")
-                if isinstance(w, int) and abs(w) > 1e300:
-                    raise PaletteFormatError(f"JSON palette item {i}: weight {quote(str(w))} is too large")
-                if w < 0 or not math.isfinite(w):
-                    raise PaletteFormatError(f"JSON palette item {i}: weight {w!r} must be finite and >= 0")
-                weights.append(float(w))
+                rgb = np.array(parse_hex(item["hex"]), dtype=np.float32) / np.float32(255.0)
+                w = _item_weight(item.get("weight", 1.0), i, form)
+            elif isinstance(item, (list, tuple)):
+                rgb = _rgb_unit(item, scale, i, form)
             else:
-                expected = 'expected a hex string or {"hex": ..., "weight": ...}'
-                raise PaletteFormatError(f"JSON palette item {i} ({quote(json.dumps(item))}): {expected}")
-        return cls.from_hex(hexes, weights, limit)
+                shown = quote(json.dumps(item) if form == "JSON palette" else str(item))
+                raise PaletteFormatError(f"{form} item {i} ({shown}): {_EXPECTED_ITEM}")
+            rows.append(rgb)
+            weights.append(w)
+        if not sum(weights) > 0:
+            raise PaletteFormatError("the weights sum to 0: at least one colour needs a positive weight")
+        return cls.from_colors(np.stack(rows), weights)
 
     def __len__(self) -> int:
         return int(self.colors_array.shape[0])
