@@ -32,7 +32,16 @@ if IN_COMFYUI:
     import folder_paths
     from comfy_api.latest import ComfyExtension
 
-    from .nodes import adapter_nodes, palette_edit_nodes, palette_nodes, recolor_nodes, training_free_nodes
+    from .nodes import (
+        adapter_nodes,
+        adherence_nodes,
+        interchange_nodes,
+        palette_edit_nodes,
+        palette_nodes,
+        quantize_nodes,
+        recolor_nodes,
+        training_free_nodes,
+    )
     from .nodes import routes as _routes  # noqa: F401  (registers the palette widget's POST /palette_control/parse)
     from .nodes.example_inputs import copy_example_inputs
 
@@ -41,6 +50,9 @@ if IN_COMFYUI:
         *palette_edit_nodes.NODES,
         *adapter_nodes.NODES,
         *recolor_nodes.NODES,
+        *quantize_nodes.NODES,
+        *interchange_nodes.NODES,
+        *adherence_nodes.NODES,
         *training_free_nodes.NODES,
     ]
     _register_models_folder()

@@ -6,6 +6,7 @@ from comfy_api.latest import io
 
 from ..palette_core.errors import PaletteError
 from ..palette_core.extract import extract_palette
+from ..palette_core.masks import fit_mask
 from ..palette_core.palette import Palette
 from ..palette_core.render import palette_stripes
 from .types import Palette as PaletteType
@@ -48,7 +49,10 @@ class PaletteInput(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, palette: str) -> bool | str:
+    def validate_inputs(cls, palette: str | None) -> bool | str:
+        # A linked input (text from another node) is None here: execute parses it when it arrives.
+        if palette is None:
+            return True
         try:
             Palette.parse(palette)
         except PaletteError as e:
@@ -91,7 +95,8 @@ class PaletteFromImage(io.ComfyNode):
             display_name="Palette From Image",
             category=CATEGORY,
             description="Extracts the main colours of an image (the first of a batch), weighted by their pixel "
-            "share. The paper evaluates with 5-colour k-means palettes and trains with median-cut palettes.",
+            "share. The paper evaluates with 5-colour k-means palettes and trains with median-cut palettes. With a "
+            "mask, the palette of that region only, each pixel weighted by the mask (docs/regions.md).",
             inputs=[
                 io.Image.Input("image", tooltip="The reference image (only the first image of a batch is used)."),
                 io.Int.Input(
@@ -108,6 +113,12 @@ class PaletteFromImage(io.ComfyNode):
                     tooltip="kmeans: compact, representative colours (the paper's evaluation palettes). "
                     "median_cut: splits the colour space by pixel counts (the paper's training palettes).",
                 ),
+                io.Mask.Input(
+                    "mask",
+                    optional=True,
+                    tooltip="Optional region: only the pixels inside count, each weighted by the mask (soft edges "
+                    "count partly). Same aspect ratio as the image; one mask, or one per image (the first is used).",
+                ),
             ],
             outputs=[
                 PaletteType.Output(
@@ -118,8 +129,12 @@ class PaletteFromImage(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, image, size: int, method: str) -> io.NodeOutput:
-        p = extract_palette(image[:1], size=size, method=method)
+    def execute(cls, image, size: int, method: str, mask=None) -> io.NodeOutput:
+        if mask is not None:  # one mask for the batch or one per image; the first image's is used
+            if mask.ndim > 2 and mask.shape[0] not in (1, image.shape[0]):
+                fit_mask(mask, image.shape[1], image.shape[2], image.shape[0])  # raises the mask rule's batch error
+            mask = mask[:1] if mask.ndim > 2 else mask
+        p = extract_palette(image[:1], size=size, method=method, mask=mask)
         return io.NodeOutput(p, preview(p))
 
 

@@ -28,7 +28,8 @@ class PaletteRecolor(io.ComfyNode):
             description="Recolours an image to a palette while keeping every pixel's lightness: the image's own "
             "colours are matched to the palette's (optimal transport in Lab with the palette weights) and each "
             "pixel's a*b* moves by a smooth blend of the matched shifts. Colours that would leave the sRGB gamut "
-            "lose chroma, never lightness.",
+            "lose chroma, never lightness. With a mask only that region is recoloured, from its own colours; chain "
+            "several nodes with their own masks and palettes for a palette per region (docs/regions.md).",
             inputs=[
                 io.Image.Input("image", tooltip="The image (or batch) to recolour."),
                 PaletteType.Input("palette", tooltip="The target palette; its weights say how much of each colour."),
@@ -63,6 +64,13 @@ class PaletteRecolor(io.ComfyNode):
                     "per palette colour, 12 to 24). Ignored by 'by share order', which extracts one per palette "
                     "colour.",
                 ),
+                io.Mask.Input(
+                    "mask",
+                    optional=True,
+                    tooltip="Optional region: only the colours inside are matched (weighted by the mask) and each "
+                    "pixel blends between the original (0) and the recolour (1); pixels outside stay exactly as "
+                    "they are. Same aspect ratio as the image; one mask for the batch or one per image.",
+                ),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The recoloured image, same size and L*.")],
         )
@@ -76,6 +84,7 @@ class PaletteRecolor(io.ComfyNode):
         matching: str = "optimal transport",
         keep_neutrals: bool = False,
         source_colors: int = 0,
+        mask: torch.Tensor | None = None,
     ) -> io.NodeOutput:
         out = recolor(
             image,
@@ -85,6 +94,7 @@ class PaletteRecolor(io.ComfyNode):
             match=MATCHING[matching],
             keep_neutrals=keep_neutrals,
             source_size=source_colors or None,
+            mask=mask,
         )
         return io.NodeOutput(out)
 
@@ -101,11 +111,19 @@ class LuminanceLock(io.ComfyNode):
             description="Combines the colour (CIELAB a*b*) of 'image' with the lightness (L*) of "
             "'lightness_source', pixel for pixel: colourise a grey photo with a generated image without losing "
             "its detail. 'image' is resized to the source's size first. A batch of one is used for every image "
-            "of the other input.",
+            "of the other input. With a mask only that region takes the colour; the rest stays the source's "
+            "(docs/regions.md).",
             inputs=[
                 io.Image.Input("image", tooltip="Where the colour comes from, e.g. the decoded generation."),
                 io.Image.Input(
                     "lightness_source", tooltip="Where the lightness comes from, e.g. the original grey image."
+                ),
+                io.Mask.Input(
+                    "mask",
+                    optional=True,
+                    tooltip="Optional region on the lightness source: pixels blend between the source (0) and the "
+                    "locked colour (1); pixels outside stay exactly the source's. Same aspect ratio as the source; "
+                    "one mask for the batch or one per image.",
                 ),
             ],
             outputs=[
@@ -118,8 +136,10 @@ class LuminanceLock(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, image: torch.Tensor, lightness_source: torch.Tensor) -> io.NodeOutput:
-        return io.NodeOutput(lightness_lock(image, lightness_source))
+    def execute(
+        cls, image: torch.Tensor, lightness_source: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> io.NodeOutput:
+        return io.NodeOutput(lightness_lock(image, lightness_source, mask=mask))
 
 
 class HistogramPreview(io.ComfyNode):

@@ -19,6 +19,13 @@ extracted from those pixels:
 Both return colours sorted by share, largest first (ties keep the extraction order). If the image has at
 most ``size`` distinct colours, both return exactly those colours with their pixel shares, so a palette
 can have fewer than ``size`` colours.
+
+With a region ``mask`` (docs/regions.md) only the pixels the mask covers take part, each weighted by its
+mask value (area-averaged to the extraction grid; a resampled pixel that blends in colours from outside the
+region does not count, see :func:`region_weights`): k-means weighs the colours by the summed mask; median
+cut keeps the pixels with a mask above 0, splits each box at the weighted median and gives boxes their
+weighted mean and weight. A mask of ones changes nothing, and a 0/1 mask gives exactly the palette of the
+pixels it selects.
 """
 
 from __future__ import annotations
@@ -28,11 +35,13 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from ._checks import RANGE_TOLERANCE, as_tensor, check_image
 from .errors import InputShapeError, PaletteError
+from .masks import fit_mask
 from .palette import MAX_COLORS, Palette
 
 Method = Literal["kmeans", "median_cut"]
@@ -195,6 +204,44 @@ def _median_cut(px: np.ndarray, size: int) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(np.round(sums / counts[:, None]) / 255.0), torch.from_numpy(counts)
 
 
+def _median_cut_weighted(px: np.ndarray, w: np.ndarray, size: int) -> tuple[Tensor, Tensor]:
+    """Median cut of pixels ``[N, 3]`` weighted by ``w [N] > 0`` (docs/regions.md): ``(means, weights)``.
+
+    As :func:`_median_cut`, but a box splits where its cumulative weight passes half its total (so unit
+    weights split at ``len // 2``, as Pylette) and boxes get their weighted mean and total weight.
+    """
+    data = np.array(px.T, order="C")
+    wt = np.asarray(w, dtype=np.float64) / np.max(w)  # relative weights: equal ones become exactly 1 (exact sums)
+    lo, hi = data.min(axis=1), data.max(axis=1)
+    boxes: list[tuple[int, int, np.ndarray, np.ndarray]] = [(0, data.shape[1], lo, hi)]
+    while len(boxes) < size:
+        best, best_vol = -1, -1
+        for i, (s, e, bmin, bmax) in enumerate(boxes):
+            if e - s >= 2 and (bmax != bmin).any():
+                vol = math.prod(int(v) for v in bmax.astype(np.int64) - bmin)
+                if vol > best_vol:
+                    best, best_vol = i, vol
+        if best < 0:
+            break
+        s, e, bmin, bmax = boxes[best]
+        ch = int(np.argmax(bmax - bmin))
+        seg = data[:, s:e]
+        order = seg[ch].argsort()
+        seg[:] = np.take(seg, order, axis=1)
+        wt[s:e] = wt[s:e][order]
+        cum = np.cumsum(wt[s:e])
+        m = s + min(max(int(np.searchsorted(cum, cum[-1] / 2.0, side="right")), 1), e - s - 1)
+        left, right = data[:, s:m], data[:, m:e]
+        boxes[best : best + 1] = [
+            (s, m, left.min(axis=1), left.max(axis=1)),
+            (m, e, right.min(axis=1), right.max(axis=1)),
+        ]
+    starts = np.array([b[0] for b in boxes])
+    weights = np.add.reduceat(wt, starts)
+    sums = np.add.reduceat(data * wt, starts, axis=1).T
+    return torch.from_numpy(np.round(sums / weights[:, None]) / 255.0), torch.from_numpy(weights)
+
+
 def _unique_colours(px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct 8-bit colours ``[M, 3]`` (in ``_pack`` key order) and their pixel counts ``[M]``."""
     keys = np.sort(_pack(px))
@@ -353,7 +400,9 @@ def _kmeans(x8: np.ndarray, counts: np.ndarray, size: int, seed: int, restarts: 
     # to the farthest colour, which it then owns, so there are always `size` colours (M > size here).
     for _ in range(size):
         labels, dist = fine.assign(centres)
-        share = np.bincount(labels[0], weights=counts, minlength=size).round().astype(np.int64)
+        share = np.bincount(labels[0], weights=counts, minlength=size)
+        if np.issubdtype(counts.dtype, np.integer):  # pixel counts; mask weights (docs/regions.md) stay fractional
+            share = share.round().astype(np.int64)
         if (share > 0).all():
             break
         centres = fine.relocate(centres, share[None], dist)
@@ -367,15 +416,20 @@ def extract_palette(
     method: Method = "kmeans",
     resize: int | None = DEFAULT_RESIZE,
     seed: int = 0,
+    mask: Tensor | np.ndarray | None = None,
 ) -> Palette:
-    """Extract a ``size``-colour palette from one image ``[H, W, 3]`` or ``[1, H, W, 3]`` (SPEC §4, Pylette)."""
+    """Extract a ``size``-colour palette from one image ``[H, W, 3]`` or ``[1, H, W, 3]`` (SPEC §4, Pylette).
+
+    ``mask`` (a MASK ``[H, W]`` or ``[1, H, W]``, docs/regions.md) restricts it to the pixels inside, weighted.
+    """
     size, method, resize = _check_size(size), _check_method(method), _check_resize(resize)
     u8 = _to_uint8(image)
     if u8.shape[0] != 1:
         raise InputShapeError(
             f"image: batch of {u8.shape[0]} images; extract_palette takes one image, use extract_palettes for a batch"
         )
-    return _extract(u8[0], size, method, resize, seed)
+    weights = None if mask is None else region_weights(mask, u8.shape[1], u8.shape[2], 1, resize)[0]
+    return _extract(u8[0], size, method, resize, seed, weights)
 
 
 def extract_palettes(
@@ -384,14 +438,55 @@ def extract_palettes(
     method: Method = "kmeans",
     resize: int | None = DEFAULT_RESIZE,
     seed: int = 0,
+    mask: Tensor | np.ndarray | None = None,
 ) -> list[Palette]:
     """One palette per image of a batch ``[B, H, W, 3]`` (or one image ``[H, W, 3]``), see :func:`extract_palette`."""
     size, method, resize = _check_size(size), _check_method(method), _check_resize(resize)
-    return [_extract(u8, size, method, resize, seed) for u8 in _to_uint8(images)]
+    u8 = _to_uint8(images)
+    if mask is None:
+        return [_extract(im, size, method, resize, seed) for im in u8]
+    weights = region_weights(mask, u8.shape[1], u8.shape[2], u8.shape[0], resize)
+    return [_extract(im, size, method, resize, seed, w) for im, w in zip(u8, weights)]
 
 
-def _extract(u8: np.ndarray, size: int, method: str, resize: int | None, seed: int) -> Palette:
+def region_weights(
+    mask: Tensor | np.ndarray, height: int, width: int, batch: int, resize: int | None = DEFAULT_RESIZE
+) -> np.ndarray:
+    """Mask weights ``[B, N]`` of the extraction grid: fitted, then area-averaged to the resample (docs/regions.md).
+
+    A resampled pixel mixes the image's pixels within the bicubic filter's reach (2 pixels of the larger of
+    the two grids), so each weight is the least area-averaged mask value within that reach: colours blended
+    across the region's edge do not count. A region too thin to keep any weight that way keeps the plain
+    area average (its edge blends count, weighted).
+    """
+    m = fit_mask(torch.as_tensor(mask), height, width, batch)
+    if resize is None or (height, width) == (resize, resize):
+        return m.reshape(m.shape[0], -1).double().cpu().numpy()
+    # The image's square resample ignores its aspect ratio; the mask follows it (fit_mask checked the ratio).
+    area = F.adaptive_avg_pool2d(m.unsqueeze(1), (resize, resize))[:, 0].double().cpu().numpy()
+    ry, rx = (math.ceil(2.0 * max(1.0, resize / n)) for n in (height, width))  # the reach in output pixels
+    least = _least_within(_least_within(area, rx), ry, rows=True)
+    kept = (least > 0).any(axis=(1, 2))
+    return np.where(kept[:, None, None], least, area).reshape(area.shape[0], -1)
+
+
+def _least_within(a: np.ndarray, r: int, rows: bool = False) -> np.ndarray:
+    """Minimum of ``a [B, H, W]`` over the ``r`` neighbours on each side along W (or H), the window cut at edges."""
+    out = a.copy()
+    x, y = (out.swapaxes(1, 2), a.swapaxes(1, 2)) if rows else (out, a)
+    n = x.shape[2]
+    for d in range(1, min(r, n - 1) + 1):  # a few shifts of a small grid: cheaper than a pooling kernel
+        np.minimum(x[..., : n - d], y[..., d:], out=x[..., : n - d])
+        np.minimum(x[..., d:], y[..., : n - d], out=x[..., d:])
+    return out
+
+
+def _extract(
+    u8: np.ndarray, size: int, method: str, resize: int | None, seed: int, weights: np.ndarray | None = None
+) -> Palette:
     px = _resample(u8, resize).reshape(-1, 3)
+    if weights is not None:
+        return _extract_weighted(px, weights, size, method, seed)
     if method == "kmeans":
         x8, counts = _unique_colours(px)
         if len(x8) <= size:
@@ -401,6 +496,38 @@ def _extract(u8: np.ndarray, size: int, method: str, resize: int | None, seed: i
     if few is not None:
         return _sorted_palette(torch.from_numpy(few[0].astype(np.float64) / 255.0), torch.from_numpy(few[1]))
     return _sorted_palette(*_median_cut(px, size))
+
+
+def _extract_weighted(px: np.ndarray, weights: np.ndarray, size: int, method: str, seed: int) -> Palette:
+    """The palette of the pixels ``[N, 3]`` with weight > 0, each counted by its weight (docs/regions.md)."""
+    inside = weights > 0
+    if not inside.any():
+        raise PaletteError(
+            "mask: selects no pixels (every value is 0), so there is nothing to extract; paint the region in the "
+            "mask, or disconnect it to use the whole image"
+        )
+    px, w = px[inside], weights[inside]
+    if w.min() == w.max():  # a hard mask: equal weights give the unweighted palette of the pixels inside
+        return _extract(px[None], size, method, None, seed)
+    if method == "median_cut" and _few_colours(px, size) is None:  # the usual case: no weighted unique needed
+        return _sorted_palette(*_median_cut_weighted(px, w, size))
+    uniq, wsum = _unique_weighted(px, w)
+    x8 = np.stack([uniq >> 16, (uniq >> 8) & 255, uniq & 255], axis=1).astype(np.uint8)
+    if len(uniq) <= size:
+        return _sorted_palette(torch.from_numpy(x8 / 255.0), torch.from_numpy(wsum))
+    if method == "kmeans":
+        return _sorted_palette(*_kmeans(x8, wsum, size, seed))
+    return _sorted_palette(*_median_cut_weighted(px, w, size))
+
+
+def _unique_weighted(px: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct colours of ``px [N, 3]`` as sorted ``_pack`` keys ``[M]`` and their summed weights ``[M]``."""
+    # One int64 sort of (key, index) pairs: several times faster than np.unique(return_inverse) or argsort.
+    bits = max(1, (len(px) - 1).bit_length())
+    pairs = np.sort((_pack(px).astype(np.int64) << bits) | np.arange(len(px), dtype=np.int64))
+    keys = pairs >> bits
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    return keys[starts], np.add.reduceat(w[pairs & ((1 << bits) - 1)], starts)
 
 
 def quantization_error(pixels: Tensor | np.ndarray, colors: Tensor | np.ndarray) -> float:

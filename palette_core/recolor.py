@@ -18,12 +18,17 @@ grid and read back with trilinear interpolation (a 3-D table packed into a 2-D t
 :func:`lightness_lock` is the training-free form of the piggybacked colouriser's lightness-aware decoder
 (``piggybacked-colorization.txt`` §3.3): the source's L* with the colour image's a*b*.
 
+Both take an optional region ``mask`` (docs/regions.md): the result is ``lerp(original, result, mask)`` per
+pixel, so pixels where the mask is 0 are returned bit for bit, and :func:`recolor` extracts its source
+palette from the region's pixels only, weighted by the mask.
+
 Pixels are handled as channel planes of the CIELAB ``f`` values (see :mod:`.gamut`): L* is never
 recomputed from a*b*, each pixel keeps its own Y.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 
@@ -37,7 +42,10 @@ from .color import linear_to_srgb, srgb_to_lab
 from .distance import _emd_exact
 from .errors import InputShapeError, PaletteError
 from .gamut import encode, fit_chroma, srgb_planes_to_f
+from .masks import fit_mask
 from .render import palette_stripes
+
+log = logging.getLogger(__name__)
 
 MATCH_MODES = ("ot", "order")
 # Chroma (C*ab) scale of the neutral protection: a pixel keeps exp(-(C/c)^2) of its own a*b*.
@@ -65,6 +73,9 @@ LUT_L, LUT_AB, AB_RANGE = 21, 53, 130.0
 EXTRACT_SIDE = 64
 # Pixels per slice: the ~20 temporaries of a slice stay in cache (about 1.5x faster on 1024^2 than whole).
 _PIXEL_CHUNK = 1 << 18
+# A region whose strided sample keeps fewer pixels than this (a thin stroke the stride steps over) is
+# sampled whole instead.
+MIN_REGION_SAMPLES = 64
 
 
 def _planes(x: Tensor) -> Tensor:
@@ -207,13 +218,30 @@ def _per_image(t: Tensor, b: int, name: str, what: str) -> Tensor:
     raise InputShapeError(f"{name}: {t.shape[0]} {what} for {b} images; give one (shared) or one per image")
 
 
-def source_palette(image: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """k-means palette ``(colors [K, 3], shares [K])`` of one image ``[H, W, 3]``, on a reduced copy (SPEC §4)."""
+def source_palette(image: Tensor, size: int, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """k-means palette ``(colors [K, 3], shares [K])`` of one image ``[H, W, 3]``, on a reduced copy (SPEC §4).
+
+    ``weight`` ``[H, W]`` (a fitted region mask, docs/regions.md): the palette of the pixels inside, each
+    weighted by it; the stride shrinks with the region's area so that a small region is sampled as densely
+    as a whole image is (a mask of ones gives the unmasked palette exactly).
+    """
     from .extract import extract_palette
 
-    step = max(1, math.ceil(max(image.shape[:2]) / EXTRACT_SIDE))
-    # A regular sample of the pixels (not an average): shares stay pixel shares and no edge blends appear.
-    pal = extract_palette(image[::step, ::step], size, method="kmeans", resize=None)
+    if weight is None:
+        step = max(1, math.ceil(max(image.shape[:2]) / EXTRACT_SIDE))
+        # A regular sample of the pixels (not an average): shares stay pixel shares and no edge blends appear.
+        pal = extract_palette(image[::step, ::step], size, method="kmeans", resize=None)
+        return pal.colors, pal.weights
+    inside = weight > 0
+    coverage = float(inside.sum()) / inside.numel()
+    step = max(1, math.ceil(max(image.shape[:2]) / EXTRACT_SIDE * math.sqrt(coverage)))
+    w = weight[::step, ::step]
+    keep = w > 0
+    if int(keep.sum()) < MIN_REGION_SAMPLES:
+        pixels, w = image[inside], weight[inside]
+    else:
+        pixels, w = image[::step, ::step][keep], w[keep]
+    pal = extract_palette(pixels[None], size, method="kmeans", resize=None, mask=w[None])
     return pal.colors, pal.weights
 
 
@@ -230,8 +258,14 @@ def _palettes(
     source_weights: Tensor | None,
     source_size: int | None,
     match: str,
+    weight: Tensor | None = None,
+    filled: list[bool] | None = None,
 ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
-    """Per image: source Lab, source weights, target Lab, target weights (validated, broadcast)."""
+    """Per image: source Lab, source weights, target Lab, target weights (validated, broadcast).
+
+    With a region ``weight`` ``[B, H*W]`` the sources are the regions' palettes; an image whose region is
+    empty (``filled[i]`` False) gets its target palette as source (zero offsets; it is not recoloured anyway).
+    """
     b = x.shape[0]
     tc, _ = check_colors(colors)
     tw = check_weights(weights, tc)
@@ -247,7 +281,13 @@ def _palettes(
         size = n if match == "order" else (source_size or default_source_size(n))
         if size < 1:
             raise PaletteError(f"source_size: {size} must be >= 1")
-        sources = [source_palette(x[i], size) for i in range(b)]
+        if weight is None or filled is None:
+            sources = [source_palette(x[i], size) for i in range(b)]
+        else:
+            sources = [
+                source_palette(x[i], size, weight[i].view(x.shape[1:3])) if filled[i] else (tc[i], tw[i])
+                for i in range(b)
+            ]
     src_lab = [_lab(c.to(x.device)) for c, _ in sources]
     src_w = [w.double().to(x.device) for _, w in sources]
     return src_lab, src_w, [_lab(tc[i]) for i in range(b)], [tw[i].double() for i in range(b)]
@@ -265,6 +305,7 @@ def recolor(
     source_weights: Tensor | np.ndarray | None = None,
     source_size: int | None = None,
     sigma: float | None = None,
+    mask: Tensor | np.ndarray | None = None,
 ) -> Tensor:
     """Recolour images to a palette keeping L* (PaletteNet premise; Chang et al. 2015 RBF transfer; SPEC §10).
 
@@ -275,25 +316,52 @@ def recolor(
     pixel's a*b* moves by ``strength`` x the RBF blend of the matched offsets (``sigma`` in Lab units,
     default :func:`kernel_width`); ``keep_neutrals`` keeps low-chroma pixels (C* below ~NEUTRAL_CHROMA)
     near their own a*b*. Out-of-gamut results lose chroma, never lightness. Returns the input's shape.
+
+    ``mask`` (a MASK, docs/regions.md) recolours a region: the source palette comes from the pixels inside
+    (weighted by the mask) and each pixel's a*b* moves ``mask`` x its offset (L* kept across soft edges), so
+    pixels where the mask is 0 are returned unchanged, bit for bit; an image whose mask is all 0 is returned
+    as it is.
     """
     strength = _check_unit(strength, "strength")
     if sigma is not None and not (math.isfinite(float(sigma)) and float(sigma) > 0):
         raise PaletteError(f"sigma: {sigma} must be a positive RBF width in Lab units (or None for automatic)")
     x, batched = check_image(image)
     b = x.shape[0]
-    src_lab, src_w, tgt_lab, tgt_w = _palettes(x, colors, weights, source_colors, source_weights, source_size, match)
+    weight, filled = (None, None) if mask is None else _region(mask, x, "recolor")
+    if filled is not None and not any(filled):
+        return (x if batched else x[0]).clone()
+    src_lab, src_w, tgt_lab, tgt_w = _palettes(
+        x, colors, weights, source_colors, source_weights, source_size, match, weight, filled
+    )
     textures = []
     for i in range(b):
         plan = match_palettes(src_lab[i], src_w[i], tgt_lab[i], tgt_w[i], match)
         offsets = matched_offsets(src_lab[i], tgt_lab[i], plan)
         width = torch.as_tensor(sigma, dtype=torch.float64) if sigma is not None else kernel_width(src_lab[i])
         textures.append(offset_texture(src_lab[i], offsets * strength, width, x.dtype))
-    out = _shift_ab(x, torch.stack(textures), keep_neutrals)
+    out = _shift_ab(x, torch.stack(textures), keep_neutrals, weight)
     return out if batched else out[0]
 
 
-def _shift_pixels(rgb: Tensor, texture: Tensor, keep_neutrals: bool) -> Tensor:
-    """sRGB planes ``[3, n]`` of one image moved by its offset texture ``[1, 4, ., .]``; L* (Y) kept."""
+def _region(mask: Tensor | np.ndarray, x: Tensor, what: str) -> tuple[Tensor, list[bool]]:
+    """``(mask as [B, H*W] in x's dtype, whether it selects pixels of each image)``; logs the empty ones."""
+    m = fit_mask(torch.as_tensor(mask), x.shape[1], x.shape[2], x.shape[0])
+    m = m.to(device=x.device, dtype=x.dtype).reshape(x.shape[0], -1)
+    # One mask shared by the batch is an expanded view (batch stride 0): test it once.
+    filled = m.amax(1).gt(0).tolist() if m.stride(0) else [bool(m[0].any())] * m.shape[0]
+    empty = [i for i, f in enumerate(filled) if not f]
+    if empty:
+        log.warning(
+            "%s: the mask selects no pixels (all zero) of image(s) %s; they are returned unchanged",
+            what,
+            ", ".join(str(i) for i in empty),
+        )
+    return m, filled
+
+
+def _shift_pixels(rgb: Tensor, texture: Tensor, keep_neutrals: bool, weight: Tensor | None = None) -> Tensor:
+    """sRGB planes ``[3, n]`` of one image moved by its offset texture ``[1, 4, ., .]`` (scaled by a region
+    ``weight [n]``); L* (Y) kept."""
     f, y = srgb_planes_to_f(rgb)
     fx, fy, fz = f.unbind(0)
     dfx, dfz = _read_texture(texture, fx[None], fy[None], fz[None])
@@ -302,23 +370,41 @@ def _shift_pixels(rgb: Tensor, texture: Tensor, keep_neutrals: bool) -> Tensor:
         chroma2 = (fx - fy).mul_(500.0).square_().add_((fy - fz).mul_(200.0).square_())
         keep = chroma2.mul_(-1.0 / NEUTRAL_CHROMA**2).exp_().neg_().add_(1.0)
         dfx, dfz = dfx.mul_(keep), dfz.mul_(keep)
+    if weight is not None:  # a soft edge moves a*b* part of the way: L* stays exact across it
+        dfx, dfz = dfx.mul_(weight), dfz.mul_(weight)
     return encode(fit_chroma(fx.add_(dfx), fy, y, fz.add_(dfz)))
 
 
-def _per_chunk(fn: Callable[..., Tensor], *images: Tensor) -> Tensor:
-    """``fn(i, *planes)`` on cache-sized slices of pixels of image ``i`` of same-shape ``[B, H, W, 3]`` images."""
+def _per_chunk(fn: Callable[..., Tensor], *images: Tensor, weight: Tensor | None = None, original: int = 0) -> Tensor:
+    """``fn(i, *planes)`` on cache-sized slices of pixels of image ``i`` of same-shape ``[B, H, W, 3]`` images.
+
+    With ``weight`` ``[B, H*W]`` (a region, docs/regions.md) ``fn`` gets the slice's weights as a keyword and
+    blends by them itself (in Lab, so L* is kept across soft edges); pixels of weight 0 are ``images[original]``
+    bit for bit, and slices the region misses are copied without calling ``fn``.
+    """
     flats = [x.reshape(x.shape[0], -1, 3) for x in images]
     out = torch.empty_like(flats[0])
     for i in range(out.shape[0]):
         for s in range(0, out.shape[1], _PIXEL_CHUNK):
-            planes = [f[i, s : s + _PIXEL_CHUNK].T.contiguous() for f in flats]
-            out[i, s : s + _PIXEL_CHUNK] = fn(i, *planes).T
+            part = slice(s, s + _PIXEL_CHUNK)
+            w = None if weight is None else weight[i, part]
+            if w is not None and not bool(w.any()):
+                out[i, part] = flats[original][i, part]
+                continue
+            planes = [f[i, part].T.contiguous() for f in flats]
+            if w is None:
+                res = fn(i, *planes)
+            else:
+                res = torch.where(w > 0, fn(i, *planes, weight=w).clamp_(0.0, 1.0), planes[original])
+            out[i, part] = res.T
     return out.reshape(images[0].shape).clamp_(0.0, 1.0)
 
 
-def _shift_ab(x: Tensor, texture: Tensor, keep_neutrals: bool) -> Tensor:
-    """Move every pixel's a*b* by its image's tabulated offset field."""
-    return _per_chunk(lambda i, rgb: _shift_pixels(rgb, texture[i : i + 1], keep_neutrals), x)
+def _shift_ab(x: Tensor, texture: Tensor, keep_neutrals: bool, weight: Tensor | None = None) -> Tensor:
+    """Move every pixel's a*b* by its image's tabulated offset field (blended by a region ``weight``)."""
+    return _per_chunk(
+        lambda i, rgb, weight=None: _shift_pixels(rgb, texture[i : i + 1], keep_neutrals, weight), x, weight=weight
+    )
 
 
 def reinhard_ab(
@@ -359,13 +445,19 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return out.permute(0, 2, 3, 1).clamp(0.0, 1.0)
 
 
-def lightness_lock(image: Tensor | np.ndarray, lightness_source: Tensor | np.ndarray) -> Tensor:
+def lightness_lock(
+    image: Tensor | np.ndarray, lightness_source: Tensor | np.ndarray, mask: Tensor | np.ndarray | None = None
+) -> Tensor:
     """The colour image's a*b* on the source's L* (training-free lightness-aware decoding; SPEC §10).
 
     ``image`` is resized to ``lightness_source``'s size first (bicubic, antialiased). Batches of 1 are
     broadcast against the other; otherwise the batch sizes must match. The result has the source's L*
     (to rounding); where the a*b* cannot be shown at that L*, chroma is reduced. Returns ``[B, H, W, 3]``
     (or ``[H, W, 3]`` when both inputs were single images).
+
+    ``mask`` (a MASK on the source's grid, docs/regions.md) limits the lock to a region: each pixel's a*b*
+    goes ``mask`` of the way from the source's to the colour image's (L* stays the source's), and the
+    source's pixels where the mask is 0 are returned bit for bit.
     """
     x, x_batched = check_image(image, "image")
     s, s_batched = check_image(lightness_source, "lightness_source")
@@ -377,16 +469,23 @@ def lightness_lock(image: Tensor | np.ndarray, lightness_source: Tensor | np.nda
     b = max(x.shape[0], s.shape[0])
     s = s.to(device=x.device, dtype=torch.promote_types(x.dtype, s.dtype)).expand(b, -1, -1, -1)
     x = _resize(x.to(s.dtype), tuple(s.shape[1:3])).expand(b, -1, -1, -1)
-    out = _per_chunk(lambda i, colour, source: _lock_pixels(colour, source), x, s)
+    weight = None if mask is None else _region(mask, s, "lightness_lock")[0]
+    out = _per_chunk(
+        lambda i, colour, source, weight=None: _lock_pixels(colour, source, weight), x, s, weight=weight, original=1
+    )
     return out if (x_batched or s_batched) else out[0]
 
 
-def _lock_pixels(colour: Tensor, source: Tensor) -> Tensor:
-    """sRGB planes with the a*b* of ``colour`` and the Y (so L*) of ``source``; gamut by chroma."""
+def _lock_pixels(colour: Tensor, source: Tensor, weight: Tensor | None = None) -> Tensor:
+    """sRGB planes with the a*b* of ``colour`` (blended with the source's by a region ``weight [n]``) and the
+    Y (so L*) of ``source``; gamut by chroma."""
     fc, _ = srgb_planes_to_f(colour)
     fs, y = srgb_planes_to_f(source)
     fy = fs[1]
-    return encode(fit_chroma(fc[0].sub_(fc[1]).add_(fy), fy, y, fc[2].sub_(fc[1]).add_(fy)))
+    fx, fz = fc[0].sub_(fc[1]).add_(fy), fc[2].sub_(fc[1]).add_(fy)
+    if weight is not None:  # a*b* part of the way from the source's: L* stays exact across soft edges
+        fx, fz = torch.lerp(fs[0], fx, weight), torch.lerp(fs[2], fz, weight)
+    return encode(fit_chroma(fx, fy, y, fz))
 
 
 def lightness_error(before: Tensor | np.ndarray, after: Tensor | np.ndarray) -> Tensor:

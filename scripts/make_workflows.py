@@ -82,11 +82,19 @@ SOCKETS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
             ("end_percent", W),
             ("blocks", W),
             ("negative", "COLOR_CONDITION"),
+            ("mask", "MASK"),
         ],
         [("model", "MODEL")],
     ),
     "PaletteAlign": (
-        [("model", "MODEL"), ("vae", "VAE"), ("palette", "PALETTE"), ("stop_percent", W), ("strength", W)],
+        [
+            ("model", "MODEL"),
+            ("vae", "VAE"),
+            ("palette", "PALETTE"),
+            ("stop_percent", W),
+            ("strength", W),
+            ("mask", "MASK"),
+        ],
         [("model", "MODEL")],
     ),
     "PaletteGuidance": (
@@ -99,6 +107,7 @@ SOCKETS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
             ("end_percent", W),
             ("decoder", W),
             ("vae", "VAE"),
+            ("mask", "MASK"),
         ],
         [("model", "MODEL")],
     ),
@@ -110,9 +119,16 @@ SOCKETS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
             ("matching", W),
             ("keep_neutrals", W),
             ("source_colors", W),
+            ("mask", "MASK"),
         ],
         [("image", "IMAGE")],
     ),
+    "SolidMask": ([("value", W), ("width", W), ("height", W)], [("MASK", "MASK")]),
+    "MaskComposite": (
+        [("destination", "MASK"), ("source", "MASK"), ("x", W), ("y", W), ("operation", W)],
+        [("MASK", "MASK")],
+    ),
+    "InvertMask": ([("mask", "MASK")], [("MASK", "MASK")]),
     "Note": ([("text", W)], []),
 }
 VIRTUAL = {"Note"}
@@ -641,6 +657,69 @@ RECOLOR_IMAGE = Workflow(
     ],
 )
 
+
+def two_regions() -> Workflow:
+    """Two Palette Align nodes on one model, each with its own mask: the left half warm, the right half cool."""
+    size = SDXL_FAMILY.size
+    region = (840, 120)
+    return Workflow(
+        "two_regions_two_palettes",
+        "Training-free: two regions, two palettes",
+        "A palette per region: two Palette Align nodes chained on one model, each with a mask (the image's left and "
+        "right halves, made with ComfyUI's mask nodes). Each half takes its own palette; where masks overlap the "
+        "effects blend by mask weight. Works with any SDXL checkpoint (and SD1.5, SD3.5, Flux); no adapter weights.",
+        [
+            *base_txt2img("a city street market at dusk, illustration", (21, 0), "two_regions"),
+            Node(5, "PaletteInput", (440, 120), (360, 290), {"palette": "#d62828, #f77f00:2, #fcbf49"}, "Left palette"),
+            Node(
+                15, "PaletteInput", (440, 440), (360, 290), {"palette": "#1d3557, #457b9d:2, #a8dadc"}, "Right palette"
+            ),
+            Node(16, "SolidMask", (440, 780), (330, 110), {"value": 0.0, "width": size, "height": size}, "Empty mask"),
+            Node(17, "SolidMask", (440, 930), (330, 110), {"value": 1.0, "width": size // 2, "height": size}, "Half"),
+            Node(
+                18,
+                "MaskComposite",
+                (840, 780),
+                (380, 160),
+                {"x": 0, "y": 0, "operation": "add"},
+                "Left half",
+                {"destination": (16, 0), "source": (17, 0)},
+            ),
+            Node(20, "InvertMask", (840, 980), (380, 60), {}, "Right half", {"mask": (18, 0)}),
+            Node(
+                9,
+                "PaletteAlign",
+                region,
+                (380, 170),
+                {"stop_percent": 0.2, "strength": 1.0},
+                "Palette Align (left)",
+                {"model": (1, 0), "vae": (1, 2), "palette": (5, 0), "mask": (18, 0)},
+            ),
+            Node(
+                21,
+                "PaletteAlign",
+                (840, 360),
+                (380, 170),
+                {"stop_percent": 0.2, "strength": 1.0},
+                "Palette Align (right)",
+                {"model": (9, 0), "vae": (1, 2), "palette": (15, 0), "mask": (20, 0)},
+            ),
+            note(
+                13,
+                "Any SDXL checkpoint (models/checkpoints); no adapter needed.\n\nEach Palette Align acts only inside "
+                "its mask. Draw masks in the Mask Editor (Load Image), or build them from shapes as here. Soft masks "
+                "blend; pixels outside every mask are left to the model. Palette Guidance and Apply Palette Adapter "
+                "take masks the same way (docs/regions.md).",
+                (1260, 640),
+                (420, 190),
+            ),
+        ],
+        [("Palette per region", (420, 40, 820, 1040), PALETTE_GROUP)],
+    )
+
+
+TWO_REGIONS = two_regions()
+
 WORKFLOW_LIST = [
     PALETTE_ADAPTER_TXT2IMG,
     PALETTE_ADAPTER_NEGATIVE_ENTROPY,
@@ -651,6 +730,7 @@ WORKFLOW_LIST = [
     PALETTE_ALIGN_SD15,
     PALETTE_ALIGN_SD35,
     PALETTE_ALIGN_FLUX,
+    TWO_REGIONS,
 ]
 
 

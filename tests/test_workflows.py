@@ -42,6 +42,7 @@ EXPECTED = {
     "palette_align_sd15": {"PaletteAlign", "PaletteInput", "EmptyLatentImage"},
     "palette_align_sd35": {"PaletteAlign", "PaletteInput", "EmptySD3LatentImage"},
     "palette_align_flux": {"PaletteAlign", "PaletteInput", "EmptySD3LatentImage", "FluxGuidance"},
+    "two_regions_two_palettes": {"PaletteAlign", "PaletteInput", "SolidMask", "MaskComposite", "InvertMask"},
 }
 
 
