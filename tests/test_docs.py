@@ -21,7 +21,7 @@ from palette_core import cli as core_cli
 from palette_queue import cli as queue_cli
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCS = [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").glob("*.md"))]
 if (REPO / "CONTRIBUTING.md").is_file():
     DOCS.append(REPO / "CONTRIBUTING.md")
 TOP = sorted(p.name for p in REPO.iterdir() if p.is_dir() and not p.name.startswith("."))
