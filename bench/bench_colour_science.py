@@ -1,4 +1,4 @@
-"""Foundation benchmarks (issue 2): histogram, CIEDE2000, Quadratic-Chi and palette EMD against their anchors.
+"""Foundation benchmarks: histogram, CIEDE2000, Quadratic-Chi and palette EMD against their anchors.
 
 Run from the repository root: ``python bench/bench_colour_science.py [--device cuda]``.
 """

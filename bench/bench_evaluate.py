@@ -1,4 +1,4 @@
-"""Benchmark of ``python -m palette_core evaluate`` (issue 3): images per second over a folder of 100 photos.
+"""Benchmark of ``python -m palette_core evaluate``: images per second over a folder of 100 photos.
 
 Run from the repository root: ``python bench/bench_evaluate.py [--images 100] [--side 512]``. The images
 are crops of scikit-image's sample photographs saved as PNG; the palette is a 5-colour one. The

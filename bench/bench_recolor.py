@@ -1,4 +1,4 @@
-"""Recolouring benchmark (issue 7): palette adherence against the Reinhard a*b* baseline, and speed.
+"""Recolouring benchmark: palette adherence against the Reinhard a*b* baseline, and speed.
 
 For every photo x palette pair it reports, for our :func:`recolor` and for the fair baseline (Reinhard
 statistics transfer on a*b* with L* kept, toward a stripes rendering of the same palette): the chroma

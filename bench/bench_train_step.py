@@ -1,6 +1,6 @@
-"""One Palette-Adapter training step against the frozen UNet's forward + backward alone, in one run (issue 5).
+"""One Palette-Adapter training step against the frozen UNet's forward + backward alone, in one run.
 
-The step is the trainer's own ``Trainer.train_step``: the SPEC §8 condition recipe (histograms, median-cut
+The step is the trainer's own ``Trainer.train_step``: the docs/design.md §8 condition recipe (histograms, median-cut
 palettes, Quadratic-Chi distances), the UNet forward with the adapter, backward, gradient clipping and the
 AdamW update, with the recipe drawn as ``Trainer.train`` draws it by default: two micro-steps ahead in a
 worker thread on a GPU, inside the step on the CPU; both ways and the recipe alone are reported. Both

@@ -1,4 +1,4 @@
-"""Training-free palette control (issue 6): matching quality and speed, guidance cost, in one run.
+"""Training-free palette control: matching quality and speed, guidance cost, in one run.
 
 Matching (host-independent: ``/work/venv/bin/python bench/bench_training_free.py``):
 * total squared-distance cost against the exact optimum (POT's network simplex, identical targets merged)

@@ -1,8 +1,8 @@
-"""The palette widget's HTTP route: palette text or a palette file in, canonical palette text out (SPEC §5).
+"""The palette widget's HTTP route: palette text or a palette file in, canonical palette text out (docs/design.md §5).
 
 ``POST /palette_control/parse`` (also under ``/api``), two forms:
 
-* JSON body ``{"text": "<any SPEC §5 text: hex list, JSON list, Coolors URL>"}``;
+* JSON body ``{"text": "<any docs/design.md §5 text: hex list, JSON list, Coolors URL>"}``;
 * a palette file's bytes as the body with ``?filename=<name>.gpl`` (``.pal``, ``.ase``, ``.aco``,
   ``.hex``, ``.txt``, ``.json``): the extension picks the reader in palette_core.formats.
 
@@ -82,7 +82,7 @@ def clean_filename(name: str) -> str:
 
 
 def parse_text(text: object) -> Reply:
-    """Parse SPEC §5 palette text (hex list with weights, JSON list or Coolors URL)."""
+    """Parse docs/design.md §5 palette text (hex list with weights, JSON list or Coolors URL)."""
     if not isinstance(text, str):
         return error(400, f'"text" must be a string of palette text, got {type(text).__name__}')
     try:

@@ -1,4 +1,4 @@
-"""Training-free palette control nodes (SPEC §9): PaletteAlign and PaletteGuidance, both post-CFG functions."""
+"""Training-free palette control nodes (docs/design.md §9): PaletteAlign and PaletteGuidance, post-CFG functions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Post-CFG functions of the training-free nodes (SPEC §9): zero-shot alignment and SW palette guidance.
+"""Post-CFG functions of the training-free nodes (docs/design.md §9): zero-shot alignment and SW palette guidance.
 
 Host-independent on import: ComfyUI calls these objects as ``sampler_post_cfg_function`` with
 ``args = {"denoised", "sigma", "model", ...}`` and uses what they return as the new denoised

@@ -1,4 +1,4 @@
-"""Colour-space conversions and CIEDE2000 (SPEC §3–§4).
+"""Colour-space conversions and CIEDE2000 (docs/design.md §3–§4).
 
 Every function takes a torch tensor or a numpy array whose last dimension holds three channels
 (``[..., 3]``) and returns the same kind, shape and floating dtype; tensors work on any device. One
@@ -44,29 +44,29 @@ def _matmul3(x: Array, m: list[list[float]]) -> Array:
 
 
 def srgb_to_linear(rgb: Array) -> Array:
-    """sRGB companding inverse, IEC 61966-2-1 (SPEC §3)."""
+    """sRGB companding inverse, IEC 61966-2-1 (docs/design.md §3)."""
     xp = namespace(rgb)
     return xp.where(rgb <= 0.04045, rgb / 12.92, ((xp.clip(rgb, 0.04045, None) + 0.055) / 1.055) ** 2.4)
 
 
 def linear_to_srgb(lin: Array) -> Array:
-    """sRGB companding, IEC 61966-2-1 (SPEC §3)."""
+    """sRGB companding, IEC 61966-2-1 (docs/design.md §3)."""
     xp = namespace(lin)
     return xp.where(lin <= 0.0031308, lin * 12.92, 1.055 * xp.clip(lin, 0.0031308, None) ** (1 / 2.4) - 0.055)
 
 
 def linear_to_xyz(lin: Array) -> Array:
-    """Linear sRGB to CIE XYZ (D65, Y of white = 1) (SPEC §3)."""
+    """Linear sRGB to CIE XYZ (D65, Y of white = 1) (docs/design.md §3)."""
     return _matmul3(lin, _M_RGB_TO_XYZ)
 
 
 def xyz_to_linear(xyz: Array) -> Array:
-    """CIE XYZ (D65) to linear sRGB (SPEC §3)."""
+    """CIE XYZ (D65) to linear sRGB (docs/design.md §3)."""
     return _matmul3(xyz, _M_XYZ_TO_RGB)
 
 
 def xyz_to_lab(xyz: Array) -> Array:
-    """CIE XYZ to CIE 1976 L*a*b* relative to D65 (SPEC §3)."""
+    """CIE XYZ to CIE 1976 L*a*b* relative to D65 (docs/design.md §3)."""
     xp = namespace(xyz)
     t = xyz / xp.const(D65_XYZ, xyz)
     f = xp.where(t > _LAB_EPSILON, xp.clip(t, _LAB_EPSILON, None) ** (1 / 3), (_LAB_KAPPA * t + 16) / 116)
@@ -75,7 +75,7 @@ def xyz_to_lab(xyz: Array) -> Array:
 
 
 def lab_to_xyz(lab: Array) -> Array:
-    """CIE 1976 L*a*b* (D65) to CIE XYZ (SPEC §3)."""
+    """CIE 1976 L*a*b* (D65) to CIE XYZ (docs/design.md §3)."""
     xp = namespace(lab)
     L, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
     fy = (L + 16) / 116
@@ -88,17 +88,17 @@ def lab_to_xyz(lab: Array) -> Array:
 
 
 def srgb_to_lab(rgb: Array) -> Array:
-    """sRGB in [0, 1] to CIE L*a*b* (D65) (SPEC §3)."""
+    """sRGB in [0, 1] to CIE L*a*b* (D65) (docs/design.md §3)."""
     return xyz_to_lab(linear_to_xyz(srgb_to_linear(rgb)))
 
 
 def lab_to_srgb(lab: Array) -> Array:
-    """CIE L*a*b* (D65) to sRGB, not clipped: out-of-gamut colours fall outside [0, 1] (SPEC §3)."""
+    """CIE L*a*b* (D65) to sRGB, not clipped: out-of-gamut colours fall outside [0, 1] (docs/design.md §3)."""
     return linear_to_srgb(xyz_to_linear(lab_to_xyz(lab)))
 
 
 def hsv_planes(r: Array, g: Array, b: Array) -> tuple[Array, Array, Array]:
-    """Hexcone ``(h, s, v)`` from channel planes, op for op as ``colorsys.rgb_to_hsv`` (SPEC §4)."""
+    """Hexcone ``(h, s, v)`` from channel planes, op for op as ``colorsys.rgb_to_hsv`` (docs/design.md §4)."""
     xp = namespace(r)
     # In-place arithmetic on fresh temporaries: on large planes allocation dominates otherwise.
     maxc = xp.maximum(xp.maximum(r, g), b)
@@ -124,7 +124,7 @@ def hsv_planes(r: Array, g: Array, b: Array) -> tuple[Array, Array, Array]:
 
 
 def srgb_to_hsv(rgb: Array) -> Array:
-    """Float hexcone HSV ``[..., 3]`` with exactly the operations of ``colorsys.rgb_to_hsv`` (SPEC §4)."""
+    """Float hexcone HSV ``[..., 3]`` with exactly the operations of ``colorsys.rgb_to_hsv`` (docs/design.md §4)."""
     return namespace(rgb).stack(hsv_planes(rgb[..., 0], rgb[..., 1], rgb[..., 2]), -1)
 
 
@@ -133,7 +133,7 @@ _SECTORS = [[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]]
 
 
 def hsv_to_srgb(hsv: Array) -> Array:
-    """Inverse of :func:`srgb_to_hsv` with ``colorsys.hsv_to_rgb`` semantics (SPEC §4)."""
+    """Inverse of :func:`srgb_to_hsv` with ``colorsys.hsv_to_rgb`` semantics (docs/design.md §4)."""
     xp = namespace(hsv)
     h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
     i = xp.floor(h * 6.0)

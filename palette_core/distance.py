@@ -1,7 +1,7 @@
 """Histogram and palette distances: clipped-CIEDE2000 bin similarity, Quadratic-Chi, and the paper's EMD.
 
 ``bin_similarity`` is the matrix ``A[i, j] = max(0, 1 - min(dE00(c_i, c_j), T) / T)`` over the 4080 bin
-centres (Pele & Werman's "clipped" ground distance, SPEC §4). It is built once per process and
+centres (Pele & Werman's "clipped" ground distance, docs/design.md §4). It is built once per process and
 cached; about 15% of its entries are non-zero at T = 20, so it is kept as a sparse CSR tensor on the
 CPU and as a dense tensor (66 MB) on an accelerator, where a dense product is faster. The pair builder
 and the QC formula are shared with the numpy-only :func:`.similarity.occupied_quadratic_chi`.
@@ -58,7 +58,7 @@ def bin_similarity(
     device: torch.device | str = "cpu",
     dense: bool | None = None,
 ) -> Tensor:
-    """Clipped-CIEDE2000 bin similarity ``A`` (Pele & Werman 2010; SPEC §4), ``[4080, 4080]``, cached.
+    """Clipped-CIEDE2000 bin similarity ``A`` (Pele & Werman 2010; docs/design.md §4), ``[4080, 4080]``, cached.
 
     Sparse CSR by default on the CPU, dense on other devices (``dense`` overrides). ``gamma`` sharpens
     the similarity as ``A ** gamma``.
@@ -79,7 +79,7 @@ def quadratic_chi(
     m: float = 0.5,
     similarity: Tensor | None = None,
 ) -> Tensor:
-    """Quadratic-Chi histogram distance QC_m^A(P, Q) (Pele & Werman, ECCV 2010, Eq. 2; SPEC §4).
+    """Quadratic-Chi histogram distance QC_m^A(P, Q) (Pele & Werman, ECCV 2010, Eq. 2; docs/design.md §4).
 
     ``p`` and ``q`` are ``[4080]`` or ``[B, 4080]`` (broadcast against each other) and are L1-normalised
     first; ``similarity`` defaults to :func:`bin_similarity` on their device. Returns a scalar or ``[B]``.

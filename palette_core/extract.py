@@ -1,4 +1,4 @@
-"""Palette extraction by median cut and k-means, matching the Pylette library (SPEC §4 "Palette extraction").
+"""Palette extraction by median cut and k-means, matching the Pylette library (docs/design.md §4 "Palette extraction").
 
 The image is brought to 8-bit sRGB (floats are rounded to the nearest level) and, unless ``resize`` is
 None, resampled to ``resize x resize`` pixels with Pillow's bicubic filter, exactly as Pylette does
@@ -116,7 +116,7 @@ def _float_to_uint8(a: np.ndarray, rows: int = 64) -> np.ndarray | None:
 
 
 def resized_pixels(image: Tensor | np.ndarray, resize: int | None = DEFAULT_RESIZE) -> Tensor:
-    """The 8-bit pixels ``[N, 3]`` that extraction sees: Pylette's ``resize x resize`` bicubic resample (SPEC §4)."""
+    """The 8-bit pixels ``[N, 3]`` extraction sees: Pylette's ``resize²`` bicubic resample (docs/design.md §4)."""
     u8 = _to_uint8(image)
     if u8.shape[0] != 1:
         raise InputShapeError(f"image: batch of {u8.shape[0]} images; pass one image [H, W, 3] or [1, H, W, 3]")
@@ -418,7 +418,7 @@ def extract_palette(
     seed: int = 0,
     mask: Tensor | np.ndarray | None = None,
 ) -> Palette:
-    """Extract a ``size``-colour palette from one image ``[H, W, 3]`` or ``[1, H, W, 3]`` (SPEC §4, Pylette).
+    """Extract a ``size``-colour palette from one image ``[H, W, 3]`` or ``[1, H, W, 3]`` (docs/design.md §4, Pylette).
 
     ``mask`` (a MASK ``[H, W]`` or ``[1, H, W]``, docs/regions.md) restricts it to the pixels inside, weighted.
     """

@@ -1,4 +1,4 @@
-"""Palette files (SPEC §5): read GIMP ``.gpl``, JASC/Lospec (and RIFF) ``.pal``, Adobe ``.ase`` and ``.aco``,
+"""Palette files (docs/design.md §5): read GIMP ``.gpl``, JASC/Lospec (and RIFF) ``.pal``, Adobe ``.ase`` and ``.aco``,
 ``.hex``/``.txt`` lists, JSON and Coolors URLs; write ``.gpl``, ``.ase``, ``.hex`` and ``.json``.
 
 The format comes from the file extension. Every error is a :class:`PaletteFormatError` that names the
@@ -61,7 +61,7 @@ _PAINTNET = re.compile(r"[0-9a-fA-F]{8}")  # Paint.NET .txt rows are AARRGGBB
 
 
 def load_palette(source: str | os.PathLike) -> Palette:
-    """Read a palette file (format from its extension) or a Coolors URL (SPEC §5)."""
+    """Read a palette file (format from its extension) or a Coolors URL (docs/design.md §5)."""
     if isinstance(source, str) and _COOLORS_RE.match(source.strip()):
         return Palette.parse(source)
     path = Path(source)

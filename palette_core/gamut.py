@@ -1,4 +1,4 @@
-"""sRGB gamut fitting that keeps L*: out-of-gamut colours lose chroma along their a*b* ray (SPEC §10).
+"""sRGB gamut fitting that keeps L*: out-of-gamut colours lose chroma along their a*b* ray (docs/design.md §10).
 
 Colours here are channel planes ``[3, M]`` of ``f = (f(X/Xn), f(Y/Yn), f(Z/Zn))`` (the CIELAB cube-root
 function of CIE 15), where ``L* = 116 fy - 16``, ``a* = 500 (fx - fy)``, ``b* = 200 (fy - fz)``: changing
@@ -79,13 +79,13 @@ def encode(lin: Tensor) -> Tensor:
 
 
 def srgb_planes_to_f(rgb: Tensor) -> tuple[Tensor, Tensor]:
-    """sRGB planes ``[3, M]`` to ``(f planes [3, M], Y [M])``: SPEC §3 Lab, planar (``L* = 116 fy - 16``)."""
+    """sRGB planes ``[3, M]`` to ``(f planes [3, M], Y [M])``: docs/design.md §3 Lab, planar (``L* = 116 fy - 16``)."""
     xyz = torch.mm(_matrices(rgb.dtype, str(rgb.device))[0], _decode(rgb))  # Yn = 1: row 1 is Y itself
     return _f(xyz), xyz[1]
 
 
 def f_to_linear(fx: Tensor, y: Tensor, fz: Tensor) -> Tensor:
-    """Linear sRGB planes ``[3, M]`` from ``fx``, the kept ``Y`` and ``fz`` (SPEC §3, inverse of the above)."""
+    """Linear sRGB planes ``[3, M]`` from ``fx``, the kept ``Y`` and ``fz`` (docs/design.md §3; the inverse)."""
     xyz = torch.stack((f_inv(fx), y, f_inv(fz)))
     return torch.mm(_matrices(fx.dtype, str(fx.device))[1], xyz)
 
@@ -167,7 +167,7 @@ def _chroma_limit(lightness: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 
 def fit_chroma(fx: Tensor, fy: Tensor, y: Tensor, fz: Tensor) -> Tensor:
-    """Linear sRGB planes of ``(fx, fy, fz)``; out-of-gamut pixels lose chroma at fixed L* (SPEC §10).
+    """Linear sRGB planes of ``(fx, fy, fz)``; out-of-gamut pixels lose chroma at fixed L* (docs/design.md §10).
 
     Scaling a*b* by ``t`` is scaling ``fx - fy`` and ``fz - fy``. Out-of-gamut pixels first take the
     chroma limit of a cached (L*, hue) table (shrunk by ``LIMIT_MARGIN``); the few the interpolated limit
@@ -199,7 +199,7 @@ def fit_chroma(fx: Tensor, fy: Tensor, y: Tensor, fz: Tensor) -> Tensor:
 
 
 def lab_to_srgb_keep_lightness(lab: Tensor) -> Tensor:
-    """Lab ``[..., 3]`` to sRGB in [0, 1], out-of-gamut colours losing chroma, not L* (SPEC §10 gamut rule)."""
+    """Lab ``[..., 3]`` to sRGB in [0, 1], out-of-gamut colours losing chroma, not L* (docs/design.md §10)."""
     if lab.ndim == 0 or lab.shape[-1] != 3:
         raise InputShapeError(f"lab: shape {tuple(lab.shape)}; expected [..., 3] CIE L*a*b* colours")
     if not lab.is_floating_point():

@@ -1,4 +1,4 @@
-"""The description of a model family's latent space that the training-free code needs (SPEC §9).
+"""The description of a model family's latent space that the training-free code needs (docs/design.md §9).
 
 A :class:`LatentFamily` says how many channels the sampler's latents have, how they relate to the VAE's
 latents (``sampler = (vae - shift_factor) * scale_factor``, ComfyUI's ``LatentFormat.process_in``), how
@@ -34,7 +34,7 @@ class LatentFamily:
     downscale: int = 8
 
     def __post_init__(self) -> None:
-        """Validate the description (SPEC §9): every inconsistency is named with what to fix."""
+        """Validate the description (docs/design.md §9): every inconsistency is named with what to fix."""
         where = f"latent family {self.name!r}"
         if not isinstance(self.channels, int) or self.channels < 1:
             raise IncompatibleModelError(f"{where}: channels {self.channels!r} must be a positive integer")

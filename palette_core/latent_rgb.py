@@ -1,4 +1,4 @@
-"""A family's linear latent-to-RGB preview map: a nearly free, differentiable decoder (SPEC §9).
+"""A family's linear latent-to-RGB preview map: a nearly free, differentiable decoder (docs/design.md §9).
 
 The factors and bias are ComfyUI's ``latent_rgb_factors`` / ``latent_rgb_factors_bias``, used there for
 the ``latent2rgb`` sampling preview (see :mod:`.latent_family`). They act on latents in the sampler's
@@ -20,7 +20,7 @@ SDXL_SCALE_FACTOR = SDXL.scale_factor  # sampler latent = VAE latent * this
 
 
 def rgb_factors(family: LatentFamily, ref: Tensor) -> tuple[Tensor, Tensor]:
-    """The family's preview map as tensors ``([C, 3], [3])`` on ``ref``'s device and dtype (SPEC §9)."""
+    """The family's preview map as tensors ``([C, 3], [3])`` on ``ref``'s device and dtype (docs/design.md §9)."""
     f = torch.tensor(family.rgb_factors, dtype=ref.dtype, device=ref.device)
     b = torch.zeros(3, dtype=ref.dtype, device=ref.device)
     if family.rgb_bias is not None:
@@ -37,7 +37,7 @@ def _check_latent(latent: Tensor, family: LatentFamily) -> None:
 
 
 def fast_decode(latent: Tensor, family: LatentFamily = SDXL) -> Tensor:
-    """Latents ``[B, C, h, w]`` (sampler space) to RGB ``[B, h, w, 3]`` by the family's preview map (SPEC §9).
+    """Latents ``[B, C, h, w]`` (sampler space) to RGB ``[B, h, w, 3]`` by the family's preview map (docs/design.md §9).
 
     Not clamped, so the gradient stays alive outside [0, 1]; clamp for display or metrics.
     """
@@ -48,7 +48,7 @@ def fast_decode(latent: Tensor, family: LatentFamily = SDXL) -> Tensor:
 
 
 def fast_encode(rgb: Tensor, family: LatentFamily = SDXL) -> Tensor:
-    """Least-squares inverse of :func:`fast_decode`: RGB ``[B, h, w, 3]`` to latents ``[B, C, h, w]`` (SPEC §9).
+    """Least-squares inverse of :func:`fast_decode`: RGB ``[B, h, w, 3]`` to ``[B, C, h, w]`` (docs/design.md §9).
 
     The map is C -> 3, so this picks the minimum-norm latent; it is a test and initialisation aid,
     not a substitute for the VAE encoder.

@@ -1,4 +1,4 @@
-"""The Palette value and its text form (SPEC §3, §5).
+"""The Palette value and its text form (docs/design.md §3, §5).
 
 A palette is sRGB colours ``[N, 3]`` in [0, 1] with weights ``[N]`` (non-negative, summing to 1, equal
 by default), 1 to 16384 colours (:data:`MAX_FILE_COLORS`; palette files reach it) and 1 to 256 as text
@@ -68,7 +68,7 @@ def quote(token: str) -> str:
 
 
 def parse_hex(token: str) -> tuple[int, int, int]:
-    """One hex colour token to 8-bit ``(r, g, b)`` (SPEC §5); ``#RGB`` doubles each digit."""
+    """One hex colour token to 8-bit ``(r, g, b)`` (docs/design.md §5); ``#RGB`` doubles each digit."""
     t = token.strip()
     if not _HEX_RE.fullmatch(t) or (len(t) == 3 and not t.startswith("#")):
         raise PaletteFormatError(f"{quote(token)} is not a colour: {EXPECTED_COLOUR}")
@@ -237,7 +237,7 @@ def _parse_python_list(s: str, limit: int) -> list:
 
 @dataclass(frozen=True, eq=False)
 class Palette:
-    """Colours ``[N, 3]`` (sRGB float32 in [0, 1]) and weights ``[N]`` summing to 1 (SPEC §3).
+    """Colours ``[N, 3]`` (sRGB float32 in [0, 1]) and weights ``[N]`` summing to 1 (docs/design.md §3).
 
     Held as float32 numpy arrays ``colors_array`` and ``weights_array``; :attr:`colors` and :attr:`weights`
     are the same memory as CPU tensors, made on first use. Build palettes with :meth:`from_colors`,
@@ -396,7 +396,7 @@ class Palette:
         return bool(np.allclose(w, np.full_like(w, 1.0 / len(self)), rtol=1e-6, atol=0))
 
     def to_text(self) -> str:
-        """The SPEC §5 text form; weights are written relative to the smallest positive one, only if unequal.
+        """The docs/design.md §5 text form; weights are written relative to the smallest positive one, only if unequal.
 
         Each weight gets the fewest significant digits (at least 6) that parse back to the same float32
         weights, so ``Palette.parse(p.to_text())`` reproduces ``p`` and its text exactly.

@@ -1,10 +1,10 @@
-"""Recolouring to a palette with L* kept, the lightness lock, and their metrics (SPEC §10).
+"""Recolouring to a palette with L* kept, the lightness lock, and their metrics (docs/design.md §10).
 
-PaletteNet (``palettenet-recoloring.txt`` §3) recolours an image to a target palette while keeping its
-luminance; its predecessor (Chang et al. 2015, palette-based photo recolouring) moves colours by an RBF
-blend of the palette edits. :func:`recolor` is that training-free transfer:
+PaletteNet (*PaletteNet: Image Recolorization with Given Color Palette*, §3) recolours an image to a
+target palette while keeping its luminance; its predecessor (Chang et al. 2015, palette-based photo
+recolouring) moves colours by an RBF blend of the palette edits. :func:`recolor` is that training-free transfer:
 
-1. extract a source palette (k-means, SPEC §4) from the image;
+1. extract a source palette (k-means, docs/design.md §4) from the image;
 2. match source to target colours by optimal transport in Lab with the palettes' weights (or by order);
 3. give every source colour the a*b* offset to its matched target (barycentre of its transport plan row);
 4. move each pixel's a*b* by a Gaussian-RBF-weighted blend of those offsets (weights normalised to sum 1,
@@ -16,10 +16,10 @@ grid and read back with trilinear interpolation (a 3-D table packed into a 2-D t
 2-D ``grid_sample`` kernel does the work); L* itself comes from each pixel's own Y, exactly.
 
 :func:`lightness_lock` is the training-free form of the piggybacked colouriser's lightness-aware decoder
-(``piggybacked-colorization.txt`` §3.3): the source's L* with the colour image's a*b*.
+(*Piggybacked colorization*, §3.3): the source's L* with the colour image's a*b*.
 
-Both take an optional region ``mask`` (docs/regions.md): the result is ``lerp(original, result, mask)`` per
-pixel, so pixels where the mask is 0 are returned bit for bit, and :func:`recolor` extracts its source
+Both take an optional region ``mask`` (docs/regions.md): each pixel's a*b* moves ``mask`` of the way (L*
+kept), so pixels where the mask is 0 are returned bit for bit, and :func:`recolor` extracts its source
 palette from the region's pixels only, weighted by the mask.
 
 Pixels are handled as channel planes of the CIELAB ``f`` values (see :mod:`.gamut`): L* is never
@@ -99,7 +99,7 @@ def match_palettes(
     match: str = "ot",
     lightness_weight: float | None = None,
 ) -> Tensor:
-    """Transport plan ``[K, N]`` from source to target colours (exact OT in Lab, squared ground cost; SPEC §10).
+    """Transport plan ``[K, N]`` from source to target colours (exact OT in Lab, squared cost; docs/design.md §10).
 
     ``match="ot"``: the earth mover's plan between the weighted palettes with cost
     ``(w_L dL*)^2 + da*^2 + db*^2``; ``match="order"``: source ``i`` goes to target ``i`` (K <= N; the
@@ -130,7 +130,7 @@ def match_palettes(
 
 
 def matched_offsets(source_lab: Tensor, target_lab: Tensor, plan: Tensor) -> Tensor:
-    """a*b* offset ``[K, 2]`` of each source colour: to the barycentre of its plan row's targets (SPEC §10)."""
+    """a*b* offset ``[K, 2]`` of each source colour: the barycentre of its plan row's targets (docs/design.md §10)."""
     rows = plan.to(target_lab.dtype).to(target_lab.device)
     mass = rows.sum(1, keepdim=True)
     goal = (rows @ target_lab[:, 1:]) / torch.where(mass > 0, mass, torch.ones_like(mass))
@@ -149,7 +149,7 @@ def kernel_width(source_lab: Tensor, scale: float | None = None) -> Tensor:
 
 
 def rbf_offsets(lab: Tensor, source_lab: Tensor, offsets: Tensor, sigma: float | Tensor) -> Tensor:
-    """Offset field at Lab points ``[..., 3]``: normalised Gaussian-RBF blend of the source offsets (SPEC §10)."""
+    """Offset field at Lab points ``[..., 3]``: normalised Gaussian-RBF blend of source offsets (docs/design.md §10)."""
     # [K, P] layout: the reductions over the K source colours then run along dense rows of P points.
     d2 = torch.cdist(source_lab.to(lab.dtype), lab.reshape(-1, 3)).square_()
     logits = d2.mul_(-0.5 / float(sigma) ** 2)
@@ -219,7 +219,7 @@ def _per_image(t: Tensor, b: int, name: str, what: str) -> Tensor:
 
 
 def source_palette(image: Tensor, size: int, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """k-means palette ``(colors [K, 3], shares [K])`` of one image ``[H, W, 3]``, on a reduced copy (SPEC §4).
+    """k-means palette ``(colors [K, 3], shares [K])`` of an image ``[H, W, 3]``, on a reduced copy (docs/design.md §4).
 
     ``weight`` ``[H, W]`` (a fitted region mask, docs/regions.md): the palette of the pixels inside, each
     weighted by it; the stride shrinks with the region's area so that a small region is sampled as densely
@@ -307,7 +307,7 @@ def recolor(
     sigma: float | None = None,
     mask: Tensor | np.ndarray | None = None,
 ) -> Tensor:
-    """Recolour images to a palette keeping L* (PaletteNet premise; Chang et al. 2015 RBF transfer; SPEC §10).
+    """Recolour images to a palette keeping L* (PaletteNet premise; Chang et al. 2015 RBF transfer; docs/design.md §10).
 
     ``image`` ``[H, W, 3]`` or ``[B, H, W, 3]``; ``colors`` ``[N, 3]`` (shared) or ``[B, N, 3]``;
     ``weights`` the target weights (equal when None). The source palette is ``source_colors`` (with
@@ -448,7 +448,7 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
 def lightness_lock(
     image: Tensor | np.ndarray, lightness_source: Tensor | np.ndarray, mask: Tensor | np.ndarray | None = None
 ) -> Tensor:
-    """The colour image's a*b* on the source's L* (training-free lightness-aware decoding; SPEC §10).
+    """The colour image's a*b* on the source's L* (training-free lightness-aware decoding; docs/design.md §10).
 
     ``image`` is resized to ``lightness_source``'s size first (bicubic, antialiased). Batches of 1 are
     broadcast against the other; otherwise the batch sizes must match. The result has the source's L*
@@ -489,7 +489,7 @@ def _lock_pixels(colour: Tensor, source: Tensor, weight: Tensor | None = None) -
 
 
 def lightness_error(before: Tensor | np.ndarray, after: Tensor | np.ndarray) -> Tensor:
-    """Mean |L*(before) - L*(after)| per image (SPEC §10 check); scalar or ``[B]``."""
+    """Mean |L*(before) - L*(after)| per image (docs/design.md §10 check); scalar or ``[B]``."""
     x, batched = check_image(before, "before")
     y, _ = check_image(after, "after")
     if x.shape != y.shape:
@@ -506,7 +506,7 @@ def chroma_emd(
     samples: int = 1024,
     seed: int = 0,
 ) -> Tensor:
-    """Exact EMD (W1, Euclidean in the a*b* plane) between sampled pixels' a*b* and the palette's (SPEC §10).
+    """Exact EMD (W1, Euclidean in the a*b* plane) between sampled pixels' a*b* and the palette's (docs/design.md §10).
 
     Pixels are drawn as in :func:`palette_emd` (``samples`` uniformly with replacement, generator seeded
     by ``seed`` per image); the palette's a*b* carry its weights. Scalar or ``[B]`` (float64).

@@ -1,4 +1,4 @@
-"""Clipped-CIEDE2000 bin similarity and Quadratic-Chi for numpy arrays and tensors alike (SPEC §4).
+"""Clipped-CIEDE2000 bin similarity and Quadratic-Chi for numpy arrays and tensors alike (docs/design.md §4).
 
 The pair builder and the QC formula here serve both :func:`.distance.quadratic_chi` (torch: the full
 4080 x 4080 matrix ``A``, built once and cached) and :func:`occupied_quadratic_chi` (numpy, no torch):
@@ -31,7 +31,7 @@ _SL_MAX = 1.75
 
 
 def check_threshold(threshold: float) -> None:
-    """Raise InputShapeError unless the clipping distance T is positive (SPEC §4 bin similarity)."""
+    """Raise InputShapeError unless the clipping distance T is positive (docs/design.md §4 bin similarity)."""
     if not threshold > 0:
         raise InputShapeError(f"threshold: {threshold} must be > 0 (a CIEDE2000 distance, 20 in the paper)")
 
@@ -43,7 +43,7 @@ def check_m(m: float) -> None:
 
 
 def clipped_pairs(lab: Array, threshold: float, dtype=None, block: int = 256) -> tuple[Array, Array, Array]:
-    """Pairs ``(i, j)`` of Lab colours ``[n, 3]`` with ΔE00 < T and ``1 - ΔE00 / T`` (float64), symmetric (SPEC §4).
+    """Pairs ``(i, j)`` of Lab colours ``[n, 3]`` with ΔE00 < T and ``1 - ΔE00 / T`` (float64) (docs/design.md §4).
 
     The clipped-CIEDE2000 similarity of Pele & Werman (2010) in coordinate form; ΔE00 is computed in
     ``dtype`` (default: ``lab``'s), ``block`` colours (sorted by L*) at a time against their L* window.
@@ -86,7 +86,7 @@ def as_histograms(h: Tensor | np.ndarray, name: str, *, numpy: bool = False) -> 
 
 
 def l1_normalise(h: Array) -> Array:
-    """Rows of ``h`` divided by their sums (all-zero rows stay zero), as QC's P and Q (SPEC §4)."""
+    """Rows of ``h`` divided by their sums (all-zero rows stay zero), as QC's P and Q (docs/design.md §4)."""
     total = h.sum(-1)[..., None]
     return h / namespace(h).where(total > 0, total, 1.0)
 
@@ -94,7 +94,7 @@ def l1_normalise(h: Array) -> Array:
 def qc_kernel(p: Array, q: Array, a, m: float) -> Array:
     """QC_m^A(P, Q) of L1-normalised rows ``p``, ``q`` ``[B, n]``, symmetric ``a`` ``[n, n]`` (Pele & Werman, Eq. 2).
 
-    ``Z = (P + Q) A``, ``D_i = (P_i - Q_i) / Z_i^m`` with 0/0 = 0, ``QC = sqrt(max(D^T A D, 0))`` (SPEC §4);
+    ``Z = (P + Q) A``, ``D_i = (P_i - Q_i) / Z_i^m`` with 0/0 = 0, ``QC = sqrt(max(D^T A D, 0))`` (docs/design.md §4);
     ``a`` is anything with ``a @ x`` (dense or sparse). Returns ``[B]``.
     """
     xp = namespace(p)
@@ -108,7 +108,7 @@ def qc_kernel(p: Array, q: Array, a, m: float) -> Array:
 def occupied_quadratic_chi(
     p: np.ndarray, q: np.ndarray, m: float = 0.5, threshold: float = 20.0
 ) -> np.floating | np.ndarray:
-    """Quadratic-Chi QC_m^A(P, Q) in float64 with numpy only, ``A`` built over the occupied bins (SPEC §4).
+    """Quadratic-Chi QC_m^A(P, Q) in float64 with numpy only, ``A`` built over the occupied bins (docs/design.md §4).
 
     Same arguments and value as :func:`.distance.quadratic_chi` (``p``, ``q``: ``[4080]`` or ``[B, 4080]``,
     broadcast, L1-normalised here), without torch and without the full matrix: ``A`` is built for the

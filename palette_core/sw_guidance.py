@@ -1,4 +1,4 @@
-"""Sliced-Wasserstein palette guidance (the SW-Guidance comparator of Color Alignment in Diffusion; SPEC §9).
+"""Sliced-Wasserstein palette guidance (the SW-Guidance comparator of Color Alignment in Diffusion; docs/design.md §9).
 
 The colours of the decoded x̂0 are pulled toward the palette's colour distribution by gradient steps
 on the latent that lower the sliced W1 distance: random 3-D rotations give orthonormal directions,
@@ -244,7 +244,7 @@ def guide(
 def palette_distance(
     latent: Tensor, colors: Tensor, weights: Tensor | None = None, seed: int = 0, family: LatentFamily = SDXL
 ) -> Tensor:
-    """Sliced W1 ``[B]`` between the fast-decoded latent (clamped to [0, 1]) and the palette (SPEC §9 monitor)."""
+    """Sliced W1 ``[B]`` between the fast-decoded latent (clamped to [0, 1]) and the palette (docs/design.md §9)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         rgb = fast_decode(latent, family).clamp(0, 1)

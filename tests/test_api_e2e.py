@@ -124,7 +124,7 @@ def training_free(prompt: dict, align: dict | None = None, guidance: dict | None
 
 def test_training_free_nodes_over_the_api(tmp_path):
     """PaletteAlign and PaletteGuidance on a random SDXL checkpoint: they change the image, strength 0 does not,
-    and they compose with each other, with the adapter, with a batch and with cfg 1 (issue 6)."""
+    and they compose with each other, with the adapter, with a batch and with cfg 1."""
     import random_sdxl
     from packimport import pack_module
 

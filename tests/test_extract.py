@@ -78,7 +78,7 @@ def test_kmeans_matches_pylette_colours_and_error(name):
     pal = extract_palette(photo(name), size=5, method="kmeans")
     assert len(pal) == 5
     assert quantization_error(px, pal.colors) <= 1.01 * quantization_error(px, ref_rgb / 255)
-    # Pylette truncates its centroids to 8-bit levels, hence compare at 4/255 (the tolerance).
+    # Pylette truncates its centroids to 8-bit levels, hence compare at 4/255.
     assert matched_max_diff(pal.colors.double().numpy() * 255, ref_rgb) <= 4.0
 
 

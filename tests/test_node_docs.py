@@ -1,4 +1,4 @@
-"""Every node of the pack has a description, and every input and output a tooltip (issue: ComfyUI experience).
+"""Every node of the pack has a description, and every input and output a tooltip.
 
 The host-independent test reads the node schemas in nodes/*.py without importing them (they import ComfyUI);
 with COMFYUI_PATH, the same is checked on what ComfyUI serves in /object_info (the classes' V1 attributes).

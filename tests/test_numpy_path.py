@@ -167,7 +167,7 @@ def test_occupied_qc_batches_broadcasts_and_keeps_the_qc_properties(full_a64):
     assert got[1] == pytest.approx(occupied_quadratic_chi(p[1], q), rel=1e-12)
     assert occupied_quadratic_chi(p[0], p[0]) == pytest.approx(0.0, abs=1e-12)
     assert occupied_quadratic_chi(p[0], q) == pytest.approx(occupied_quadratic_chi(q, p[0]), rel=1e-12)
-    assert occupied_quadratic_chi(q, np.zeros(bins.NUM_BINS)) == pytest.approx(1.0)  # SPEC §4: QC(P, 0) = 1
+    assert occupied_quadratic_chi(q, np.zeros(bins.NUM_BINS)) == pytest.approx(1.0)  # docs/design.md §4: QC(P, 0) = 1
     assert occupied_quadratic_chi(np.zeros(bins.NUM_BINS), np.zeros(bins.NUM_BINS)) == 0.0
     assert occupied_quadratic_chi(p[0] * 7.0, q) == pytest.approx(got[0], rel=1e-12)  # L1-normalised first
 

@@ -1,4 +1,4 @@
-"""palette_core.palette: the SPEC §5 text form (parsing, formatting, round trips, error messages)."""
+"""palette_core.palette: the docs/design.md §5 text form (parsing, formatting, round trips, error messages)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training (SPEC §8): the diffusers processor, the condition recipe, resumable training, export, analysis.
+"""Training (docs/design.md §8): the diffusers processor, the condition recipe, resumable training, export, analysis.
 
 A tiny SDXL-layout UNet (3 levels, 11 attention blocks) with a 32-dim text width keeps every test to a
 few seconds on a CPU; the parity test against ComfyUI (test_train_parity_comfyui.py) uses SDXL's 2048.

@@ -1,4 +1,4 @@
-"""Weights trained in diffusers work in the nodes: one UNet evaluation agrees between the hosts (SPEC §6, §8).
+"""Weights trained in diffusers work in the nodes: one UNet evaluation agrees between the hosts (docs/design.md §6, §8).
 
 The tiny SDXL-layout UNet (all 70 cross-attention layers, 2048-dim text) is built in diffusers, converted
 to ComfyUI's layout with ComfyUI's own key map (comfy.utils.unet_to_diffusers), and one adapter file is

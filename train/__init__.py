@@ -1,1 +1,1 @@
-"""Standalone training of the Palette-Adapter on diffusers + accelerate (SPEC §8); never imported by ComfyUI."""
+"""Standalone training of the Palette-Adapter with diffusers + accelerate (docs/design.md §8), outside ComfyUI."""

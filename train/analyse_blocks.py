@@ -1,4 +1,4 @@
-"""Which attention blocks carry colour? Ablate a stage-1 adapter block by block (paper §4.4, SPEC §8).
+"""Which attention blocks carry colour? Ablate a stage-1 adapter block by block (paper §4.4, docs/design.md §8).
 
 For fixed palettes, prompts and seeds the stage-1 adapter generates images with all its blocks, then
 once with each block's adapter layers switched off. A block whose removal raises the palette EMD the
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--text-cache", type=Path, help="precomputed text embeddings holding the prompts")
     p.add_argument("--constant-text", choices=("zeros", "random"), help="fixed text embedding (toy runs)")
     p.add_argument("--text-tokens", type=int, default=77)
-    p.add_argument("--palettes", type=Path, help="file: one palette per line (SPEC §5 text)")
+    p.add_argument("--palettes", type=Path, help="file: one palette per line (docs/design.md §5 text)")
     p.add_argument("--prompts", type=Path, help="file: one prompt per line")
     p.add_argument("--seeds", type=int, default=2, help="images per palette")
     p.add_argument("--size", type=int, default=1024)

@@ -1,4 +1,4 @@
-"""Colour-balanced data curation (paper §3.5, Fig. 13; SPEC §8): histograms, bin prior, rare bins, weights.
+"""Colour-balanced data curation (paper §3.5, Fig. 13; docs/design.md §8): histograms, bin prior, rare bins, weights.
 
 Computes the 4080-bin HSV histogram of every image of a manifest (images decoded in parallel worker
 processes, histograms in batches), the global bin prior (the mean histogram), the *common* bins (the

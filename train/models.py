@@ -1,4 +1,4 @@
-"""SDXL-layout UNets, VAEs and noise schedules for training (SPEC §8), from local files only.
+"""SDXL-layout UNets, VAEs and noise schedules for training (docs/design.md §8), from local files only.
 
 Full SDXL configs ship in ``train/configs`` so that single-file checkpoints load without the network; the
 tiny configs keep SDXL's block layout (3 levels, cross-attention in levels 1 and 2, 2048-dim text,

@@ -49,7 +49,7 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: Tensor | None)
 
 
 class PaletteAttnProcessor:
-    """diffusers processor of one targeted attn2 layer: text attention + scale x adapter attention (SPEC §6)."""
+    """diffusers processor of one attn2 layer: text attention + scale x adapter attention (docs/design.md §6)."""
 
     def __init__(self, context: AdapterContext, layer: str) -> None:
         self.context = context
@@ -189,7 +189,7 @@ def generate(
     steps: int = 20,
     scale: float = 1.0,
 ) -> Tensor:
-    """Images ``[B, H, W, 3]`` by DDIM with classifier-free guidance (paper Eq. 1; SPEC §6 "Guidance").
+    """Images ``[B, H, W, 3]`` by DDIM with classifier-free guidance (paper Eq. 1; docs/design.md §6 "Guidance").
 
     The cond half gets the text and ``positive``, the uncond half the empty text and ``negative`` (or the
     null condition); ``positive=None`` samples the base model (adapter off). One seed per image.

@@ -1,4 +1,4 @@
-"""The per-sample colour condition of training (paper §3.1-§3.4, Fig. 3; SPEC §8).
+"""The per-sample colour condition of training (paper §3.1-§3.4, Fig. 3; docs/design.md §8).
 
 For every image: choose the kind (palette 45 %, histogram 45 %, unconditioned 10 %); a palette is a median
 cut of 3-8 colours (Pylette's, paper §3.2) spread uniformly over its bins (§3.1); a histogram is the
@@ -28,7 +28,7 @@ from palette_core.histogram import NUM_BINS, entropy, image_histogram, palette_h
 
 @dataclass(frozen=True)
 class Recipe:
-    """Probabilities of the SPEC §8 condition recipe (defaults: the SPEC's starting point)."""
+    """Probabilities of the docs/design.md §8 condition recipe (defaults: its starting point)."""
 
     p_palette: float = 0.45
     p_histogram: float = 0.45
@@ -67,7 +67,7 @@ def median_cut_histogram(image: Tensor, size: int, resize: int | None) -> Tensor
 
 
 def draw_conditions(images: Tensor, recipe: Recipe, generator: torch.Generator) -> DrawnConditions:
-    """The SPEC §8 condition of each image of a batch ``[B, H, W, 3]`` in [0, 1]."""
+    """The docs/design.md §8 condition of each image of a batch ``[B, H, W, 3]`` in [0, 1]."""
     b = images.shape[0]
     u = torch.rand(b, 4, generator=generator)  # kind, text/colour drop, distance drop, entropy drop
     sizes = torch.randint(recipe.palette_min, recipe.palette_max + 1, (b,), generator=generator)

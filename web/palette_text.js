@@ -1,4 +1,4 @@
-// The palette widget's pure logic: the SPEC §5 text form <-> a list of swatches, and the edits the
+// The palette widget's pure logic: the docs/design.md §5 text form <-> a list of swatches, and the edits the
 // widget makes (add, remove, move, recolour, reweight), each returning new text. No DOM, no ComfyUI:
 // tests/js/ runs it under Node.
 //

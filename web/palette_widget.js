@@ -1,6 +1,6 @@
 // Palette picker for ComfyUI (frontend 1.27): a row of swatches under a palette text widget.
 //
-// The node's value stays the SPEC §5 text in the existing STRING widget: the swatches are a view of that
+// The node's value stays the docs/design.md §5 text in the existing STRING widget: the swatches are a view of that
 // text and every edit writes new text into it. So saved workflows, API prompts and users without this
 // extension all carry the same plain text. The swatch widget itself is never serialised.
 //
@@ -410,7 +410,7 @@ class PaletteSwatches {
     }
   }
 
-  /** Replace the palette with pasted text of any SPEC §5 form; on error the text stays as it was. */
+  /** Replace the palette with pasted text of any docs/design.md §5 form; on error the text stays as it was. */
   async importText(text) {
     const parsed = parsePalette(text);
     if (parsed.entries) {

@@ -29,7 +29,7 @@ function weights(text) {
 }
 
 describe("parsePalette", () => {
-  test("the SPEC example: colours, relative weights, 1 where none is written", () => {
+  test("the design reference's example: colours, relative weights, 1 where none is written", () => {
     const p = parsePalette(SPEC_EXAMPLE);
     assert.equal(p.kind, "list");
     assert.equal(p.error, null);

@@ -1,1 +1,1 @@
-"""Toy-scale proof that the Palette-Adapter training learns (issue 5): synthetic data, a small base model."""
+"""Toy-scale proof that the Palette-Adapter training learns: synthetic data, a small base model."""

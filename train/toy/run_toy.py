@@ -1,4 +1,4 @@
-"""Toy-scale proof that Palette-Adapter training learns (issue 5, docs/training.md "Toy run").
+"""Toy-scale proof that Palette-Adapter training learns (docs/training.md "Toy run").
 
 1. synthetic 16 px images of shapes in random palettes, with shape and colour captions (a few broken files);
 2. colour-balance curation of that set (curate_dataset);
@@ -124,7 +124,7 @@ def with_texture_word(caption: str, word: str) -> str:
 
 
 def palette_text(p: Palette) -> str:
-    """SPEC §5 text of a palette (for the trainer's validation list)."""
+    """docs/design.md §5 text of a palette (for the trainer's validation list)."""
     return p.to_text()
 
 
