@@ -54,28 +54,18 @@ class _Parser(argparse.ArgumentParser):
 # Inputs
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """An image file as ``[H, W, 3]`` float32 sRGB in [0, 1] (EXIF rotation applied, alpha dropped)."""
-    import numpy as np
+def load_image(path: str | Path, target: int | None = None) -> np.ndarray:
+    """An image file as ``[H, W, 3]`` float32 sRGB in [0, 1] (EXIF rotation applied, alpha dropped).
+
+    Regular files only; 16-bit grey is scaled, not clipped; with ``target`` (the side the command resamples
+    to), a large image is decoded reduced (docs/extraction.md, "Image files").
+    """
+    from .image_file import ImageFileError, read_image
 
     try:
-        from PIL import Image, ImageOps, UnidentifiedImageError
-    except ImportError as e:  # pillow is in requirements.txt; say so rather than fail obscurely
-        raise CliError("reading images needs Pillow (pip install pillow)") from e
-    path = Path(path)
-    if path.is_dir():
-        raise CliError(f"{path}: is a folder: expected an image file")
-    try:
-        with Image.open(path) as im:
-            rgb = ImageOps.exif_transpose(im).convert("RGB")
-    except UnidentifiedImageError:
-        raise CliError(f"{path}: not an image (expected a PNG, JPEG, WebP, BMP, TIFF or GIF file)") from None
-    except Image.DecompressionBombError as e:
-        raise CliError(f"{path}: {e}") from None
-    except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt files surface as any of these
-        raise CliError(f"{path}: cannot read the image: {e}") from None
-    pixels = np.asarray(rgb, dtype=np.uint8).astype(np.float32)
-    return pixels / np.float32(255.0)  # exactly float32(k / 255), what ComfyUI's image loader gives
+        return read_image(path, target)
+    except ImageFileError as e:
+        raise CliError(str(e)) from None
 
 
 def _exists(path: Path, test: Callable[[Path], bool] = Path.exists) -> bool:
@@ -122,6 +112,8 @@ def resolve_operand(arg: str) -> Operand:
         counts = pixel_counts(load_image(path).reshape(-1, 3))
         return Operand(arg, "image", counts / counts.sum())
     if path.suffix.lower() in IMAGE_EXTENSIONS:
+        if _exists(path):  # a folder, a FIFO or a device: load_image says which, without reading it
+            load_image(path)
         raise CliError(f"{path}: no such image file")
     return Operand(arg, "palette", resolve_palette(arg).histogram_array())
 
@@ -229,8 +221,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
     fmt = fmt or "text"
     if fmt == "ase" and out is None:
         raise CliError("--format ase is binary: give --out FILE.ase")
-    image = load_image(args.image)
-    palette = _extract_palette()(image, size=args.size, method=args.method.replace("-", "_"))
+    extract_palette = _extract_palette()
+    from .extract import DEFAULT_RESIZE
+
+    image = load_image(args.image, DEFAULT_RESIZE)  # extraction resamples to 256 x 256: decode no more than it needs
+    palette = extract_palette(image, size=args.size, method=args.method.replace("-", "_"))
     data = palette_bytes(palette, fmt, name=Path(args.image).stem)
     if out is None:
         sys.stdout.write(data.decode("utf-8"))
@@ -328,9 +323,13 @@ def _jobs_from_folder(folder: Path, palette_arg: str) -> list[Job]:
 
 def _jobs_from_csv(table: Path) -> list[Job]:
     base = table.parent
+    from .image_file import ImageFileError, read_regular
+
     try:
-        text = table.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_regular(table, "table").decode("utf-8-sig")  # a FIFO or a device is refused, not read forever
+    except ImageFileError as e:
+        raise CliError(f"--palettes {e}") from None
+    except UnicodeDecodeError as e:
         raise CliError(f"--palettes {table}: cannot read: {e}") from None
     reader = csv.DictReader(text.splitlines())
     fields = [f.strip().lower() for f in reader.fieldnames or []]

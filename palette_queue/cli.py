@@ -5,8 +5,9 @@ repository. The report (palette EMD, contact sheet) needs torch; it is imported 
 
 Exit status: 0 when every job is done; 1 when some job failed (on the server or rejected by it); 2 for
 bad arguments or bad input (found before anything is queued); 3 when the server stayed unreachable
-longer than --retry-timeout or answered something unusable; 130 on Ctrl-C. After 1, 3 or 130, running
-the same command again resumes: finished jobs are skipped, unfinished ones are followed or queued again.
+longer than --retry-timeout, answered something unusable, or is not ComfyUI; 130 on Ctrl-C. After 1, 3
+or 130, running the same command again resumes: finished jobs are skipped, unfinished ones are followed
+or queued again.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import NoReturn
 from palette_core.errors import is_missing_torch, torch_missing_message
 
 from .client import ComfyClient, default_server
-from .errors import QueueInputError, ServerError, ServerUnavailable
+from .errors import NotComfyUI, QueueInputError, ServerError, ServerUnavailable
 from .jobs import Job, Plan, plan_jobs, read_jobs
 from .runner import Options, Progress, Runner
 from .state import STATE_FILE, State, folder_lock
@@ -40,8 +41,9 @@ jobs.csv:
   sunset,#e76f51:3 #f4a261 #264653,2,a colour photograph at dusk
 
 friendly columns: prompt, negative_prompt, palette, negative_palette, seed, steps, cfg, denoise, width,
-height, weight (ApplyPaletteAdapter), negative_weight (NegativePalette), strength, image (LoadImage; a local
-file is uploaded), name (a label only); any other input as '<node id>.<input>' or '<node title>.<input>'.
+height, weight (ApplyPaletteAdapter), negative_weight (NegativePalette), strength, image (LoadImage; a file in
+the jobs file's folder or --images-dir is checked and uploaded), name (a label only); any other input as
+'<node id>.<input>' or '<node title>.<input>'.
 """
 
 
@@ -63,6 +65,11 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("jobs", help="jobs file: .csv with a header line, .jsonl (one object per line) or .json (a list)")
     p.add_argument("--out", "-o", required=True, help="output folder: images/, the state file and the report")
     p.add_argument("--server", default=default_server(), help="ComfyUI address (default $COMFYUI_URL or %(default)s)")
+    p.add_argument(
+        "--images-dir",
+        metavar="DIR",
+        help="the folder that 'image' cells may name files in (default: the jobs file's folder)",
+    )
     p.add_argument("--dry-run", action="store_true", help="check the jobs and print the column mapping; queue nothing")
     p.add_argument("--window", type=int, default=2, help="jobs of ours on the server at once (default %(default)s)")
     p.add_argument(
@@ -78,10 +85,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return p
 
 
-def load_plan(workflow: str, jobs: str) -> Plan:
+def load_plan(workflow: str, jobs: str, images_dir: str | None = None) -> Plan:
     """Read and check the workflow and the jobs file; QueueInputError with every problem found."""
     prompt = load_prompt(workflow)
-    return plan_jobs(prompt, read_jobs(jobs), jobs)
+    return plan_jobs(prompt, read_jobs(jobs), jobs, images_dir)
 
 
 def mapping_lines(plan: Plan) -> list[str]:
@@ -92,7 +99,7 @@ def mapping_lines(plan: Plan) -> list[str]:
 
 def run(args: argparse.Namespace, on_job_done: Callable[[Job], None] | None = None, tty: bool | None = None) -> int:
     """Run the batch described by parsed arguments; returns the exit status (see the module doc)."""
-    plan = load_plan(args.workflow, args.jobs)
+    plan = load_plan(args.workflow, args.jobs, args.images_dir)
     print(f"{len(plan.jobs)} jobs; columns:", *mapping_lines(plan), sep="\n")
     if args.dry_run:
         for job in plan.jobs:
@@ -173,6 +180,9 @@ def main(argv: Sequence[str] | None = None, on_job_done: Callable[[Job], None] |
     except QueueInputError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    except NotComfyUI as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 3
     except (ServerUnavailable, ServerError) as e:
         print(f"{prog}: server error: {e}\nthe state is saved: run the same command again to resume", file=sys.stderr)
         return 3

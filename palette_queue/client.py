@@ -2,7 +2,10 @@
 
 Connection trouble of any kind (refused, reset, timed out, a 502/503/504 from a proxy, the websocket
 closing) is raised as ServerUnavailable, which the runner retries with backoff; a 400 from
-``POST /prompt`` is PromptRejected (the job fails, the batch goes on); anything else is ServerError.
+``POST /prompt`` is PromptRejected, and a 200 with ``node_errors`` (ComfyUI queued the prompt without
+the outputs that failed validation) PromptPartlyRejected: the job fails, the batch goes on. An answer
+that no ComfyUI gives (an HTML page, JSON of another shape, a missing route) is NotComfyUI, at once and
+never retried; anything else is ServerError.
 """
 
 from __future__ import annotations
@@ -12,13 +15,24 @@ import json
 import logging
 import mimetypes
 import os
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import PromptRejected, QueueInputError, ServerError, ServerUnavailable
+from palette_core.image_file import read_regular
+
+from .errors import (
+    NotComfyUI,
+    PromptPartlyRejected,
+    PromptRejected,
+    QueueInputError,
+    ServerError,
+    ServerUnavailable,
+)
 from .state import write_atomic
 
 log = logging.getLogger(__name__)
@@ -28,15 +42,33 @@ RETRY_STATUS = (502, 503, 504)
 END_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 
 
-def format_rejection(body: dict) -> str:
-    """A ``POST /prompt`` 400 body as readable lines: the error, then each node's errors."""
-    err = body.get("error") or {}
-    lines = [f"{err.get('message', 'prompt rejected')}" + (f": {err['details']}" if err.get("details") else "")]
-    for nid, node in (body.get("node_errors") or {}).items():
-        for e in node.get("errors", []):
+def format_rejection(body: dict, headline: str = "prompt rejected") -> str:
+    """A ``POST /prompt`` answer's errors as readable lines: the error (or ``headline``), then each node's errors."""
+    err = body.get("error") if isinstance(body.get("error"), dict) else {}
+    lines = [f"{err.get('message', headline)}" + (f": {err['details']}" if err.get("details") else "")]
+    node_errors = body.get("node_errors")
+    for nid, node in (node_errors if isinstance(node_errors, dict) else {}).items():
+        node = node if isinstance(node, dict) else {}
+        errors = node.get("errors") if isinstance(node.get("errors"), list) else []
+        for e in (e for e in errors if isinstance(e, dict)):
             detail = f": {e['details']}" if e.get("details") else ""
             lines.append(f"  node {nid} ({node.get('class_type', '?')}): {e.get('message', e.get('type'))}{detail}")
     return "\n".join(lines)
+
+
+def describe_body(body: bytes, content_type: str) -> str:
+    """A non-ComfyUI answer in a few words: its content type and its HTML title or first characters."""
+    text = body[:4096].decode("utf-8", "replace")
+    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    snippet = title.group(1) if title else re.sub(r"<[^>]*>", " ", text)
+    snippet = "".join(c for c in " ".join(snippet.split()) if c.isprintable())[:80]
+    kind = content_type.split(";")[0].strip() or "no content type"
+    return f"{kind} {snippet!r}" if snippet else f"{kind}, empty"
+
+
+def _is_stats(data: object) -> bool:
+    """``GET /system_stats`` as ComfyUI answers it: ``{"system": {...}, "devices": [...]}``."""
+    return isinstance(data, dict) and isinstance(data.get("system"), dict) and isinstance(data.get("devices"), list)
 
 
 class ComfyClient:
@@ -60,11 +92,11 @@ class ComfyClient:
     # ----------------------------------------------------------------------------------------------
     # HTTP
 
-    def _fetch(self, req: urllib.request.Request | str, timeout: float | None = None) -> bytes:
-        """The body of a request; HTTPError for an error status, ServerUnavailable when the server is gone."""
+    def _open(self, req: urllib.request.Request | str, timeout: float | None = None) -> tuple[bytes, str]:
+        """The body and content type of a request; HTTPError for an error status, ServerUnavailable when gone."""
         try:
             with urllib.request.urlopen(req, timeout=timeout or self.timeout) as r:  # noqa: S310 (http(s) only)
-                return r.read()
+                return r.read(), r.headers.get("Content-Type", "")
         except urllib.error.HTTPError as e:
             if e.code in RETRY_STATUS:
                 raise ServerUnavailable(f"{self.url} answered {e.code} {e.reason}") from e
@@ -72,45 +104,124 @@ class ComfyClient:
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
             raise ServerUnavailable(f"cannot reach {self.url}: {getattr(e, 'reason', e)}") from e
 
-    def get_json(self, path: str):
-        """``GET path`` as JSON."""
+    def _fetch(self, req: urllib.request.Request | str, timeout: float | None = None) -> bytes:
+        """The body of a request (see :meth:`_open`)."""
+        return self._open(req, timeout)[0]
+
+    def not_comfyui(self, what: str, answer: str) -> NotComfyUI:
+        """The error for an answer no ComfyUI gives: names the address and what came back instead."""
+        return NotComfyUI(
+            f"not a ComfyUI server at {self.url}: {what} answered {answer}; check --server (or $COMFYUI_URL)"
+        )
+
+    @staticmethod
+    def _error_body(e: urllib.error.HTTPError) -> tuple[bytes, str]:
         try:
-            return json.loads(self._fetch(self.url + path))
+            return e.read(), e.headers.get("Content-Type", "") if e.headers else ""
+        except (OSError, http.client.HTTPException):
+            return b"", ""
+
+    def _json(self, what: str, body: bytes, content_type: str):
+        """``body`` parsed as JSON; NotComfyUI (naming ``what``) when it is not JSON."""
+        try:
+            return json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise self.not_comfyui(what, describe_body(body, content_type)) from None
+
+    def get_json(self, path: str):
+        """``GET path`` as JSON (NotComfyUI when the answer is not JSON or the route does not exist)."""
+        try:
+            body, ctype = self._open(self.url + path)
         except urllib.error.HTTPError as e:
+            if e.code in (404, 405):
+                raise self.not_comfyui(f"GET {path}", f"{e.code} {e.reason}") from None
             raise ServerError(f"GET {path}: {e.code} {e.reason}") from e
-        except json.JSONDecodeError as e:
-            raise ServerError(f"GET {path}: not JSON ({e.msg}); is {self.url} a ComfyUI server?") from e
+        return self._json(f"GET {path}", body, ctype)
+
+    def check_server(self) -> dict:
+        """``GET /system_stats``: the server's stats when it is ComfyUI, NotComfyUI at once when it is not."""
+        stats = self.get_json("/system_stats")
+        if not _is_stats(stats):
+            raise self.not_comfyui("GET /system_stats", "JSON without ComfyUI's 'system' and 'devices'")
+        return stats
+
+    def output_classes(self, class_types: Iterable[str]) -> set[str]:
+        """Which of ``class_types`` are output nodes (``GET /object_info/<class>``: ``output_node``).
+
+        Classes the server does not know are left out: a prompt using one is rejected with a clear error.
+        """
+        outputs = set()
+        for name in sorted(set(class_types)):
+            info = self.get_json(f"/object_info/{urllib.parse.quote(name, safe='')}")
+            if not isinstance(info, dict) or not isinstance(info.get(name, {}), dict):
+                raise self.not_comfyui(f"GET /object_info/{name}", "JSON without the node's description")
+            if info.get(name, {}).get("output_node") is True:
+                outputs.add(name)
+        return outputs
 
     def queue_ids(self) -> set[str]:
         """Prompt ids running or waiting in the server's queue."""
         q = self.get_json("/queue")
-        return {item[1] for part in ("queue_running", "queue_pending") for item in q.get(part, [])}
+        parts = [q.get(part) for part in ("queue_running", "queue_pending")] if isinstance(q, dict) else [None]
+        items = [item for part in parts if isinstance(part, list) for item in part]
+        if not all(isinstance(p, list) for p in parts) or not all(
+            isinstance(item, list) and len(item) > 1 and isinstance(item[1], str) for item in items
+        ):
+            raise self.not_comfyui("GET /queue", "JSON without ComfyUI's queue_running and queue_pending lists")
+        return {item[1] for item in items}
 
     def history(self, prompt_id: str) -> dict | None:
         """The history entry of one prompt, or None while it has none (unfinished, or unknown)."""
-        return self.get_json(f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id)
+        path = f"/history/{urllib.parse.quote(prompt_id)}"
+        answer = self.get_json(path)
+        entry = answer.get(prompt_id) if isinstance(answer, dict) else None
+        if not isinstance(answer, dict) or not (entry is None or isinstance(entry, dict)):
+            raise self.not_comfyui(f"GET {path}", "JSON without ComfyUI's history entries")
+        return entry
 
     def submit(self, prompt: dict, prompt_id: str) -> None:
-        """``POST /prompt`` with our client id and a prompt id chosen by the caller."""
+        """``POST /prompt`` with our client id and a prompt id chosen by the caller.
+
+        PromptRejected when the server refuses the prompt (400); PromptPartlyRejected when it queued it but
+        dropped the outputs whose nodes failed validation (200 with ``node_errors``): the prompt would save
+        only some of its images.
+        """
         body = json.dumps({"prompt": prompt, "client_id": self.client_id, "prompt_id": prompt_id}).encode()
         req = urllib.request.Request(self.url + "/prompt", data=body, headers={"Content-Type": "application/json"})
         try:
-            answer = json.loads(self._fetch(req))
+            data, ctype = self._open(req)
         except urllib.error.HTTPError as e:
-            text = e.read().decode("utf-8", "replace")
+            data, ctype = self._error_body(e)
             try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError:
+                parsed = json.loads(data)
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 parsed = None
-            if e.code == 400 and isinstance(parsed, dict):
+            if e.code == 400 and isinstance(parsed, dict) and ("error" in parsed or "node_errors" in parsed):
                 raise PromptRejected(format_rejection(parsed)) from None
-            raise ServerError(f"POST /prompt: {e.code} {e.reason}: {text[:500]}") from e
-        except json.JSONDecodeError as e:
-            raise ServerError(f"POST /prompt: the answer is not JSON ({e.msg})") from e
-        if answer.get("prompt_id") != prompt_id:
-            raise ServerError(f"POST /prompt: the server ignored our prompt id ({answer.get('prompt_id')!r})")
-        if answer.get("node_errors"):
-            log.warning("the server dropped invalid branches: %s", format_rejection(answer))
+            if e.code in (400, 404, 405):
+                raise self.not_comfyui("POST /prompt", f"{e.code} {e.reason}, {describe_body(data, ctype)}") from None
+            raise ServerError(f"POST /prompt: {e.code} {e.reason}, {describe_body(data, ctype)}") from e
+        answer = self._json("POST /prompt", data, ctype)
+        if not isinstance(answer, dict) or "prompt_id" not in answer:
+            raise self.not_comfyui("POST /prompt", "JSON without a prompt_id")
+        if answer["prompt_id"] != prompt_id:
+            raise ServerError(f"POST /prompt: the server ignored our prompt id ({answer['prompt_id']!r})")
+        node_errors = answer.get("node_errors")
+        if node_errors and not isinstance(node_errors, dict):
+            raise self.not_comfyui("POST /prompt", "node_errors that are not an object")
+        if node_errors:
+            raise PromptPartlyRejected(
+                format_rejection(answer, "the server queued the prompt without the outputs that failed validation")
+            )
+
+    def cancel(self, prompt_id: str) -> None:
+        """Remove a prompt from the server's queue (``POST /queue {"delete": [id]}``); a running one finishes."""
+        body = json.dumps({"delete": [prompt_id]}).encode()
+        req = urllib.request.Request(self.url + "/queue", data=body, headers={"Content-Type": "application/json"})
+        try:
+            self._fetch(req)
+        except urllib.error.HTTPError as e:
+            raise ServerError(f"POST /queue (delete {prompt_id}): {e.code} {e.reason}") from e
 
     def upload(self, local: Path, name: str) -> None:
         """``POST /upload/image`` a local file into the server's input folder as ``name`` (overwriting)."""
@@ -123,7 +234,7 @@ class ComfyClient:
                 f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
                 f"Content-Type: {ctype}\r\n\r\n"
             ).encode()
-            + local.read_bytes()
+            + read_regular(local, "image")
             + b"\r\n",
             f"--{boundary}--\r\n".encode(),
         ]
@@ -133,13 +244,15 @@ class ComfyClient:
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
         try:
-            answer = json.loads(self._fetch(req))
+            data, ctype = self._open(req)
         except urllib.error.HTTPError as e:
+            if e.code in (404, 405):
+                raise self.not_comfyui("POST /upload/image", f"{e.code} {e.reason}") from None
             raise ServerError(f"uploading {local}: {e.code} {e.reason}") from e
-        except json.JSONDecodeError as e:
-            raise ServerError(f"uploading {local}: the answer is not JSON ({e.msg})") from e
-        if answer.get("name") != name:
-            raise ServerError(f"uploading {local}: the server stored it as {answer.get('name')!r}, not {name!r}")
+        answer = self._json("POST /upload/image", data, ctype)
+        stored = answer.get("name") if isinstance(answer, dict) else None
+        if stored != name:
+            raise ServerError(f"uploading {local}: the server stored it as {stored!r}, not {name!r}")
 
     def download(self, image: dict, dest: Path) -> None:
         """``GET /view`` one image into ``dest`` (atomically: a partial download never has the final name)."""
@@ -166,6 +279,10 @@ class ComfyClient:
             ) from e
         try:
             self._ws = websocket.create_connection(self.ws_url, timeout=self.timeout, enable_multithread=False)
+        except websocket.WebSocketBadStatusException as e:
+            if e.status_code in RETRY_STATUS:
+                raise ServerUnavailable(f"{self.url} answered {e.status_code} on the websocket") from e
+            raise self.not_comfyui("the websocket /ws", f"{e.status_code} {e.status_message or ''}".strip()) from None
         except (websocket.WebSocketException, OSError) as e:
             raise ServerUnavailable(f"cannot open the websocket {self.ws_url}: {e}") from e
 

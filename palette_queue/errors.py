@@ -21,5 +21,13 @@ class ServerError(RuntimeError):
     """The server answered with something this client cannot use (an unexpected status or body)."""
 
 
+class NotComfyUI(ServerError):
+    """The address answers, but not as ComfyUI does (an HTML page, JSON of another shape): never retried."""
+
+
 class PromptRejected(RuntimeError):
     """``POST /prompt`` answered 400: the prompt failed validation; the message lists the node errors."""
+
+
+class PromptPartlyRejected(PromptRejected):
+    """``POST /prompt`` queued the prompt but dropped the outputs whose nodes failed validation (``node_errors``)."""

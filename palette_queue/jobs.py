@@ -10,11 +10,13 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from palette_core.errors import PaletteError
+from palette_core.image_file import ImageFileError, check_image, read_regular
 from palette_core.palette import Palette
 
 from .errors import MappingError, QueueInputError
@@ -33,12 +35,14 @@ class JobRow:
 
 
 def _read_text(path: Path) -> str:
+    if path.is_dir():
+        raise QueueInputError(f"{path}: is a folder: expected a .csv or .jsonl jobs file")
+    if not path.exists():
+        raise QueueInputError(f"{path}: no such jobs file")
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise QueueInputError(f"{path}: no such jobs file") from None
-    except IsADirectoryError:
-        raise QueueInputError(f"{path}: is a folder: expected a .csv or .jsonl jobs file") from None
+        return read_regular(path, "jobs file").decode("utf-8-sig")  # a FIFO or a device is refused, not read
+    except ImageFileError as e:
+        raise QueueInputError(str(e)) from None
     except UnicodeDecodeError as e:
         raise QueueInputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
@@ -173,21 +177,73 @@ def _optional_target(prompt: dict, column: str, mapping: dict[str, list[Target]]
         return None
 
 
-def _upload_name(path: Path) -> str:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return f"palette_queue_{digest}{path.suffix.lower()}"
+def upload_name(data: bytes, suffix: str) -> str:
+    """The name an image is uploaded under: made from its content, so a changed file is a new job."""
+    return f"palette_queue_{hashlib.sha256(data).hexdigest()[:16]}{suffix.lower()}"
 
 
-def _local_image(value: str, base: Path) -> Path | None:
-    for candidate in (Path(value), base / value):
-        if candidate.is_file():
-            return candidate
-    return None
+def is_inside(path: Path, folder: Path) -> bool:
+    """True when ``path``, with every symbolic link followed, lies inside ``folder``."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop
+        return False
 
 
-def plan_jobs(prompt: dict, rows: list[JobRow], jobs_file: str | Path = "jobs") -> Plan:
-    """Resolve the columns, patch one prompt per row, check palettes and values, and refuse duplicate jobs."""
+class ImageCells:
+    """The ``image`` cells of a jobs file: local files under one folder, checked once each.
+
+    A jobs file is untrusted: a cell may name only a file inside ``folder`` (the jobs file's own folder, or
+    --images-dir), symbolic links followed, and the file must decode as an image; a cell naming no local
+    file is left as the name of a file already in the server's input folder, unless it could only be a
+    local path (absolute, or with '..').
+    """
+
+    def __init__(self, folder: Path, named: bool = False):
+        self.folder = folder
+        shown = os.path.abspath(folder)
+        self.origin = f"--images-dir {shown}" if named else f"{shown}, the jobs file's folder"
+        self._checked: dict[Path, str] = {}
+
+    def local(self, value: str) -> Path | None:
+        """The checked local file ``value`` names, or None for a name on the server; QueueInputError otherwise."""
+        path = Path(value)
+        candidate = path if path.is_absolute() else self.folder / path
+        try:
+            present = os.path.lexists(candidate)
+        except (OSError, ValueError):  # a name no file can have: too long, a NUL byte
+            present = False
+        hint = "put the image in that folder, or name the folder that holds the images with --images-dir"
+        if not present:
+            if path.is_absolute() or ".." in path.parts:
+                raise QueueInputError(f"{value!r}: no such image in the images folder ({self.origin})")
+            return None
+        if not is_inside(candidate, self.folder):
+            raise QueueInputError(f"{value!r} is outside the images folder ({self.origin}): {hint}")
+        return candidate.resolve()
+
+    def upload_name(self, local: Path, value: str) -> str:
+        """The upload name of a checked file (decoded once per file; ImageFileError says what is wrong)."""
+        if local not in self._checked:
+            try:
+                data = check_image(local)
+            except ImageFileError as e:
+                raise QueueInputError(f"{value!r}: {str(e).removeprefix(f'{local}: ')}") from None
+            self._checked[local] = upload_name(data, local.suffix)
+        return self._checked[local]
+
+
+def plan_jobs(
+    prompt: dict, rows: list[JobRow], jobs_file: str | Path = "jobs", images_dir: str | Path | None = None
+) -> Plan:
+    """Resolve the columns, patch one prompt per row, check palettes, values and images, and refuse duplicate jobs.
+
+    ``image`` cells may name files inside ``images_dir`` only (default: the jobs file's folder).
+    """
     jobs_file = Path(jobs_file)
+    if images_dir is not None and not Path(images_dir).is_dir():
+        raise QueueInputError(f"--images-dir {images_dir}: not a folder")
+    images = ImageCells(Path(images_dir) if images_dir is not None else jobs_file.parent, images_dir is not None)
     columns = list(dict.fromkeys(c for row in rows for c in row.values))
     mapping = resolve_columns(prompt, columns)
     palette_target = _optional_target(prompt, "palette", mapping)
@@ -211,9 +267,14 @@ def plan_jobs(prompt: dict, rows: list[JobRow], jobs_file: str | Path = "jobs") 
                             Palette.parse(value)
                         except PaletteError as e:
                             raise QueueInputError(f"{where}, column {column!r}: bad palette: {e}") from None
-                    if column == "image" and (local := _local_image(str(value), jobs_file.parent)) is not None:
-                        value = _upload_name(local)
-                        uploads[value] = local
+                    if column == "image":
+                        try:
+                            local = images.local(str(value))
+                            if local is not None:
+                                value = images.upload_name(local, str(value))
+                                uploads[value] = local
+                        except QueueInputError as e:
+                            raise QueueInputError(f"{where}, column {column!r}: {e}") from None
                     values[target] = value
         except QueueInputError as e:
             problems.append(str(e))

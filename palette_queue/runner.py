@@ -7,6 +7,12 @@ closes the websocket and retries the pass with exponential backoff, for at most 
 seconds of continuous outage; the reconcile step at the start of the next pass then finds out which
 queued jobs the server still knows (wait or download) and which it lost (queue again, unless the images
 whose names were saved before downloading are all on disk already).
+
+Before the first pass and after every outage the server is asked whether it is ComfyUI
+(``/system_stats``) and which node classes are outputs (``/object_info``). A job is done only when the
+server ran every output node of its prompt: ComfyUI queues a prompt whose other outputs failed
+validation and drops those (``node_errors`` in its answer, and a shorter ``outputs_to_execute`` in its
+history entry); such a job fails with the server's message, and a rerun queues it again.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from palette_core.image_file import ImageFileError
+
 from .client import ComfyClient
-from .errors import PromptRejected, ServerError, ServerUnavailable
+from .errors import PromptPartlyRejected, PromptRejected, ServerError, ServerUnavailable
 from .jobs import Job, Plan, slug
 from .state import DONE, FAIL, FAILED, FINISH, PENDING, QUEUED, REQUEUE, WAIT, State, output_images, reconcile
 
@@ -132,6 +140,7 @@ class Runner:
         self.progress = progress
         self.on_job_done = on_job_done  # called after a job's images are on disk and the state says done
         self.sleep = sleep
+        self.output_classes: set[str] | None = None  # the server's output node classes, asked once per connection
 
     # ----------------------------------------------------------------------------------------------
 
@@ -165,6 +174,8 @@ class Runner:
         try:
             while any(self.state.jobs[j.key].status in (PENDING, QUEUED) for j in active):
                 try:
+                    if self.output_classes is None:
+                        self._check_server(active)
                     self.client.connect()
                     self._reconcile(active)
                     outage_since, failures = None, 0
@@ -173,6 +184,7 @@ class Runner:
                         self._wait(active)
                 except ServerUnavailable as e:
                     self.client.close()
+                    self.output_classes = None  # a restarted server may load other nodes
                     now = time.monotonic()
                     outage_since = outage_since or now
                     if now - outage_since > self.options.retry_timeout:
@@ -200,6 +212,23 @@ class Runner:
 
     # ----------------------------------------------------------------------------------------------
 
+    def _check_server(self, active: list[Job]) -> None:
+        """NotComfyUI at once when the address is not ComfyUI; learn which of the jobs' nodes are outputs."""
+        stats = self.client.check_server()
+        version = (stats.get("system") or {}).get("comfyui_version")
+        classes = {node["class_type"] for job in active for node in job.prompt.values()}
+        self.output_classes = self.client.output_classes(classes)
+        log.debug("ComfyUI %s; output nodes: %s", version or "(version unknown)", sorted(self.output_classes))
+
+    def missing_outputs(self, job: Job, entry: dict) -> list[str]:
+        """Output nodes of the job's prompt that the server left out (``outputs_to_execute`` of its history)."""
+        queued = entry.get("prompt")
+        if not isinstance(queued, list) or len(queued) < 5 or not isinstance(queued[4], list):
+            return []  # a server that does not record what it ran: nothing to compare with
+        ran = {str(n) for n in queued[4]}
+        wanted = [nid for nid, node in job.prompt.items() if node["class_type"] in (self.output_classes or ())]
+        return [nid for nid in wanted if nid not in ran]
+
     def _reconcile(self, active: list[Job]) -> None:
         queued = [j for j in active if self.state.jobs[j.key].status == QUEUED]
         if not queued:
@@ -212,7 +241,14 @@ class Runner:
             action, message = reconcile(js.prompt_id, in_queue, entry)
             if action == WAIT:
                 continue
-            if action == FINISH:
+            if action == FINISH and (missing := self.missing_outputs(job, entry)):
+                nodes = ", ".join(f"{n} ({job.prompt[n]['class_type']})" for n in missing)
+                self._fail(
+                    job,
+                    f"the server ran only part of the workflow: it dropped output node(s) {nodes}, which failed "
+                    "validation (see the ComfyUI log); the images of the other outputs are not used",
+                )
+            elif action == FINISH:
                 self._download(job, entry)
             elif action == FAIL:
                 self._fail(job, message)
@@ -245,8 +281,18 @@ class Runner:
             for name, local in job.uploads.items():
                 self.client.upload(local, name)
             self.client.submit(job.prompt, js.prompt_id)
+        except PromptPartlyRejected as e:
+            self._fail(job, f"the server dropped part of the workflow: {e}")
+            try:  # what it kept would run for nothing: its images are not used
+                self.client.cancel(js.prompt_id)
+            except (ServerUnavailable, ServerError) as cancel_error:
+                log.warning("%s: could not remove prompt %s from the queue: %s", job.label, js.prompt_id, cancel_error)
+            return False
         except PromptRejected as e:
             self._fail(job, f"rejected by the server: {e}")
+            return False
+        except ImageFileError as e:  # checked before the batch, since removed or replaced
+            self._fail(job, f"its image cannot be uploaded: {e}")
             return False
         self.progress.status(job, f"queued as {js.prompt_id}")
         return True

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from palette_core.image_file import ImageFileError, read_regular
+
 from .errors import MappingError, QueueInputError
 
 TEXT_INPUTS = ("text", "text_g", "text_l")
@@ -38,12 +40,14 @@ def is_link(value: object) -> bool:
 def load_prompt(path: str | Path) -> dict:
     """Read an API-format workflow file and check its shape (a UI-format workflow is refused with a hint)."""
     path = Path(path)
+    if path.is_dir():
+        raise QueueInputError(f"{path}: is a folder: expected an API-format workflow .json file")
+    if not path.exists():
+        raise QueueInputError(f"{path}: no such workflow file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise QueueInputError(f"{path}: no such workflow file") from None
-    except IsADirectoryError:
-        raise QueueInputError(f"{path}: is a folder: expected an API-format workflow .json file") from None
+        data = json.loads(read_regular(path, "workflow").decode("utf-8"))  # a FIFO or a device is refused
+    except ImageFileError as e:
+        raise QueueInputError(str(e)) from None
     except UnicodeDecodeError as e:
         raise QueueInputError(f"{path}: not a text file ({e.reason})") from None
     except json.JSONDecodeError as e:

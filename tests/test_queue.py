@@ -29,7 +29,7 @@ from palette_core.palette import Palette
 from palette_core.render import palette_stripes
 from palette_queue import cli
 from palette_queue.client import format_rejection
-from palette_queue.errors import MappingError, QueueInputError, ServerUnavailable
+from palette_queue.errors import MappingError, PromptPartlyRejected, QueueInputError, ServerUnavailable
 from palette_queue.jobs import parse_csv, parse_json_list, parse_jsonl, plan_jobs, prompt_key, read_jobs
 from palette_queue.report import SheetLayout, report_rows, write_reports
 from palette_queue.runner import Options, Progress, Runner
@@ -583,10 +583,19 @@ class Crash(BaseException):
     """The CLI process dies here (nothing below it runs; only what is on disk survives)."""
 
 
+OUTPUT_CLASSES = {"SaveImage", "PreviewImage"}
+
+
 class SimulatedComfy:
-    """ComfyUI's PromptQueue semantics: queue -> running -> history, one prompt at a time; restart empties all."""
+    """ComfyUI's PromptQueue semantics: queue -> running -> history, one prompt at a time; restart empties all.
+
+    While ``reject_invalid`` is set, a SaveImage whose prefix is "invalid" fails validation: the prompt is
+    queued without that output (``node_errors`` in the answer, as ComfyUI's validate_prompt does).
+    """
 
     def __init__(self):
+        self.reject_invalid = True
+        self.outputs: dict[str, list[str]] = {}  # prompt id -> outputs_to_execute
         self.queue: list[tuple[str, dict]] = []
         self.running: tuple[str, dict] | None = None
         self.history: dict[str, dict] = {}
@@ -606,16 +615,20 @@ class SimulatedComfy:
             pid, prompt = self.running
             key = prompt_key(prompt)
             self.executions.append(key)
-            prefix = prompt["3"]["inputs"]["filename_prefix"]
-            if prefix.startswith(".."):
+            outputs = self.outputs[pid]
+            if any(prompt[n]["inputs"]["filename_prefix"].startswith("..") for n in outputs):
                 self.history[pid] = copy.deepcopy(ERROR)
             else:
-                name = f"{prefix}_{len(self.files):05d}_.png"
-                self.files[name] = key.encode()
+                images = {}
+                for n in outputs:
+                    name = f"{prompt[n]['inputs']['filename_prefix']}_{len(self.files):05d}_.png"
+                    self.files[name] = key.encode()
+                    images[n] = {"images": [{"filename": name, "subfolder": "", "type": "output"}]}
                 self.history[pid] = {
-                    "outputs": {"3": {"images": [{"filename": name, "subfolder": "", "type": "output"}]}},
+                    "outputs": images,
                     "status": {"status_str": "success", "completed": True, "messages": []},
                 }
+            self.history[pid]["prompt"] = [0, pid, copy.deepcopy(prompt), {}, list(outputs)]
             self.running = None
             self.events.append(("executing", {"node": None, "prompt_id": pid}))
         elif self.queue:
@@ -623,7 +636,8 @@ class SimulatedComfy:
             self.events.append(("execution_start", {"prompt_id": self.running[0]}))
             self.events.append(("progress", {"prompt_id": self.running[0], "node": "2", "value": 1, "max": 1}))
 
-    def submit(self, prompt: dict, pid: str) -> None:
+    def submit(self, prompt: dict, pid: str) -> dict:
+        """Queue the prompt; its ``node_errors`` (outputs dropped at validation)."""
         key = prompt_key(prompt)
         if key in self.downloaded:
             self.violations.append(f"job {key} queued again after its images were downloaded")
@@ -636,7 +650,19 @@ class SimulatedComfy:
         ]
         if live or done:
             self.violations.append(f"job {key} queued again while the server has it ({live + done})")
+        invalid = {
+            n: {"errors": [{"message": "Value not in list", "details": "prefix 'invalid'"}], "class_type": "SaveImage"}
+            for n, node in prompt.items()
+            if self.reject_invalid and node["inputs"].get("filename_prefix") == "invalid"
+        }
+        self.outputs[pid] = [
+            n for n, node in prompt.items() if node["class_type"] in OUTPUT_CLASSES and n not in invalid
+        ]
         self.queue.append((pid, copy.deepcopy(prompt)))
+        return invalid
+
+    def cancel(self, pid: str) -> None:
+        self.queue = [(p, q) for p, q in self.queue if p != pid]
 
 
 class SimulatedClient:
@@ -665,6 +691,18 @@ class SimulatedClient:
     def close(self):
         pass
 
+    # the checks below change nothing on the server, so they are not counted as calls: the scripts and the
+    # hypothesis examples keep their meaning
+    def check_server(self):
+        return {"system": {"comfyui_version": "simulated"}, "devices": []}
+
+    def output_classes(self, classes):
+        return set(classes) & OUTPUT_CLASSES
+
+    def cancel(self, pid):
+        self._call()
+        self.server.cancel(pid)
+
     def queue_ids(self):
         self._call()
         return {p for p, _ in self.server.queue} | ({self.server.running[0]} if self.server.running else set())
@@ -682,8 +720,10 @@ class SimulatedClient:
 
     def submit(self, prompt, pid):
         action = self._call()
-        self.server.submit(prompt, pid)
+        node_errors = self.server.submit(prompt, pid)
         self._after(action)
+        if node_errors:
+            raise PromptPartlyRejected(format_rejection({"node_errors": node_errors}, "outputs failed validation"))
 
     def upload(self, local, name):
         self._call()
@@ -873,6 +913,49 @@ def test_a_rejected_prompt_fails_that_job_only(tmp_path):
     state = State.load(tmp_path)
     assert (summary.done, summary.failed) == (2, 1)
     assert state.jobs[plan.jobs[1].key].error.startswith("rejected by the server: Prompt outputs failed validation")
+
+
+def two_output_plan(second_prefixes: list[str]):
+    """Jobs of a prompt with two SaveImage outputs (3 and 4); a job's output 4 is dropped when its prefix is invalid."""
+    prompt = preview_prompt()
+    prompt["4"] = {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "second"}}
+    rows = parse_jsonl(
+        "".join(json.dumps({"name": f"j{i}", "4.filename_prefix": p}) + "\n" for i, p in enumerate(second_prefixes))
+    )
+    return plan_jobs(check_prompt(prompt), rows)
+
+
+def test_a_prompt_queued_without_an_invalid_output_fails_and_a_rerun_redoes_it(tmp_path):
+    plan = two_output_plan(["second", "invalid"])
+    good, partial = plan.jobs
+    server = SimulatedComfy()
+    summary, state = run_until_finished(plan, tmp_path, server, {})
+    assert (summary.done, summary.failed) == (1, 1)
+    assert len(state.jobs[good.key].files) == 2  # both outputs of the good job
+    js = state.jobs[partial.key]
+    assert js.status == FAILED and js.files == []
+    assert js.error.startswith("the server dropped part of the workflow: outputs failed validation")
+    assert "node 4 (SaveImage): Value not in list: prefix 'invalid'" in js.error
+    assert js.prompt_id not in {p for p, _ in server.queue}  # taken off the queue: it would run for nothing
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == sorted(
+        Path(f).name for f in state.jobs[good.key].files
+    )
+
+    server.reject_invalid = False  # e.g. the missing model is installed now
+    summary, state = run_until_finished(plan, tmp_path, server, {})
+    assert summary.ok and state.jobs[partial.key].attempts == 2 and len(state.jobs[partial.key].files) == 2
+    assert server.executions.count(good.key) == 1
+
+
+def test_a_partly_queued_prompt_whose_answer_was_lost_is_not_done(tmp_path):
+    """The answer with node_errors never arrives: the history entry's outputs_to_execute gives it away."""
+    plan = two_output_plan(["invalid"])
+    server = SimulatedComfy()
+    summary, state = run_until_finished(plan, tmp_path, server, {2: "lost_reply"})  # call 2: POST /prompt
+    js = state.jobs[plan.jobs[0].key]
+    assert summary.failed == 1 and js.status == FAILED and js.files == []
+    assert "the server ran only part of the workflow: it dropped output node(s) 4 (SaveImage)" in js.error
+    assert server.executions == [plan.jobs[0].key] and not (tmp_path / "images").exists()
 
 
 def test_the_server_staying_away_ends_with_server_unavailable(tmp_path):

@@ -168,6 +168,31 @@ def test_server_rejection_and_unknown_node_are_clear(server, tmp_path):
     assert js.status == FAILED and js.error.startswith("rejected by the server:") and "NoSuchNode" in js.error
 
 
+def test_a_branch_the_server_drops_fails_the_job_and_a_rerun_redoes_it(server, tmp_path):
+    """ComfyUI queues a prompt whose other output fails validation (200 with node_errors): not done with half."""
+    workflow, jobs = write_inputs(tmp_path, ["#ff0000", "#0000ff"])
+    two = dict(PREVIEW)
+    two["4"] = {"class_type": "LoadImage", "inputs": {"image": "queue_missing_input.png"}}
+    two["5"] = {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "second"}}
+    workflow.write_text(json.dumps(two))
+    out = tmp_path / "out"
+    args = [str(workflow), str(jobs), "--out", str(out), "--server", server.url, "--no-report"]
+    assert cli.main(args) == 1
+    state = State.load(out)
+    assert [j.status for j in state.jobs.values()] == [FAILED, FAILED]
+    for js in state.jobs.values():
+        assert js.error.startswith("the server dropped part of the workflow:") and js.files == []
+        assert "node 4 (LoadImage)" in js.error and "queue_missing_input.png" in js.error
+    assert not (out / "images").exists()
+
+    Image.new("RGB", (8, 8), (0, 128, 255)).save(server.root / "input" / "queue_missing_input.png")
+    assert cli.main(args) == 0  # the failed jobs are queued again and now run whole
+    state = State.load(out)
+    assert all(j.status == DONE and len(j.files) == 2 and j.attempts == 2 for j in state.jobs.values())
+    second = [np.asarray(Image.open(out / j.files[1]).convert("RGB")) for j in state.jobs.values()]
+    assert all(img.shape == (8, 8, 3) and img[0, 0].tolist() == [0, 128, 255] for img in second)
+
+
 def test_image_column_uploads_local_files(server, tmp_path):
     recolor = {
         "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},

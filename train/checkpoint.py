@@ -1,4 +1,4 @@
-"""Training checkpoints: adapter + optimizer state in one ``.safetensors`` file, written atomically (SPEC §8).
+"""Training checkpoints: adapter + optimizer state in one ``.safetensors`` file, written atomically.
 
 A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed over its
 final name, so a run killed at any moment leaves either the previous checkpoint or the new one, never a
@@ -50,13 +50,18 @@ def _atomic_write(tensors: dict[str, Tensor], meta: dict[str, str], path: Path) 
     from safetensors.torch import save
 
     data = save(tensors, metadata=meta)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write the checkpoint {path}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # name the checkpoint, not the temporary file that is deleted below
+        raise OSError(e.errno, f"cannot write the checkpoint {path}: {e.strerror}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -98,16 +103,50 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: Path, adapter: PaletteAdapter, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
-    """Restore adapter weights and optimizer state in place; returns ``(step, extra)``."""
-    from safetensors import safe_open
+class DamagedCheckpoint(AdapterError):
+    """A checkpoint file is truncated, corrupt or not a training checkpoint: resuming falls back to an older one."""
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise AdapterError(f"{path.name}: not a palette-adapter training checkpoint")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (safe_open has no iterator)
-    layers = json.loads(meta["layers"])
+
+def _read(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
+    """The metadata and tensors of a checkpoint file (DamagedCheckpoint when it cannot be read whole)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise DamagedCheckpoint(f"{path.name}: not a palette-adapter training checkpoint")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (safe_open has no iterator)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:  # a cut or overwritten file
+        raise DamagedCheckpoint(
+            f"{path.name}: unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
+    return meta, tensors
+
+
+def _parse(path: Path, meta: dict[str, str]) -> tuple[int, dict, list, dict, dict]:
+    try:
+        step = int(meta["step"])
+        layers = json.loads(meta["layers"])
+        groups = json.loads(meta["param_groups"])
+        scalars = json.loads(meta["optim_scalars"])
+        extra = json.loads(meta["extra"])
+        if not (isinstance(layers, dict) and isinstance(groups, list) and isinstance(scalars, dict)):
+            raise TypeError("metadata of the wrong shape")
+    except (KeyError, ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+        raise DamagedCheckpoint(f"{path.name}: damaged metadata ({e})") from None
+    return step, layers, groups, scalars, extra
+
+
+def load_checkpoint(path: Path, adapter: PaletteAdapter, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
+    """Restore adapter weights and optimizer state in place; returns ``(step, extra)`` (docs/training.md).
+
+    The whole file is read and checked before anything is changed, so a DamagedCheckpoint (truncated,
+    corrupt, non-finite values) leaves the adapter and the optimizer as they were; an AdapterError says
+    that the checkpoint is whole but trains other layers.
+    """
+    meta, tensors = _read(path)
+    step, layers, groups, scalars, extra = _parse(path, meta)
     if layers != adapter.layer_dims:
         raise AdapterError(
             f"{path.name}: the checkpoint trains layers {sorted(layers)[:3]}… ({len(layers)}), this run "
@@ -115,19 +154,67 @@ def load_checkpoint(path: Path, adapter: PaletteAdapter, optimizer: torch.optim.
             "new output folder"
         )
     own = adapter.file_tensors()
-    with torch.no_grad():
-        for key, target in own.items():
-            target.copy_(tensors[f"adapter.{key}"])
-    groups = json.loads(meta["param_groups"])
-    for g in groups:
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, idx, name = key.split(".", 2)
             state.setdefault(int(idx), {})[name] = value
-    for idx, values in json.loads(meta["optim_scalars"]).items():
+    for key, target in own.items():
+        value = tensors.get(f"adapter.{key}")
+        if value is None or value.shape != target.shape:
+            raise DamagedCheckpoint(f"{path.name}: adapter tensor {key} is missing or has the wrong shape")
+    for idx, values in state.items():
+        if idx >= len(params) or any(v.ndim > 0 and v.shape != params[idx].shape for v in values.values()):
+            raise DamagedCheckpoint(f"{path.name}: optimizer state {idx} does not fit the adapter's parameters")
+    bad = next((k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise DamagedCheckpoint(f"{path.name}: {bad} holds NaN or infinite values")
+    for g in groups:
+        if isinstance(g, dict) and "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    for idx, values in scalars.items():
         state.setdefault(int(idx), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-    return int(meta["step"]), json.loads(meta["extra"])
+    try:  # checks the groups against the optimizer's before changing it
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError, TypeError) as e:
+        raise DamagedCheckpoint(f"{path.name}: optimizer state does not load ({e})") from None
+    with torch.no_grad():
+        for key, target in own.items():
+            target.copy_(tensors[f"adapter.{key}"])
+    return step, extra
+
+
+def resume_newest(
+    folder: Path, adapter: PaletteAdapter, optimizer: torch.optim.Optimizer
+) -> tuple[int, dict, Path | None]:
+    """Load the newest checkpoint that reads whole: ``(step, extra, path)``, or ``(0, {}, None)`` with none.
+
+    A damaged newer one is reported (a warning naming the file) and renamed to ``*.damaged`` beside it, so
+    later runs and the pruning of old checkpoints ignore it (docs/training.md, "Resumable"); when every
+    checkpoint is damaged, the run stops rather than silently starting over.
+    """
+    found = list_checkpoints(folder)
+    damaged = []
+    for _, path in reversed(found):
+        try:
+            step, extra = load_checkpoint(path, adapter, optimizer)
+        except DamagedCheckpoint as e:
+            aside = path.with_name(path.name + ".damaged")
+            try:
+                os.replace(path, aside)
+            except OSError as move_error:
+                aside = path
+                log.debug("could not rename %s: %s", path, move_error)
+            log.warning("checkpoint %s is damaged and is skipped: %s (kept as %s)", path, e, aside.name)
+            damaged.append(path.name)
+            continue
+        if damaged:
+            log.warning("resuming from the older checkpoint %s (step %d)", path, step)
+        return step, extra, path
+    if damaged:
+        raise DamagedCheckpoint(
+            f"{folder}: every checkpoint is damaged ({', '.join(damaged)}, now *.damaged); "
+            "pass --restart to start over, or put back a good checkpoint"
+        )
+    return 0, {}, None
