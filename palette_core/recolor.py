@@ -388,14 +388,15 @@ def _per_chunk(fn: Callable[..., Tensor], *images: Tensor, weight: Tensor | None
         for s in range(0, out.shape[1], _PIXEL_CHUNK):
             part = slice(s, s + _PIXEL_CHUNK)
             w = None if weight is None else weight[i, part]
-            if w is not None and not bool(w.any()):
+            lo, hi = (1.0, 1.0) if w is None else (float(v) for v in torch.aminmax(w))
+            if hi == 0.0:
                 out[i, part] = flats[original][i, part]
                 continue
             planes = [f[i, part].T.contiguous() for f in flats]
-            if w is None:
+            if lo == 1.0:  # inside the region: weight 1 is the unmasked result exactly, without the blend's cost
                 res = fn(i, *planes)
             else:
-                res = torch.where(w > 0, fn(i, *planes, weight=w).clamp_(0.0, 1.0), planes[original])
+                res = torch.where(w > 0, fn(i, *planes, weight=w), planes[original])
             out[i, part] = res.T
     return out.reshape(images[0].shape).clamp_(0.0, 1.0)
 
