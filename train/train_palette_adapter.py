@@ -51,7 +51,7 @@ from palette_core.distance import palette_emd
 from palette_core.errors import AdapterError, PaletteError
 from palette_core.palette import Palette
 from palette_core.render import palette_stripes
-from train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from train.checkpoint import resume_newest, save_checkpoint
 from train.data import (
     CachedText,
     ConstantText,
@@ -329,11 +329,10 @@ class Trainer:
     # ---- the loop --------------------------------------------------------------------------------
 
     def _resume(self) -> int:
-        found = list_checkpoints(self.out / "checkpoints")
-        if not found:
+        # a damaged newest checkpoint is reported and set aside, and the one before it is used
+        step, extra, path = resume_newest(self.out / "checkpoints", self.palette_model.adapter, self.optimizer)
+        if path is None:
             return 0
-        step, path = found[-1]
-        step, extra = load_checkpoint(path, self.palette_model.adapter, self.optimizer)
         self.skipped = int(extra.get("skipped", 0))
         self.base_emd = extra.get("base_emd")
         log.info("resumed from %s (step %d)", path.name, step)
