@@ -1,4 +1,4 @@
-"""Zero-shot colour alignment (Color Alignment in Diffusion, CVPR 2025, §3 "zero-shot"; SPEC §9).
+"""Zero-shot colour alignment (Color Alignment in Diffusion, CVPR 2025, §3 "zero-shot"; docs/design.md §9).
 
 The condition is the palette rendered as an image whose colour areas follow the weights, cut into
 blocks that are shuffled (the paper's random permutation ψ, at block scale so the VAE sees flat
@@ -31,7 +31,7 @@ Encoder = Callable[[Tensor], Tensor]
 
 
 def check_palette_weights(colors: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Validate one palette (SPEC §3): ``(colors [K, 3], weights [K])`` normalised, zero-weight colours dropped."""
+    """Validate one palette (docs/design.md §3): ``(colors [K, 3], weights [K])`` normalised, zero weights dropped."""
     c, batched = check_colors(colors)
     if batched:
         raise InputShapeError(f"colors: shape {tuple(c.shape)}; expected one palette [N, 3]")
@@ -48,7 +48,7 @@ def condition_image(
     block: int = DEFAULT_BLOCK,
     seed: int = 0,
 ) -> Tensor:
-    """``[height, width, 3]``: the palette as shuffled ``block``-pixel squares, counts by weight (SPEC §9).
+    """``[height, width, 3]``: the palette as shuffled ``block``-pixel squares, counts by weight (docs/design.md §9).
 
     Block counts follow the weights by largest remainder over the whole block grid, so proportions are
     exact to one block; the grid is shuffled with ``seed`` (the paper's ψ at block scale) and cropped.
@@ -99,7 +99,7 @@ def condition_latents(
     seed: int = 0,
     family: LatentFamily = SDXL,
 ) -> Tensor:
-    """The condition vectors ``[h * w, C]`` for an ``h x w`` latent: render, shuffle, blur, encode (SPEC §9).
+    """The condition vectors ``[h * w, C]`` for an ``h x w`` latent: render, shuffle, blur, encode (docs/design.md §9).
 
     ``encode(image [1, d*h, d*w, 3]) -> latent [1, C, h', w']`` (``d`` = ``family.downscale``, ``C`` =
     ``family.channels``) must return latents in the same space as the x̂0 they will replace (in ComfyUI:
@@ -421,7 +421,7 @@ def match(
 ) -> Tensor:
     """One-to-one assignment ``perm`` (LongTensor ``[n]``): ``target[perm]`` goes to ``source`` row by row.
 
-    Minimises the total squared distance approximately (the paper's g(x̂0, c); SPEC §9): exact
+    Minimises the total squared distance approximately (the paper's g(x̂0, c); docs/design.md §9): exact
     transport of the sources to k-means clusters of the targets, then rank matching along each
     cluster's principal axis. Always a permutation. ``clusters`` (:func:`cluster_targets`) may be cached.
     """

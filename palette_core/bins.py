@@ -1,4 +1,4 @@
-"""The 34 x 12 x 10 HSV bin layout of the Palette-Adapter and its binning kernels (paper §3.1, SPEC §4).
+"""The 34 x 12 x 10 HSV bin layout of the Palette-Adapter and its binning kernels (paper §3.1, docs/design.md §4).
 
 Bin layout (frozen: trained adapters depend on it): ``h = floor(34 H) mod 34``, ``s = min(floor(12 S), 11)``,
 ``v = min(floor(10 V), 9)`` on float hexcone HSV; flat index ``(h * 12 + s) * 10 + v``. Bin indices are
@@ -45,7 +45,7 @@ def _bins_of_planar(rgb: Array) -> Array:
 
 
 def bins_of(rgb: Array) -> Array:
-    """Flat bin (int64) of each sRGB colour ``[..., 3]`` in [0, 1], unchecked (SPEC §4 bin layout)."""
+    """Flat bin (int64) of each sRGB colour ``[..., 3]`` in [0, 1], unchecked (docs/design.md §4 bin layout)."""
     xp = namespace(rgb)
     flat = rgb.reshape(-1, 3)
     if flat.shape[0] <= _CHUNK:
@@ -57,7 +57,7 @@ def bins_of(rgb: Array) -> Array:
 
 
 def pixel_counts(pixels: Array) -> Array:
-    """Pixels per bin ``[4080]`` (int64) of ``[N, 3]`` sRGB pixels in [0, 1], unchecked (SPEC §4 image histogram)."""
+    """Pixels per bin ``[4080]`` (int64) of ``[N, 3]`` sRGB pixels in [0, 1], unchecked (docs/design.md §4)."""
     xp = namespace(pixels)
     counts = xp.zeros(NUM_BINS, like=pixels, dtype=xp.int64)
     for j in range(0, pixels.shape[0], _CHUNK):
@@ -66,14 +66,14 @@ def pixel_counts(pixels: Array) -> Array:
 
 
 def weighted_counts(colors: Array, weights: Array) -> Array:
-    """Sum of the weights ``[B, N]`` of the colours ``[B, N, 3]`` per bin, ``[B, 4080]`` (SPEC §4 palette histogram)."""
+    """Sum of the weights ``[B, N]`` of the colours ``[B, N, 3]`` per bin, ``[B, 4080]`` (docs/design.md §4)."""
     xp = namespace(weights)
     return xp.add_at_rows(xp.zeros((colors.shape[0], NUM_BINS), like=weights), bins_of(colors), weights)
 
 
 @functools.cache
 def bin_centers_f64() -> np.ndarray:
-    """sRGB of each bin's centre ``((h+.5)/34, (s+.5)/12, (v+.5)/10)``, float64 ``[4080, 3]`` (SPEC §4)."""
+    """sRGB of each bin's centre ``((h+.5)/34, (s+.5)/12, (v+.5)/10)``, float64 ``[4080, 3]`` (docs/design.md §4)."""
     h, s, v = np.meshgrid(
         (np.arange(H_BINS) + 0.5) / H_BINS,
         (np.arange(S_BINS) + 0.5) / S_BINS,
@@ -85,5 +85,5 @@ def bin_centers_f64() -> np.ndarray:
 
 @functools.cache
 def bin_lab_f64() -> np.ndarray:
-    """CIE L*a*b* of each bin's centre, float64 ``[4080, 3]`` (SPEC §4 bin similarity)."""
+    """CIE L*a*b* of each bin's centre, float64 ``[4080, 3]`` (docs/design.md §4 bin similarity)."""
     return srgb_to_lab(bin_centers_f64())

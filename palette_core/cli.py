@@ -77,7 +77,7 @@ def _exists(path: Path, test: Callable[[Path], bool] = Path.exists) -> bool:
 
 
 def resolve_palette(arg: str, base: Path | None = None) -> Palette:
-    """A palette from a palette file, a Coolors URL or palette text (SPEC §5)."""
+    """A palette from a palette file, a Coolors URL or palette text (docs/design.md §5)."""
     from .formats import READ_FORMATS, load_palette
     from .palette import _COOLORS_RE, Palette, quote
 

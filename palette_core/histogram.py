@@ -1,4 +1,4 @@
-"""The 34 x 12 x 10 HSV colour histogram of the Palette-Adapter (paper §3.1, SPEC §4): the checked torch API.
+"""The 34 x 12 x 10 HSV colour histogram of the Palette-Adapter (paper §3.1, docs/design.md §4): the checked torch API.
 
 The bin layout and the binning kernels (shared with numpy callers) live in :mod:`.bins`: ``h = floor(34 H)
 mod 34``, ``s = min(floor(12 S), 11)``, ``v = min(floor(10 V), 9)`` on float hexcone HSV; flat index
@@ -52,7 +52,7 @@ _LUT_MIN_PIXELS = 1 << 18
 
 
 def bin_index(rgb: Tensor | np.ndarray) -> Tensor:
-    """Flat HSV-histogram bin of each sRGB colour ``[..., 3]`` in [0, 1] (SPEC §4 bin layout)."""
+    """Flat HSV-histogram bin of each sRGB colour ``[..., 3]`` in [0, 1] (docs/design.md §4 bin layout)."""
     x = check_rgb(rgb)
     if x.numel() == 0:
         return torch.zeros(x.shape[:-1], dtype=torch.long, device=x.device)
@@ -119,5 +119,5 @@ def entropy(hist: Tensor) -> Tensor:
 
 
 def bin_centers(dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
-    """sRGB of each bin's centre ``((h+.5)/34, (s+.5)/12, (v+.5)/10)``, shape ``[4080, 3]`` (SPEC §4)."""
+    """sRGB of each bin's centre ``((h+.5)/34, (s+.5)/12, (v+.5)/10)``, shape ``[4080, 3]`` (docs/design.md §4)."""
     return torch.from_numpy(bin_centers_f64()).to(dtype=dtype, device=device)

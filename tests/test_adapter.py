@@ -23,7 +23,7 @@ from palette_core.blocks import (
 from palette_core.errors import AdapterError, InputShapeError
 from palette_core.histogram import NUM_BINS, palette_histogram
 
-SPEC_KEYS = {  # SPEC §6: ComfyUI block -> diffusers block
+BLOCK_KEYS = {  # docs/design.md §6: ComfyUI block -> diffusers block
     ("input", 4): "down_blocks.1.attentions.0",
     ("input", 5): "down_blocks.1.attentions.1",
     ("input", 7): "down_blocks.2.attentions.0",
@@ -39,9 +39,9 @@ def test_sdxl_layer_table_matches_the_spec():
     assert len(blocks_in(layers)) == 11
     for layer in layers:
         kind, block_id, index = layer.comfy_key
-        assert layer.name == f"{SPEC_KEYS[(kind, block_id)]}.transformer_blocks.{index}.attn2"
+        assert layer.name == f"{BLOCK_KEYS[(kind, block_id)]}.transformer_blocks.{index}.attn2"
         assert layer.dim == (
-            640 if SPEC_KEYS[(kind, block_id)].split(".")[1] == "1" and "mid" not in layer.name else 1280
+            640 if BLOCK_KEYS[(kind, block_id)].split(".")[1] == "1" and "mid" not in layer.name else 1280
         )
     assert DEFAULT_BLOCKS[0] in blocks_in(layers)
     assert sum(1 for layer in layers if layer.block == "up_blocks.0.attentions.1") == 10

@@ -16,7 +16,7 @@ from palette_core import histogram as H
 
 
 def reference_bin(r: float, g: float, b: float) -> int:
-    """SPEC §4 written out with colorsys, one colour at a time."""
+    """docs/design.md §4 written out with colorsys, one colour at a time."""
     h, s, v = colorsys.rgb_to_hsv(r, g, b)
     hi = math.floor(34 * h) % 34
     si = min(math.floor(12 * s), 11)

@@ -1,7 +1,7 @@
 """Training data: manifests, images (unreadable or tiny ones skipped and counted), batches, text embeddings.
 
 A manifest is JSONL (one object per line with ``image`` and ``caption``, optional ``weight``), CSV (a header
-row with the same columns) or a folder of images with same-named ``.txt`` captions (SPEC §8). Relative
+row with the same columns) or a folder of images with same-named ``.txt`` captions (docs/design.md §8). Relative
 image paths are resolved against the manifest's folder. ``weight`` (from ``curate_dataset.py``) is the
 per-image sampling weight.
 """

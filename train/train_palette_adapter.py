@@ -1,9 +1,9 @@
-"""Train the Palette-Adapter on a frozen SDXL UNet with diffusers + accelerate (paper §3.2, SPEC §8).
+"""Train the Palette-Adapter on a frozen SDXL UNet with diffusers + accelerate (paper §3.2, docs/design.md §8).
 
 Stage 1 trains adapters on every cross-attention layer (70 in SDXL); ``analyse_blocks.py`` then ranks the
 blocks and stage 2 trains on the chosen ones. Runs resume from the newest checkpoint in the output folder
 and reach exactly the weights of an uninterrupted run. The result, ``palette_adapter.safetensors``, is
-the SPEC §6 file that ComfyUI's PaletteAdapterLoader reads.
+the docs/design.md §6 file that ComfyUI's PaletteAdapterLoader reads.
 
     accelerate launch train/train_palette_adapter.py --model sdxl-base/ --data curated.jsonl \
         --text-cache captions.safetensors --output runs/stage1 --stage 1 --mixed-precision bf16
@@ -375,7 +375,7 @@ class Trainer:
         )
 
     def export(self, step: int, path: Path | None = None) -> Path:
-        """Write the SPEC §6 adapter file (what ComfyUI loads)."""
+        """Write the docs/design.md §6 adapter file (what ComfyUI loads)."""
         from palette_core.adapter import save_adapter
 
         c = self.config
@@ -682,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--checkpoint-every", type=int, default=d.checkpoint_every)
     a("--keep-checkpoints", type=int, default=d.keep_checkpoints)
     a("--validate-every", type=int, default=d.validate_every, help="0 = no validation")
-    a("--val-palettes", type=_read_lines, help="file: one palette per line (SPEC §5 text)")
+    a("--val-palettes", type=_read_lines, help="file: one palette per line (docs/design.md §5 text)")
     a("--val-prompts", type=_read_lines, help="file: one prompt per line")
     a("--val-seeds", type=int, default=d.val_seeds)
     a("--val-steps", type=int, default=d.val_steps)
