@@ -1,4 +1,4 @@
-"""The Palette-Adapter as ComfyUI attn2 replace patches (SPEC §6-§7).
+"""The Palette-Adapter as ComfyUI attn2 replace patches (README.md, "The Palette-Adapter in ComfyUI").
 
 Host-independent on import (ComfyUI's attention is imported when a patch first runs), so contract tests
 can drive these objects with the host's call shapes on any machine.
@@ -6,16 +6,19 @@ can drive these objects with the host's call shapes on any machine.
 
 from __future__ import annotations
 
+import copy
+import sys
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-from ..palette_core.adapter import ColorCondition, PaletteAdapter, branch_conditions, decoupled_attention
+from ..palette_core.adapter import ColorCondition, PaletteAdapter, adapter_kv, branch_conditions
 from ..palette_core.errors import AdapterError
 from ..palette_core.masks import check_mask, fit_mask
 
 HostAttention = Callable[..., Tensor]
+NO_SIGMA = 999999999.9  # the sigma IPAdapter-style patches assume when the host gives none
 
 
 def comfy_attention(q: Tensor, k: Tensor, v: Tensor, extra_options: Mapping) -> Tensor:
@@ -39,7 +42,13 @@ class AdapterRun:
     model management, which loads, counts and offloads the weights with the model, so :meth:`to` then
     leaves them where model management put them. Without one (contract tests, other hosts) :meth:`to`
     moves them.
+
+    The adapter's tokens and each layer's K/V of them are constant during sampling, so they are computed
+    once per batch layout, device and dtype and cached. :meth:`to`, and setting ``adapter``, ``positive``,
+    ``negative`` or ``mask``, clear the caches; after editing the weights in place call :meth:`clear_cache`.
     """
+
+    _CACHED_FROM = frozenset({"adapter", "positive", "negative", "mask"})
 
     def __init__(
         self,
@@ -53,6 +62,11 @@ class AdapterRun:
         patcher: object | None = None,
         mask: Tensor | None = None,
     ) -> None:
+        self._tokens: dict[tuple, Tensor] = {}
+        self._kv: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._masks: dict[tuple, Tensor] = {}
+        self._sigmas: Tensor | None = None  # the last sigmas tensor seen, and whether it was inside the window
+        self._active = False
         self.adapter = adapter
         self.patcher = patcher
         self.positive, self.negative = branch_conditions(positive, negative)
@@ -60,19 +74,32 @@ class AdapterRun:
         self.sigma_start, self.sigma_end = float(sigma_start), float(sigma_end)
         self.attention = attention
         self.mask = None if mask is None else check_mask(mask)
-        self._tokens: dict[tuple, Tensor] = {}
-        self._masks: dict[tuple, Tensor] = {}
         self.calls: dict[str, int] = {}  # active evaluations per layer (tests and benchmarks read it)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        if name in self._CACHED_FROM:
+            self.clear_cache()
 
     def __deepcopy__(self, memo: dict) -> AdapterRun:
         return self  # ModelPatcher.clone() deep-copies model_options: share the weights instead
 
-    def to(self, device_or_dtype: torch.device | torch.dtype | str) -> AdapterRun:
+    def clear_cache(self) -> None:
+        """Forget the cached tokens, K/V and masks (they are recomputed on the next call)."""
+        self._tokens.clear()
+        self._kv.clear()
+        self._masks.clear()
+        self._sigmas = None
+
+    def to(
+        self, device_or_dtype: torch.device | torch.dtype | str, _exiting: Callable[[], bool] = sys.is_finalizing
+    ) -> AdapterRun:
         """Follow the model between devices and dtypes (ModelPatcher.model_patches_to) unless a patcher manages it."""
+        if _exiting():  # ModelPatcher.__del__ at interpreter exit: torch may be half torn down; nothing to move
+            return self
         if self.patcher is None:
             self.adapter.to(device_or_dtype)
-        self._tokens.clear()
-        self._masks.clear()
+        self.clear_cache()
         return self
 
     def models(self) -> list:
@@ -85,12 +112,14 @@ class AdapterRun:
             return False
         if sigmas is None:
             return True
-        s = float(sigmas.reshape(-1)[0])
-        return self.sigma_end <= s <= self.sigma_start
+        if sigmas is not self._sigmas:  # every layer of one evaluation gets the same tensor: read it once
+            s = float(sigmas.reshape(-1)[0])
+            self._sigmas, self._active = sigmas, self.sigma_end <= s <= self.sigma_start
+        return self._active
 
     def tokens(self, cond_or_uncond: Sequence[int], batch: int, device: torch.device, dtype: torch.dtype) -> Tensor:
         """Tokens for a UNet batch of ``len(cond_or_uncond)`` chunks of ``batch`` latents each (cached)."""
-        key = (tuple(cond_or_uncond), batch, device, dtype)
+        key = (tuple(cond_or_uncond), batch, device, dtype, torch.is_inference_mode_enabled())
         if key not in self._tokens:
             chunks = []  # computed once per batch layout and device, then reused by every layer and step
             for flag in cond_or_uncond:  # 0 = cond (positive), 1 = uncond (negative); order is not fixed
@@ -106,12 +135,27 @@ class AdapterRun:
             self._tokens[key] = torch.cat(chunks).to(device=device, dtype=dtype)
         return self._tokens[key]
 
+    def kv(
+        self, layer: str, cond_or_uncond: Sequence[int], batch: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor]:
+        """One layer's adapter keys and values ``[len(cond_or_uncond) * batch, 5, C]`` for a batch layout (cached)."""
+        # inference tensors cannot be saved for backward: a run sampled with gradients gets its own entries
+        key = (layer, tuple(cond_or_uncond), batch, device, dtype, torch.is_inference_mode_enabled())
+        kv = self._kv.get(key)
+        if kv is None:
+            tokens = self.tokens(cond_or_uncond, batch, device, dtype)
+            # model management may hold the weights on another device than this evaluation (low-VRAM modes)
+            w_k, w_v = (w.to(device=device) for w in self.adapter.kv_weights(layer))
+            with torch.no_grad():
+                kv = self._kv[key] = adapter_kv(tokens, w_k, w_v, dtype)
+        return kv
+
     def token_mask(self, extra_options: Mapping, q: Tensor, chunks: int) -> Tensor:
         """The region mask on this layer's token grid, ``[len(q), T, 1]``: one per latent, repeated per CFG chunk."""
         tokens = q.shape[1]
         h, w = token_grid(extra_options, tokens)
         batch = q.shape[0] // chunks
-        key = (h, w, batch, chunks, q.device, q.dtype)
+        key = (h, w, batch, chunks, q.device, q.dtype, torch.is_inference_mode_enabled())
         if key not in self._masks:
             m = fit_mask(self.mask, h, w, batch).reshape(batch, tokens, 1)
             self._masks[key] = m.repeat(chunks, 1, 1).to(device=q.device, dtype=q.dtype)
@@ -136,18 +180,54 @@ def token_grid(extra_options: Mapping, tokens: int) -> tuple[int, int]:
 
 
 class PaletteAttn2Patch:
-    """attn2 replace patch for one layer: text attention (or the patch it chains) + weight x adapter attention."""
+    """attn2 replace patch for one layer: text attention (or the patch it chains), the callbacks other packs
+    added, then + weight x adapter attention.
+
+    Other packs (IPAdapter_plus, InstantID, PuLID and their forks) that find a patch on a layer call
+    ``patch.add(callback, **kwargs)`` on it; like their own ``Attn2Replace`` this patch then adds
+    ``callback(out, q, k, v, extra_options, **kwargs)`` to ``out`` inside ``[sigma_end, sigma_start]``, in
+    the order added, before its own term, so either order of the nodes computes the same sum.
+    """
 
     def __init__(self, run: AdapterRun, layer: str, previous: Callable | None = None) -> None:
         self.run = run
         self.layer = layer
         self.previous = previous
+        self.callback: list[Callable] = []  # the names Attn2Replace uses, for code that reads them
+        self.kwargs: list[dict] = []
 
     def __deepcopy__(self, memo: dict) -> PaletteAttn2Patch:
-        return self
+        # ModelPatcher.clone() deep-copies model_options: each clone gets its own patch, so callbacks a pack
+        # adds to one clone stay there; the run (weights, caches) is shared and the rest is copied as
+        # ComfyUI copies any patch (Attn2Replace included)
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        new.run, new.layer = self.run, self.layer
+        new.previous = copy.deepcopy(self.previous, memo)
+        new.callback = copy.deepcopy(self.callback, memo)
+        new.kwargs = copy.deepcopy(self.kwargs, memo)
+        return new
 
-    def to(self, device_or_dtype: torch.device | torch.dtype | str) -> PaletteAttn2Patch:
+    def __getattr__(self, name: str) -> object:
+        # Attn2Replace.add also sets each keyword as an attribute (the last add wins); read here without
+        # letting a keyword shadow this patch's own attributes
+        if not name.startswith("__"):
+            for kwargs in reversed(self.__dict__.get("kwargs", ())):
+                if name in kwargs:
+                    return kwargs[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def add(self, callback: Callable, **kwargs: object) -> None:
+        """Take another pack's attention callback, as IPAdapter_plus's ``Attn2Replace.add`` does (README.md)."""
+        self.callback.append(callback)
+        self.kwargs.append(kwargs)
+
+    def to(
+        self, device_or_dtype: torch.device | torch.dtype | str, _exiting: Callable[[], bool] = sys.is_finalizing
+    ) -> PaletteAttn2Patch:
         """Move the shared adapter (and a chained patch that can move) with the model."""
+        if _exiting():  # as AdapterRun.to (a default argument: module globals may be None by then)
+            return self
         self.run.to(device_or_dtype)
         if hasattr(self.previous, "to"):
             self.previous = self.previous.to(device_or_dtype)
@@ -158,21 +238,28 @@ class PaletteAttn2Patch:
         chained = self.previous.models() if hasattr(self.previous, "models") else []
         return [*self.run.models(), *chained]
 
+    def _added(self, out: Tensor, q: Tensor, k: Tensor, v: Tensor, extra_options: dict) -> Tensor:
+        sigmas = extra_options.get("sigmas")
+        sigma = NO_SIGMA if sigmas is None else float(sigmas.detach().reshape(-1)[0])
+        for callback, kwargs in zip(self.callback, self.kwargs):
+            if kwargs.get("sigma_end", -float("inf")) <= sigma <= kwargs.get("sigma_start", float("inf")):
+                out = out + callback(out, q, k, v, extra_options, **kwargs)
+        return out.to(dtype=q.dtype)  # a callback may compute in float32 (PuLID's ortho modes)
+
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, extra_options: dict) -> Tensor:
         run = self.run
         if self.previous is not None:
             out = self.previous(q, k, v, extra_options)
         else:
             out = run.attention(q, k, v, extra_options)
+        if self.callback:
+            out = self._added(out, q, k, v, extra_options)
         if not run.active(extra_options.get("sigmas")):
             return out
         cond_or_uncond = extra_options["cond_or_uncond"]
-        tokens = run.tokens(cond_or_uncond, q.shape[0] // len(cond_or_uncond), q.device, q.dtype)
-        # model management may hold the weights on another device than this evaluation (low-VRAM modes)
-        w_k, w_v = (w.to(device=q.device) for w in run.adapter.kv_weights(self.layer))
-        host = lambda a, b, c, _heads: run.attention(a, b, c, extra_options)  # noqa: E731  (heads are in extra_options)
-        extra = decoupled_attention(q, tokens, w_k, w_v, extra_options["n_heads"], host)
+        ak, av = run.kv(self.layer, cond_or_uncond, q.shape[0] // len(cond_or_uncond), q.device, q.dtype)
+        extra = run.attention(q, ak, av, extra_options)  # decoupled_attention with the cached K/V
         if run.mask is not None:  # the region's share of the adapter's attention (as IP-Adapter's attention mask)
             extra = extra * run.token_mask(extra_options, q, len(cond_or_uncond))
         run.calls[self.layer] = run.calls.get(self.layer, 0) + 1
-        return out + run.weight * extra
+        return out + (extra if run.weight == 1.0 else run.weight * extra)

@@ -1,7 +1,8 @@
-"""The Palette-Adapter (paper §3.2, SPEC §6): colour condition -> 5 tokens -> decoupled cross-attention.
+"""The Palette-Adapter (paper §3.2, docs/design.md §6): colour condition -> 5 tokens -> decoupled cross-attention.
 
-Host-independent: the ComfyUI attn2 patch (nodes/adapter_patch.py) and the diffusers attention
-processor of the training script both call :func:`decoupled_attention` with this module's weights.
+Host-independent: the diffusers attention processor of the training script calls
+:func:`decoupled_attention` with this module's weights; the ComfyUI attn2 patch (nodes/adapter_patch.py)
+calls its two halves, :func:`adapter_kv` (cached per layer) and the host's attention.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ Attention = Callable[[Tensor, Tensor, Tensor, int], Tensor]
 
 @dataclass(frozen=True, eq=False)
 class ColorCondition:
-    """What the adapter sees per image (SPEC §6): histogram, kind, optional distance and entropy.
+    """What the adapter sees per image (docs/design.md §6): histogram, kind, optional distance and entropy.
 
     Tensors are batched: ``histogram [B, 4080]``, ``kind [B]``, ``distance [B]`` and ``entropy [B]``
     (bits), where NaN means *absent*. ``null_distance``/``null_entropy`` are the reference values the
@@ -76,7 +77,7 @@ class ColorCondition:
         return int(self.histogram.shape[0])
 
     def scalar_features(self) -> Tensor:
-        """``[one_hot(kind) (3), distance, has_distance, entropy / log2(4080), has_entropy]`` (SPEC §6)."""
+        """``[one_hot(kind) (3), distance, has_distance, entropy / log2(4080), has_entropy]`` (docs/design.md §6)."""
         one_hot = F.one_hot(self.kind.long(), 3).to(self.histogram.dtype)
         has_d = torch.isfinite(self.distance)
         has_e = torch.isfinite(self.entropy)
@@ -156,12 +157,12 @@ def histogram_condition(hist: Tensor) -> ColorCondition:
 
 
 def null_condition(batch: int = 1, device: torch.device | str | None = None) -> ColorCondition:
-    """The unconditioned input: zero histogram, kind 0, no scalars (SPEC §6)."""
+    """The unconditioned input: zero histogram, kind 0, no scalars (docs/design.md §6)."""
     return _condition(torch.zeros(batch, NUM_BINS, device=device), KIND_NONE)
 
 
 def negative_condition(colors: Tensor, weights: Tensor | None = None, weight: float = 1.0) -> ColorCondition:
-    """Negative palette (paper §3.3): its histogram scaled by ``weight``, not renormalised (SPEC §6)."""
+    """Negative palette (paper §3.3): its histogram scaled by ``weight``, not renormalised (docs/design.md §6)."""
     if not (math.isfinite(weight) and weight >= 0):
         raise InputShapeError(f"weight: {weight} must be finite and >= 0")
     cond = palette_condition(colors, weights)
@@ -176,7 +177,7 @@ def image_scalars(image_hist: Tensor, condition_hist: Tensor) -> tuple[Tensor, T
 
 
 def branch_conditions(positive: ColorCondition, negative: ColorCondition | None = None):
-    """Conditions of the cond and uncond CFG branches (paper Eq. 1, §3.4; SPEC §6 "Guidance").
+    """Conditions of the cond and uncond CFG branches (paper Eq. 1, §3.4; docs/design.md §6 "Guidance").
 
     The uncond branch gets the negative condition, or the null condition; relative controls put the
     positive condition's reference value on it; an unset control stays absent on both branches.
@@ -193,7 +194,7 @@ def _module_key(layer: str) -> str:
 
 
 class PaletteAdapter(nn.Module):
-    """Token projections (4 colour + 1 scalar token) and per-layer ``W_k, W_v`` (paper Fig. 3, SPEC §6)."""
+    """Token projections (4 colour + 1 scalar token) and per-layer ``W_k, W_v`` (paper Fig. 3, docs/design.md §6)."""
 
     def __init__(self, layers: Mapping[str, int], context_dim: int = CONTEXT_DIM) -> None:
         super().__init__()
@@ -235,7 +236,7 @@ class PaletteAdapter(nn.Module):
         return self.to_k[key].weight, self.to_v[key].weight
 
     def file_tensors(self) -> dict[str, Tensor]:
-        """Tensors under the SPEC §6 file names."""
+        """Tensors under the docs/design.md §6 file names."""
         out = {
             f"{name}.{p}": getattr(self, name).get_parameter(p).detach()
             for name in ("color_proj", "color_norm", "scalar_proj", "scalar_norm")
@@ -276,7 +277,7 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tensor:
 def decoupled_attention(
     q: Tensor, tokens: Tensor, w_k: Tensor, w_v: Tensor, heads: int, attention: Attention | None = None
 ) -> Tensor:
-    """The adapter's extra attention ``Attn(q, W_k tokens, W_v tokens)`` (IP-Adapter Eq. 5; SPEC §6).
+    """The adapter's extra attention ``Attn(q, W_k tokens, W_v tokens)`` (IP-Adapter Eq. 5; docs/design.md §6).
 
     ``q`` is the layer's own projected query ``[B, T, C]``; ``tokens`` ``[B, 5, 2048]`` (or ``[1, 5, 2048]``,
     broadcast). The caller adds ``scale *`` this to the text attention output.
@@ -285,10 +286,14 @@ def decoupled_attention(
         if tokens.shape[0] != 1:
             raise InputShapeError(f"tokens: batch {tokens.shape[0]} does not match the query batch {q.shape[0]}")
         tokens = tokens.expand(q.shape[0], -1, -1)
-    tokens = tokens.to(dtype=q.dtype)
-    k = F.linear(tokens, w_k.to(dtype=q.dtype))
-    v = F.linear(tokens, w_v.to(dtype=q.dtype))
+    k, v = adapter_kv(tokens, w_k, w_v, q.dtype)
     return (attention or sdpa_attention)(q, k, v, heads)
+
+
+def adapter_kv(tokens: Tensor, w_k: Tensor, w_v: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The adapter's keys and values ``(W_k tokens, W_v tokens)`` in ``dtype`` (IP-Adapter Eq. 5; paper §3.2)."""
+    tokens = tokens.to(dtype=dtype)
+    return F.linear(tokens, w_k.to(dtype=dtype)), F.linear(tokens, w_v.to(dtype=dtype))
 
 
 def init_adapter(
@@ -317,7 +322,7 @@ def init_adapter(
 
 
 def save_adapter(adapter: PaletteAdapter, path: str | os.PathLike, trained_steps: int = 0, **metadata: str) -> Path:
-    """Write the SPEC §6 ``.safetensors`` file atomically (temporary file, then rename)."""
+    """Write the docs/design.md §6 ``.safetensors`` file atomically (temporary file, then rename)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -498,6 +503,7 @@ __all__ = [
     "CONTEXT_DIM",
     "ColorCondition",
     "PaletteAdapter",
+    "adapter_kv",
     "copy_weights",
     "blocks_in",
     "branch_conditions",

@@ -143,7 +143,8 @@ def test_chains_another_packs_replace_patch_and_clone_shares_weights(host, model
     sample(patched)
     assert seen == [("output", 1)] * 2
     clone = patched.clone()
-    assert clone.model_options["transformer_options"]["patches_replace"]["attn2"][("output", 1, 0)] is patch
+    copied = clone.model_options["transformer_options"]["patches_replace"]["attn2"][("output", 1, 0)]
+    assert copied is not patch and copied.run is patch.run and copied.previous is other  # own patch, one adapter
 
 
 def test_model_management_loads_counts_and_offloads_the_adapter_weights(host, model, adapter):
@@ -254,3 +255,59 @@ def test_loader_reads_the_models_folder_and_refuses_pickles(host, adapter, tmp_p
     assert loaded.layers == small.layers and loaded.trained_steps == 0
     with pytest.raises(host.pack.palette_core.errors.AdapterError, match=r"only \.safetensors"):
         run_node("PaletteAdapterLoader", adapter_name="evil.pt")
+
+
+# ------------------------------------------------- IPAdapter_plus / InstantID / PuLID attn2 protocol (stand-in)
+
+PACK_BLOCKS = (BLOCK, "down_blocks.1.attentions.0")  # shares BLOCK's 10 layers with the palette, not the other 2
+
+
+@pytest.fixture(scope="module")
+def pack(layers):
+    from attn2_standin import StandinImagePrompt
+    from comfy.ldm.modules.attention import optimized_attention  # what those packs import
+
+    return StandinImagePrompt(
+        {x.comfy_key: x.dim for x in layers if x.block in PACK_BLOCKS}, optimized_attention, seed=5
+    )
+
+
+def apply_pack(model, pack, weight=0.6, start=0.0, end=1.0, ortho=False):
+    """The stand-in pack's node: percents to sigmas as those packs convert them, then their registration."""
+    sampling = model.get_model_object("model_sampling")
+    return pack.apply(model, weight, sampling.percent_to_sigma(start), sampling.percent_to_sigma(end), ortho)
+
+
+def attn2(model):
+    return model.model_options["transformer_options"]["patches_replace"]["attn2"]
+
+
+@pytest.mark.parametrize("ortho", [False, True])
+def test_an_ipadapter_style_pack_before_or_after_the_palette_gives_the_same_image(host, model, adapter, pack, ortho):
+    pal = palette(host)
+    palette_first = apply_pack(apply(model, adapter, pal), pack, end=0.6, ortho=ortho)  # used to fail: no .add
+    pack_first = apply(apply_pack(model, pack, end=0.6, ortho=ortho), adapter, pal)
+    patch_cls = host.pack.nodes.adapter_patch.PaletteAttn2Patch
+    for key in (("output", 1, 0), ("output", 1, 9)):
+        assert isinstance(attn2(palette_first)[key], patch_cls) and len(attn2(palette_first)[key].callback) == 1
+        assert isinstance(attn2(pack_first)[key].previous, pack.replace_cls)
+    assert isinstance(attn2(palette_first)[("input", 4, 1)], pack.replace_cls)
+    a, b = sample(palette_first, size=128), sample(pack_first, size=128)
+    assert torch.equal(a, b)
+    palette_only, pack_only = sample(apply(model, adapter, pal), size=128), sample(apply_pack(model, pack), size=128)
+    assert not torch.allclose(a, palette_only, atol=1e-3) and not torch.allclose(a, pack_only, atol=1e-3)
+
+
+def test_a_pack_added_on_one_branch_does_not_reach_another(host, model, adapter, pack):
+    patched = apply(model, adapter, palette(host))
+    before = sample(patched, size=128)
+    branch_a = apply_pack(patched, pack)  # the pack clones, then add()s to the clone's palette patches
+    branch_b = patched.clone()
+    assert all(len(p.callback) == 1 for key, p in attn2(branch_a).items() if key[:2] == ("output", 1))
+    assert all(p.callback == [] for m in (patched, branch_b) for p in attn2(m).values())
+    assert {id(p.run) for m in (patched, branch_a, branch_b) for p in attn2(m).values() if hasattr(p, "run")} == {
+        id(next(iter(attn2(patched).values())).run)
+    }
+    with_pack = sample(branch_a, size=128)
+    assert not torch.allclose(with_pack, before, atol=1e-3)
+    assert torch.equal(sample(patched, size=128), before) and torch.equal(sample(branch_b, size=128), before)
