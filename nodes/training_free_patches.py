@@ -142,11 +142,21 @@ class GuidancePatch:
         return out.to(denoised.dtype)
 
 
+_FITTED: dict[tuple, tuple[Tensor, Tensor]] = {}  # fitted masks by (mask, grid, batch, device): the same at every step
+
+
 def region(mask: Tensor | None, latent: Tensor) -> Tensor | None:
     """``mask`` on the latent grid ``[B, h, w]`` (area-averaged, docs/regions.md), or None without a mask."""
     if mask is None:
         return None
-    return fit_mask(mask, latent.shape[-2], latent.shape[-1], latent.shape[0]).to(latent.device)
+    key = (id(mask), latent.shape[-2], latent.shape[-1], latent.shape[0], latent.device)
+    cached = _FITTED.get(key)
+    if cached is None or cached[0] is not mask:
+        fitted = fit_mask(mask, latent.shape[-2], latent.shape[-1], latent.shape[0]).to(latent.device)
+        if len(_FITTED) > 64:  # a bound: masks of finished runs are dropped
+            _FITTED.clear()
+        _FITTED[key] = cached = (mask, fitted)
+    return cached[1]
 
 
 class RegionGroup:
