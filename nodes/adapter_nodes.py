@@ -45,6 +45,7 @@ class PaletteAdapterLoader(io.ComfyNode):
             node_id="PaletteAdapterLoader",
             display_name="Load Palette Adapter",
             category=CATEGORY,
+            is_experimental=True,  # all five adapter nodes: BETA while no trained adapter weights exist (README)
             description="Loads Palette-Adapter weights from ComfyUI/models/palette_adapter. Only .safetensors files "
             "are read; the file's shapes are checked when the adapter is applied to a model.",
             inputs=[
@@ -84,6 +85,7 @@ class HistogramFromImage(io.ComfyNode):
             node_id="HistogramFromImage",
             display_name="Colour Histogram From Image",
             category=CATEGORY,
+            is_experimental=True,
             description="Conditions on the full 34x12x10 HSV histogram of a reference image (a richer condition than "
             "a palette). A batch of images gives one condition per image, matched one per latent.",
             inputs=[
@@ -117,6 +119,7 @@ class NegativePalette(io.ComfyNode):
             node_id="NegativePalette",
             display_name="Negative Palette",
             category=CATEGORY,
+            is_experimental=True,
             description="Colours to suppress. Goes to ApplyPaletteAdapter's negative input; classifier-free guidance "
             "then extrapolates from this palette toward the positive one at no extra cost.",
             inputs=[
@@ -152,6 +155,7 @@ class EntropyDistanceControl(io.ComfyNode):
             node_id="EntropyDistanceControl",
             display_name="Entropy / Distance Control",
             category=CATEGORY,
+            is_experimental=True,
             description="Lower entropy gives flatter images with fewer shades; higher distance lets more colours "
             "outside the palette appear. 'relative' puts the reference on the negative branch and reference + value "
             "on the positive one (the paper's relative entropy); 'off' leaves the control absent on both.",
@@ -255,6 +259,7 @@ class ApplyPaletteAdapter(io.ComfyNode):
             node_id="ApplyPaletteAdapter",
             display_name="Apply Palette Adapter",
             category=CATEGORY,
+            is_experimental=True,
             description="Adds the Palette-Adapter's decoupled cross-attention to the model at the chosen blocks. The "
             "condition drives the positive (cond) branch, the optional negative the uncond branch of CFG.",
             inputs=[

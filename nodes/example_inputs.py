@@ -1,4 +1,4 @@
-"""The example workflows' photos (``workflows/input/``), copied into ComfyUI's input folder when the pack loads.
+"""The example workflows' photos (``example_workflows/input/``), copied into ComfyUI's input folder when the pack loads.
 
 The Load Image nodes of the templates name these files, so a template opened on a fresh install runs at once
 (docs/workflows.md). A file of the same name already in the input folder is the user's: it is never
@@ -14,7 +14,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).resolve().parents[1] / "workflows" / "input"
+SOURCE = Path(__file__).resolve().parents[1] / "example_workflows" / "input"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 

@@ -1,10 +1,11 @@
 """``palette-queue WORKFLOW.api.json JOBS.csv --out DIR``: run a workflow once per job row.
 
 Installed by ``pip install`` as ``palette-queue``; ``python -m palette_queue`` runs the same from the
-repository. The report (palette EMD, contact sheet) needs torch; it is imported only to write it.
+repository. The report (palette EMD, contact sheet) needs torch; it is imported only to write it. Following
+the jobs needs websocket-client (the extra "queue"); --dry-run needs neither.
 
 Exit status: 0 when every job is done; 1 when some job failed (on the server or rejected by it); 2 for
-bad arguments or bad input (found before anything is queued); 3 when the server stayed unreachable
+bad arguments, bad input or a missing package (found before anything is queued); 3 when the server stayed unreachable
 longer than --retry-timeout, answered something unusable, or is not ComfyUI; 130 on Ctrl-C. After 1, 3
 or 130, running the same command again resumes: finished jobs are skipped, unfinished ones are followed
 or queued again.
@@ -22,7 +23,7 @@ from typing import NoReturn
 
 from palette_core.errors import is_missing_torch, torch_missing_message
 
-from .client import ComfyClient, default_server
+from .client import ComfyClient, default_server, websocket_client
 from .errors import NotComfyUI, QueueInputError, ServerError, ServerUnavailable
 from .jobs import Job, Plan, plan_jobs, read_jobs
 from .runner import Options, Progress, Runner
@@ -33,7 +34,7 @@ log = logging.getLogger("palette_queue")
 
 PROG = "palette-queue"
 EXAMPLE = """example:
-  %(prog)s workflows/api/colorize_with_palette.api.json jobs.csv --out runs/colorize
+  %(prog)s example_workflows/api/colorize_with_palette.api.json jobs.csv --out runs/colorize
 
 jobs.csv:
   name,palette,seed,prompt
@@ -61,7 +62,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("workflow", help="the workflow in API format (Workflow > Export (API)), e.g. workflows/*.api.json")
+    p.add_argument(
+        "workflow", help="the workflow in API format (Workflow > Export (API)), e.g. example_workflows/*.api.json"
+    )
     p.add_argument("jobs", help="jobs file: .csv with a header line, .jsonl (one object per line) or .json (a list)")
     p.add_argument("--out", "-o", required=True, help="output folder: images/, the state file and the report")
     p.add_argument("--server", default=default_server(), help="ComfyUI address (default $COMFYUI_URL or %(default)s)")
@@ -105,6 +108,7 @@ def run(args: argparse.Namespace, on_job_done: Callable[[Job], None] | None = No
         for job in plan.jobs:
             print(f"  {job.label}: key {job.key}" + (f", palette {job.palette}" if job.palette else ""))
         return 0
+    websocket_client()  # a missing optional package is found before anything is queued, like torch below
     reporter = None if args.no_report else _report_writer()
     out = Path(args.out)
     if out.exists() and not out.is_dir():

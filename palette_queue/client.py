@@ -16,6 +16,7 @@ import logging
 import mimetypes
 import os
 import re
+import types
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,6 +27,7 @@ from pathlib import Path
 from palette_core.image_file import read_regular
 
 from .errors import (
+    MissingDependency,
     NotComfyUI,
     PromptPartlyRejected,
     PromptRejected,
@@ -38,6 +40,8 @@ from .state import write_atomic
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = (502, 503, 504)
+# websocket-client is optional (pyproject extra "queue"): only a run that queues follows the websocket.
+WEBSOCKET_INSTALL = "pip install 'websocket-client>=1.6' (or, in the pack's folder, pip install '.[queue]')"
 # Events that end a prompt; ``executing`` with node None is sent after the history entry is written.
 END_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 
@@ -271,12 +275,7 @@ class ComfyClient:
         """Open the websocket (``/ws?clientId=``) unless it is open; events of our prompts arrive on it."""
         if self._ws is not None:
             return
-        try:
-            import websocket  # websocket-client
-        except ImportError as e:
-            raise ServerError(
-                "following progress needs the websocket-client package: pip install websocket-client"
-            ) from e
+        websocket = websocket_client()
         try:
             self._ws = websocket.create_connection(self.ws_url, timeout=self.timeout, enable_multithread=False)
         except websocket.WebSocketBadStatusException as e:
@@ -297,8 +296,7 @@ class ComfyClient:
 
     def event(self, timeout: float) -> tuple[str, dict] | None:
         """The next JSON event ``(type, data)``; None after ``timeout`` seconds without one."""
-        import websocket
-
+        websocket = websocket_client()
         if self._ws is None:
             self.connect()
         self._ws.settimeout(timeout)
@@ -318,6 +316,18 @@ class ComfyClient:
         except (websocket.WebSocketException, OSError) as e:
             self.close()
             raise ServerUnavailable(f"websocket lost: {e}") from e
+
+
+def websocket_client() -> types.ModuleType:
+    """The websocket-client module (``import websocket``); MissingDependency saying how to install it if absent."""
+    try:
+        import websocket
+    except ImportError as e:
+        raise MissingDependency(
+            "following the batch's progress on ComfyUI's websocket needs the websocket-client package: "
+            f"{WEBSOCKET_INSTALL} (--dry-run works without it)"
+        ) from e
+    return websocket
 
 
 def default_server() -> str:

@@ -13,6 +13,10 @@ class MappingError(QueueInputError):
     """A jobs column maps to no node input, or to more than one; the message lists the candidates."""
 
 
+class MissingDependency(QueueInputError):
+    """An optional package this run needs is not installed; the message gives the pip command."""
+
+
 class ServerUnavailable(OSError):
     """The ComfyUI server cannot be reached (down, restarting, connection lost): retried with backoff."""
 

@@ -60,7 +60,7 @@ def check_prompt(data: object, where: str = "workflow") -> dict:
     if isinstance(data, dict) and "nodes" in data and "links" in data:
         raise QueueInputError(
             f"{where}: this is a UI workflow (it has 'nodes' and 'links'); the batch queue needs the API format: "
-            "in ComfyUI use Workflow > Export (API) (or 'Save (API)'), e.g. workflows/*.api.json"
+            "in ComfyUI use Workflow > Export (API) (or 'Save (API)'), e.g. example_workflows/*.api.json"
         )
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "class_type" not in data["prompt"]:
         data = data["prompt"]

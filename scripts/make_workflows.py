@@ -1,13 +1,17 @@
 """Write the pack's example workflows: the UI format (what ComfyUI's Save/Export writes) and the API copy.
 
-    python scripts/make_workflows.py            # writes workflows/<name>.json and workflows/api/<name>.api.json
+    python scripts/make_workflows.py            # writes example_workflows/<name>.json and api/<name>.api.json
     python scripts/make_workflows.py --check    # exit 1 if a written file would change
 
 Each workflow is described once below (nodes, positions, widget values, connections); both formats are
 derived from that description, so they cannot disagree. The socket table (SOCKETS) mirrors the node schemas
 (ComfyUI's /object_info); tests/test_workflows.py checks every file against a real ComfyUI's node definitions.
 Thumbnails: scripts/workflow_thumbnails.py. The colourisation workflow (colorize_with_palette) predates this
-script and is kept as written.
+script and is kept as written, except the node properties below.
+
+Every node's properties name the pack it comes from as ComfyUI's frontend reads them (docs/workflows.md):
+``cnr_id`` and ``ver`` are pyproject.toml's name and version for this pack's nodes, "comfy-core" and
+COMFY_CORE_VERSION for ComfyUI's own; after a version bump, run this script again.
 """
 
 from __future__ import annotations
@@ -19,11 +23,37 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOWS = REPO / "workflows"
+WORKFLOWS = REPO / "example_workflows"
 API = WORKFLOWS / "api"
 CHECKPOINT = "sd_xl_base_1.0.safetensors"
 ADAPTER = "palette_adapter_sdxl.safetensors"
+KEPT = ["colorize_with_palette"]  # written by hand: only its node properties are kept up to date here
+PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+PACK_ID, PACK_VERSION = PROJECT["name"], PROJECT["version"]  # the registry's cnr_id is the project name
+COMFY_CORE_VERSION = "0.3.64"  # the ComfyUI the workflows are checked against (tests/test_workflows.py)
+# ComfyUI's own node types the workflows use; every other non-virtual type is one of this pack's.
+CORE_NODES = {
+    "CheckpointLoaderSimple",
+    "CLIPTextEncode",
+    "EmptyLatentImage",
+    "EmptySD3LatentImage",
+    "FluxGuidance",
+    "KSampler",
+    "VAEDecode",
+    "VAEEncode",
+    "SaveImage",
+    "PreviewImage",
+    "LoadImage",
+    "SolidMask",
+    "MaskComposite",
+    "InvertMask",
+}
 
 # Per node type: its inputs in schema order as (name, socket type) for links or (name, "widget") for widget
 # values ("seed" also carries the frontend-only control_after_generate value; LoadImage's image the upload
@@ -157,6 +187,23 @@ class Workflow:
     groups: list[tuple[str, tuple[int, int, int, int], str]] = field(default_factory=list)
 
 
+def node_properties(node_type: str, properties: dict | None = None) -> dict:
+    """A node's properties with its pack's cnr_id and ver first, as the frontend saves them; Notes keep theirs."""
+    properties = dict(properties or {"Node name for S&R": node_type})
+    if node_type in VIRTUAL:
+        return properties
+    pack = ("comfy-core", COMFY_CORE_VERSION) if node_type in CORE_NODES else (PACK_ID, PACK_VERSION)
+    rest = {k: v for k, v in properties.items() if k not in ("cnr_id", "ver")}
+    return {"cnr_id": pack[0], "ver": pack[1], **rest}
+
+
+def with_properties(ui: dict) -> dict:
+    """A UI workflow (as loaded) with every node's properties from node_properties."""
+    for node in ui["nodes"]:
+        node["properties"] = node_properties(node["type"], node.get("properties"))
+    return ui
+
+
 def widget_values(node: Node) -> list:
     """The node's widgets_values in the frontend's order, including the frontend-only extra values."""
     out = []
@@ -224,7 +271,7 @@ def ui_workflow(wf: Workflow) -> dict:
             "inputs": inputs,
             "outputs": outputs,
             "title": node.title,
-            "properties": {"Node name for S&R": node.type} if node.type not in VIRTUAL else {"text": ""},
+            "properties": node_properties(node.type) if node.type not in VIRTUAL else {"text": ""},
             "widgets_values": widget_values(node),
         }
         if node.type in VIRTUAL:
@@ -461,7 +508,7 @@ HISTOGRAM_FROM_REFERENCE = Workflow(
     "Palette-Adapter: colours of a reference image",
     "Conditions the Palette-Adapter on the full 4080-bin colour histogram of a reference image (richer than a "
     "palette): the generation takes the reference's colours, not its content. Needs trained Palette-Adapter "
-    "weights; the reference image ships in workflows/input/.",
+    "weights; the reference image ships in example_workflows/input/.",
     [
         *base_txt2img("a quiet harbour town with boats, painterly illustration", (9, 0), "histogram_reference"),
         Node(
@@ -738,23 +785,30 @@ def dump(data: dict) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
+def expected_files() -> list[tuple[Path, dict]]:
+    """Every file this script owns and its content: both forms of each workflow, the kept ones' UI form."""
+    files = []
+    for wf in WORKFLOW_LIST:
+        files += [(WORKFLOWS / f"{wf.name}.json", ui_workflow(wf)), (API / f"{wf.name}.api.json", api_workflow(wf))]
+    for name in KEPT:
+        path = WORKFLOWS / f"{name}.json"
+        files.append((path, with_properties(json.loads(path.read_text()))))
+    return files
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report files that would change")
     args = parser.parse_args(argv)
     stale = []
-    for wf in WORKFLOW_LIST:
-        for path, data in (
-            (WORKFLOWS / f"{wf.name}.json", ui_workflow(wf)),
-            (API / f"{wf.name}.api.json", api_workflow(wf)),
-        ):
-            text = dump(data)
-            if path.exists() and path.read_text() == text:
-                continue
-            stale.append(path)
-            if not args.check:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
+    for path, data in expected_files():
+        text = dump(data)
+        if path.exists() and path.read_text() == text:
+            continue
+        stale.append(path)
+        if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
     for path in stale:
         sys.stdout.write(("stale: " if args.check else "wrote: ") + str(path.relative_to(REPO)) + "\n")
     return 1 if args.check and stale else 0

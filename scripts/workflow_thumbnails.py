@@ -1,4 +1,4 @@
-"""Make the example workflows' thumbnails: workflows/<name>.jpg, 512 px wide JPEG under 150 KB.
+"""Make the example workflows' thumbnails: example_workflows/<name>.jpg, 512 px wide JPEG under 150 KB.
 
     cd tests/browser && npm install && cd ../..
     COMFYUI_PATH=~/ComfyUI <ComfyUI's python> scripts/workflow_thumbnails.py [NAME ...]
@@ -71,7 +71,7 @@ def crop_to_graph(shot: Image.Image, margin: int = 24) -> Image.Image:
 
 def output_thumbnail(server, name: str) -> Image.Image:
     """Run a model-free workflow's API copy; the loaded photo beside the saved result, over the palette's stripes."""
-    prompt = json.loads(api_copy(REPO / "workflows" / f"{name}.json").read_text())
+    prompt = json.loads(api_copy(REPO / "example_workflows" / f"{name}.json").read_text())
     outputs = server.run(prompt)["outputs"]
     saved = next(out["images"][0] for nid, out in outputs.items() if prompt[nid]["class_type"] == "SaveImage")
     result = Image.open(io.BytesIO(server.image(saved))).convert("RGB")

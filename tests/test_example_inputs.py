@@ -8,7 +8,7 @@ from pathlib import Path
 from packimport import pack_module
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "workflows" / "input"
+SHIPPED = REPO / "example_workflows" / "input"
 
 examples = pack_module("nodes.example_inputs")
 
@@ -16,7 +16,7 @@ examples = pack_module("nodes.example_inputs")
 def test_copies_every_image_the_templates_name(tmp_path):
     written = examples.copy_example_inputs(tmp_path / "input")
     named = set()
-    for api in (REPO / "workflows" / "api").glob("*.api.json"):
+    for api in (REPO / "example_workflows" / "api").glob("*.api.json"):
         for node in json.loads(api.read_text()).values():
             if node["class_type"] == "LoadImage":
                 named.add(node["inputs"]["image"])

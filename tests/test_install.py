@@ -126,6 +126,16 @@ def test_the_wheel_holds_only_the_two_packages(installed):
     assert "palette-queue = palette_queue.cli:main" in entry_points
 
 
+def test_websocket_client_is_only_the_queue_extra(installed):
+    (wheel,) = installed.wheel.glob("*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        metadata = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    websocket = [r for r in requires if r.startswith("websocket-client")]
+    assert websocket == ['websocket-client>=1.6; extra == "queue"'], requires
+    assert "Provides-Extra: queue" in metadata.splitlines()
+
+
 def test_the_installed_files_are_the_packages_and_the_two_commands(installed):
     code = (
         "import importlib.metadata as m, palette_core, palette_queue\n"
@@ -184,7 +194,7 @@ def test_palette_queue_help(installed):
     proc = installed.run(installed.bin / "palette-queue", "--help")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: palette-queue ")
-    assert "  palette-queue workflows/api/colorize_with_palette.api.json jobs.csv" in proc.stdout
+    assert "  palette-queue example_workflows/api/colorize_with_palette.api.json jobs.csv" in proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -201,7 +211,7 @@ def test_palette_queue_help(installed):
 def test_a_command_that_needs_torch_says_how_to_install_it(installed, command, needle):
     photo(installed.cwd / "photo.png", 32)
     (installed.cwd / "jobs.csv").write_text("seed\n1\n")
-    workflow = str(REPO / "workflows" / "api" / "colorize_with_palette.api.json")
+    workflow = str(REPO / "example_workflows" / "api" / "colorize_with_palette.api.json")
     blocked = "import sys; sys.modules['torch'] = None  # as if torch were not installed\n"
     proc = installed.run(installed.python, "-c", blocked + command.format(wf=workflow))
     assert proc.returncode == 2, proc.stderr
@@ -213,7 +223,7 @@ def test_a_command_that_needs_torch_says_how_to_install_it(installed, command, n
 
 def test_palette_queue_without_torch_runs_with_no_report(installed):
     (installed.cwd / "jobs.csv").write_text("seed\n1\n")
-    workflow = str(REPO / "workflows" / "api" / "colorize_with_palette.api.json")
+    workflow = str(REPO / "example_workflows" / "api" / "colorize_with_palette.api.json")
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "from palette_queue.cli import main\n"

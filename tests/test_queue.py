@@ -49,7 +49,7 @@ from palette_queue.state import (
 from palette_queue.workflow import Target, check_prompt, load_prompt, patch, resolve_column, resolve_columns
 
 REPO = Path(__file__).resolve().parents[1]
-COLORIZE = REPO / "workflows" / "api" / "colorize_with_palette.api.json"
+COLORIZE = REPO / "example_workflows" / "api" / "colorize_with_palette.api.json"
 
 
 def colorize() -> dict:
@@ -287,7 +287,7 @@ def test_every_mapping_problem_is_reported_at_once():
 
 def test_ui_workflow_is_refused_with_the_export_hint():
     with pytest.raises(QueueInputError, match=r"UI workflow.*Export \(API\)"):
-        load_prompt(REPO / "workflows" / "colorize_with_palette.json")
+        load_prompt(REPO / "example_workflows" / "colorize_with_palette.json")
 
 
 def test_prompt_body_and_broken_links():
@@ -1062,7 +1062,7 @@ def test_dry_run_prints_the_mapping(tmp_path, capsys):
     [
         (COLORIZE, "palette\n#ggg\n", "jobs.csv line 2, column 'palette': bad palette"),
         (COLORIZE, "width\n512\n", "column 'width' maps to nothing"),
-        (REPO / "workflows" / "colorize_with_palette.json", "seed\n1\n", "UI workflow"),
+        (REPO / "example_workflows" / "colorize_with_palette.json", "seed\n1\n", "UI workflow"),
         (REPO / "missing.api.json", "seed\n1\n", "no such workflow file"),
     ],
 )

@@ -23,7 +23,7 @@ from palette_queue.jobs import plan_jobs, read_jobs
 from palette_queue.workflow import load_prompt
 
 REPO = Path(__file__).resolve().parents[1]
-COLORIZE = REPO / "workflows" / "api" / "colorize_with_palette.api.json"  # LoadImage is node 2
+COLORIZE = REPO / "example_workflows" / "api" / "colorize_with_palette.api.json"  # LoadImage is node 2
 
 
 def png(path: Path, colour=(10, 20, 30), size=(4, 4)) -> Path:

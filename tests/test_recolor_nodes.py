@@ -10,7 +10,7 @@ from comfyhost import REPO, load_comfyui, requires_comfyui, run_node
 
 pytestmark = [requires_comfyui, pytest.mark.comfyui]
 
-WORKFLOW_API = REPO / "workflows" / "api" / "colorize_with_palette.api.json"
+WORKFLOW_API = REPO / "example_workflows" / "api" / "colorize_with_palette.api.json"
 
 
 def lightness(x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The example workflows (workflows/): files, UI/API agreement, palettes; with COMFYUI_PATH, a real ComfyUI.
+"""The example workflows (example_workflows/): files, UI/API agreement, palettes; with COMFYUI_PATH, a real ComfyUI.
 
 Host-independent tests always run. With COMFYUI_PATH, a real ComfyUI server (tests/workflowhost.py: empty
 placeholder model files, the example inputs) checks every node, widget value and link against /object_info,
@@ -27,6 +27,7 @@ from palette_core.color import srgb_to_lab
 from palette_core.palette import Palette
 
 REPO = Path(__file__).resolve().parents[1]
+FOLDER = REPO / "example_workflows"  # where ComfyUI looks for a pack's templates
 WORKFLOWS = ui_workflows()
 NAMES = [p.stem for p in WORKFLOWS]
 # Frontend-only values stored in widgets_values right after their widget (absent from the API format).
@@ -70,13 +71,13 @@ def test_every_workflow_has_its_thumbnail_and_api_copy():
         with Image.open(thumb) as im:
             assert im.format == "JPEG" and im.width == 512, (thumb.name, im.format, im.size)
         assert thumb.stat().st_size < 150_000, thumb.name
-    extra = {p.name for p in (REPO / "workflows" / "api").iterdir()} - {api_copy(p).name for p in WORKFLOWS}
+    extra = {p.name for p in (FOLDER / "api").iterdir()} - {api_copy(p).name for p in WORKFLOWS}
     assert not extra, f"API copies without a UI workflow: {extra}"
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_ui_workflow_is_well_formed(name):
-    ui = load(REPO / "workflows" / f"{name}.json")
+    ui = load(FOLDER / f"{name}.json")
     assert ui["version"] == 0.4 and ui["extra"]["info"]["name"] and ui["extra"]["info"]["description"]
     nodes = {n["id"]: n for n in ui["nodes"]}
     assert len(nodes) == len(ui["nodes"]) and ui["last_node_id"] == max(nodes)
@@ -97,7 +98,7 @@ def test_ui_workflow_is_well_formed(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_ui_and_api_copies_agree(name):
-    ui, api = load(REPO / "workflows" / f"{name}.json"), load(api_copy(REPO / "workflows" / f"{name}.json"))
+    ui, api = load(FOLDER / f"{name}.json"), load(api_copy(FOLDER / f"{name}.json"))
     nodes = {n["id"]: n for n in real_nodes(ui)}
     assert {str(i): n["type"] for i, n in nodes.items()} == {k: v["class_type"] for k, v in api.items()}
     for node_id, node in nodes.items():
@@ -121,7 +122,7 @@ def test_ui_and_api_copies_agree(name):
 
 
 def test_colorize_keeps_the_grey_images_structure():
-    api = load(REPO / "workflows" / "api" / "colorize_with_palette.api.json")
+    api = load(FOLDER / "api" / "colorize_with_palette.api.json")
     (ksampler,) = [n for n in api.values() if n["class_type"] == "KSampler"]
     assert 0.5 <= ksampler["inputs"]["denoise"] <= 0.7
 
@@ -135,7 +136,7 @@ def test_workflow_files_are_what_the_generator_writes():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_palette_texts_parse_and_inputs_ship(name):
-    api = load(api_copy(REPO / "workflows" / f"{name}.json"))
+    api = load(api_copy(FOLDER / f"{name}.json"))
     for node in api.values():
         if node["class_type"] == "PaletteInput":
             palette = Palette.parse(node["inputs"]["palette"])
@@ -143,7 +144,7 @@ def test_palette_texts_parse_and_inputs_ship(name):
             assert abs(float(palette.weights.sum()) - 1.0) < 1e-6
         if node["class_type"] == "LoadImage":
             image = INPUTS / node["inputs"]["image"]
-            assert image.is_file(), f"{name}: {image.name} is not shipped in workflows/input"
+            assert image.is_file(), f"{name}: {image.name} is not shipped in example_workflows/input"
             with Image.open(image) as im:
                 assert im.mode == "RGB" and max(im.size) <= 1024
 
@@ -203,8 +204,8 @@ def types_compatible(output_type: str, input_type: str) -> bool:
 @pytest.mark.comfyui
 @pytest.mark.parametrize("name", NAMES)
 def test_nodes_widgets_and_links_are_valid_for_comfyui(name, object_info):
-    ui = load(REPO / "workflows" / f"{name}.json")
-    api = load(api_copy(REPO / "workflows" / f"{name}.json"))
+    ui = load(FOLDER / f"{name}.json")
+    api = load(api_copy(FOLDER / f"{name}.json"))
     nodes = {n["id"]: n for n in real_nodes(ui)}
     for node in nodes.values():
         assert node["type"] in object_info, f"unknown node type {node['type']}"
@@ -246,8 +247,38 @@ def test_nodes_widgets_and_links_are_valid_for_comfyui(name, object_info):
 @pytest.mark.comfyui
 def test_comfyui_lists_the_workflows_as_templates(server):
     listed = server.get("/workflow_templates")
-    assert sorted(listed["palette-control"]) == sorted(NAMES)  # the API copies in workflows/api are not listed
+    assert sorted(listed["palette-control"]) == sorted(NAMES)  # the API copies in example_workflows/api are not listed
     assert server.get("/api/workflow_templates/palette-control/recolor_image.json")["nodes"]
+
+
+@requires_comfyui
+@pytest.mark.comfyui
+@pytest.mark.parametrize("name", NAMES)
+def test_cnr_id_names_the_pack_comfyui_loaded_each_node_from(name, object_info):
+    """What ComfyUI itself says (python_module) decides which nodes are this pack's: they carry its cnr_id."""
+    for node in real_nodes(load(FOLDER / f"{name}.json")):
+        module = object_info[node["type"]]["python_module"]
+        props = node["properties"]
+        if module == "custom_nodes.palette-control":
+            assert props["cnr_id"] == "palette-control" and props["ver"], (name, node["type"])
+        else:
+            assert module.split(".")[0] in ("nodes", "comfy_extras"), (name, node["type"], module)
+            assert props["cnr_id"] == "comfy-core", (name, node["type"])
+
+
+@requires_comfyui
+@pytest.mark.comfyui
+def test_object_info_marks_only_the_adapter_nodes_experimental(object_info):
+    ours = {k: v for k, v in object_info.items() if v["python_module"] == "custom_nodes.palette-control"}
+    experimental = {k for k, v in ours.items() if v.get("experimental")}
+    assert experimental == {k for k, v in ours.items() if v["category"] == "palette/adapter"}
+    assert experimental == {
+        "PaletteAdapterLoader",
+        "HistogramFromImage",
+        "NegativePalette",
+        "EntropyDistanceControl",
+        "ApplyPaletteAdapter",
+    }
 
 
 @requires_comfyui
@@ -272,7 +303,7 @@ def wait_for(server, prompt_id: str, timeout: float = 300) -> dict:
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "recolor_image"])
 def test_api_copy_is_accepted_by_post_prompt(name, server):
     """A 200 with no node errors means the whole prompt validated; it then stops at the empty placeholder model."""
-    prompt = load(api_copy(REPO / "workflows" / f"{name}.json"))
+    prompt = load(api_copy(FOLDER / f"{name}.json"))
     reply = server.post("/prompt", {"prompt": prompt})
     assert reply["node_errors"] == {}
     entry = wait_for(server, reply["prompt_id"])
@@ -290,7 +321,7 @@ def lab(image: np.ndarray):
 @requires_comfyui
 @pytest.mark.comfyui
 def test_recolor_workflow_runs_over_http_and_moves_colours_to_the_palette(server):
-    prompt = load(api_copy(REPO / "workflows" / "recolor_image.json"))
+    prompt = load(api_copy(FOLDER / "recolor_image.json"))
     entry = server.run(prompt)
     saved = next(o["images"][0] for k, o in entry["outputs"].items() if prompt[k]["class_type"] == "SaveImage")
     out = np.asarray(Image.open(io.BytesIO(server.image(saved))).convert("RGB"))

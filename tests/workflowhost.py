@@ -15,7 +15,7 @@ from pathlib import Path
 
 from comfyserver import REPO, ComfyServer
 
-WORKFLOWS = REPO / "workflows"
+WORKFLOWS = REPO / "example_workflows"
 INPUTS = WORKFLOWS / "input"
 BROWSER = REPO / "tests" / "browser"
 SHOTS_SCRIPT = BROWSER / "workflow_shots.mjs"
@@ -30,12 +30,12 @@ MODEL_WIDGETS = {
 
 
 def ui_workflows() -> list[Path]:
-    """The UI-format example workflows (workflows/*.json)."""
+    """The UI-format example workflows (example_workflows/*.json)."""
     return sorted(WORKFLOWS.glob("*.json"))
 
 
 def api_copy(ui_path: Path) -> Path:
-    """The API-format copy of a UI workflow: workflows/api/<name>.api.json."""
+    """The API-format copy of a UI workflow: example_workflows/api/<name>.api.json."""
     return WORKFLOWS / "api" / f"{ui_path.stem}.api.json"
 
 

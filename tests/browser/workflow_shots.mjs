@@ -7,7 +7,7 @@
 // (no checkpoint or adapter loader upstream, e.g. palette swatches) are executed through the frontend's own
 // partial-execution queue, so their previews show in the picture.
 //
-//   node tests/browser/workflow_shots.mjs http://127.0.0.1:8188 OUT_DIR workflows/a.json [...]
+//   node tests/browser/workflow_shots.mjs http://127.0.0.1:8188 OUT_DIR example_workflows/a.json [...]
 // CHROMIUM overrides the browser binary (default /usr/bin/chromium).
 import fs from "node:fs";
 import path from "node:path";
