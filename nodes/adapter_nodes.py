@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 CATEGORY = "palette/adapter"
 FOLDER = "palette_adapter"
-MODES = ["off", "absolute", "relative"]
+MODES = list(pa.CONTROL_MODES)
 
 
 def as_condition(value) -> pa.ColorCondition:
@@ -237,17 +237,10 @@ class EntropyDistanceControl(io.ComfyNode):
         cls, condition, entropy_mode, entropy, entropy_reference, distance_mode, distance, distance_reference
     ) -> io.NodeOutput:
         cond = as_condition(condition)
-        if entropy_mode == "absolute":
-            cond = cond.with_controls(entropy=entropy)
-        elif entropy_mode == "relative":
-            cond = cond.with_controls(entropy=entropy_reference + entropy, null_entropy=entropy_reference)
-        if distance_mode == "absolute":
-            cond = cond.with_controls(distance=distance)
-        elif distance_mode == "relative":
-            cond = cond.with_controls(
-                distance=max(0.0, distance_reference + distance), null_distance=distance_reference
-            )
-        return io.NodeOutput(cond)
+        out = pa.apply_controls(
+            cond, entropy_mode, entropy, entropy_reference, distance_mode, distance, distance_reference
+        )
+        return io.NodeOutput(out)
 
 
 class ApplyPaletteAdapter(io.ComfyNode):

@@ -189,6 +189,43 @@ def branch_conditions(positive: ColorCondition, negative: ColorCondition | None 
     return positive, replace(neg, distance=d, entropy=e, null_distance=None, null_entropy=None)
 
 
+CONTROL_MODES = ("off", "absolute", "relative")
+
+
+def apply_controls(
+    condition: ColorCondition,
+    entropy_mode: str = "off",
+    entropy: float = 0.0,
+    entropy_reference: float = 0.0,
+    distance_mode: str = "off",
+    distance: float = 0.0,
+    distance_reference: float = 0.0,
+) -> ColorCondition:
+    """Paper §3.4 controls: absolute sets the value; relative, reference + change (cond) and reference (uncond)."""
+    for name, mode in (("entropy_mode", entropy_mode), ("distance_mode", distance_mode)):
+        if mode not in CONTROL_MODES:
+            raise InputShapeError(f"{name}: {mode!r} is not one of {', '.join(CONTROL_MODES)}")
+    values = {"entropy": entropy, "entropy_reference": entropy_reference}
+    values.update(distance=distance, distance_reference=distance_reference)
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise InputShapeError(f"{name}: {value} is not a finite number")
+    for name, mode, value in (("entropy", entropy_mode, entropy), ("distance", distance_mode, distance)):
+        if mode == "absolute" and value < 0:
+            raise InputShapeError(f"{name}: absolute {value} is negative; use relative mode for a change")
+    out = condition
+    if entropy_mode == "absolute":
+        out = out.with_controls(entropy=entropy)
+    elif entropy_mode == "relative":
+        # entropy (Eq. 2) is never negative, like a distance: a change below -reference asks for 0 bits
+        out = out.with_controls(entropy=max(0.0, entropy_reference + entropy), null_entropy=entropy_reference)
+    if distance_mode == "absolute":
+        out = out.with_controls(distance=distance)
+    elif distance_mode == "relative":
+        out = out.with_controls(distance=max(0.0, distance_reference + distance), null_distance=distance_reference)
+    return out
+
+
 def _module_key(layer: str) -> str:
     return layer.replace(".", "__")
 
@@ -503,7 +540,9 @@ __all__ = [
     "CONTEXT_DIM",
     "ColorCondition",
     "PaletteAdapter",
+    "CONTROL_MODES",
     "adapter_kv",
+    "apply_controls",
     "copy_weights",
     "blocks_in",
     "branch_conditions",
