@@ -124,9 +124,10 @@ def colour_jacobian(latent: Tensor, rgb: Tensor) -> Tensor:
     x = latent.detach().movedim(1, -1).reshape(-1, c)
     y = blocks.detach().movedim(1, -1).reshape(-1, 3)
     x1 = torch.cat([x, torch.ones_like(x[:, :1])], dim=1).double()
-    # rcond: latents that span fewer than C dimensions must not produce huge coefficients along the rest
-    sol = torch.linalg.lstsq(x1, y.double(), rcond=1e-6, driver="gelsd").solution  # [C + 1, 3]; last row = bias
-    return sol[:c].to(latent.dtype)
+    # rcond: latents that span fewer than C dimensions must not produce huge coefficients along the rest. The
+    # SVD-based driver that honours rcond exists on the CPU only (CUDA offers gels alone), and the system is small.
+    sol = torch.linalg.lstsq(x1.cpu(), y.double().cpu(), rcond=1e-6, driver="gelsd").solution  # [C + 1, 3]
+    return sol[:c].to(device=latent.device, dtype=latent.dtype)  # the last row is the bias
 
 
 def _preconditioner(jac: Tensor) -> Tensor:
