@@ -13,7 +13,14 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from ..palette_core.adapter import ColorCondition, PaletteAdapter, adapter_kv, branch_conditions
+from ..palette_core.adapter import (
+    ColorCondition,
+    PaletteAdapter,
+    adapter_kv,
+    branch_conditions,
+    head_attention,
+    split_heads,
+)
 from ..palette_core.errors import AdapterError
 from ..palette_core.masks import check_mask, fit_mask
 
@@ -136,18 +143,28 @@ class AdapterRun:
         return self._tokens[key]
 
     def kv(
-        self, layer: str, cond_or_uncond: Sequence[int], batch: int, device: torch.device, dtype: torch.dtype
+        self,
+        layer: str,
+        cond_or_uncond: Sequence[int],
+        batch: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        heads: int | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """One layer's adapter keys and values ``[len(cond_or_uncond) * batch, 5, C]`` for a batch layout (cached)."""
+        """One layer's adapter keys and values ``[len(cond_or_uncond) * batch, 5, C]`` for a batch layout (cached);
+        with ``heads``, split into heads ``[N, heads, 5, C / heads]``."""
         # inference tensors cannot be saved for backward: a run sampled with gradients gets its own entries
-        key = (layer, tuple(cond_or_uncond), batch, device, dtype, torch.is_inference_mode_enabled())
+        key = (layer, tuple(cond_or_uncond), batch, device, dtype, torch.is_inference_mode_enabled(), heads)
         kv = self._kv.get(key)
         if kv is None:
             tokens = self.tokens(cond_or_uncond, batch, device, dtype)
             # model management may hold the weights on another device than this evaluation (low-VRAM modes)
             w_k, w_v = (w.to(device=device) for w in self.adapter.kv_weights(layer))
             with torch.no_grad():
-                kv = self._kv[key] = adapter_kv(tokens, w_k, w_v, dtype)
+                kv = adapter_kv(tokens, w_k, w_v, dtype)
+                if heads is not None:
+                    kv = tuple(split_heads(x, heads).contiguous() for x in kv)
+            self._kv[key] = kv
         return kv
 
     def token_mask(self, extra_options: Mapping, q: Tensor, chunks: int) -> Tensor:
@@ -257,9 +274,16 @@ class PaletteAttn2Patch:
         if not run.active(extra_options.get("sigmas")):
             return out
         cond_or_uncond = extra_options["cond_or_uncond"]
-        ak, av = run.kv(self.layer, cond_or_uncond, q.shape[0] // len(cond_or_uncond), q.device, q.dtype)
-        extra = run.attention(q, ak, av, extra_options)  # decoupled_attention with the cached K/V
-        if run.mask is not None:  # the region's share of the adapter's attention (as IP-Adapter's attention mask)
-            extra = extra * run.token_mask(extra_options, q, len(cond_or_uncond))
+        batch = q.shape[0] // len(cond_or_uncond)
+        # the region's share of the adapter's attention (as IP-Adapter's attention mask)
+        mask = None if run.mask is None else run.token_mask(extra_options, q, len(cond_or_uncond))
         run.calls[self.layer] = run.calls.get(self.layer, 0) + 1
+        if run.attention is not comfy_attention:  # a host attention given explicitly, on the cached K/V
+            ak, av = run.kv(self.layer, cond_or_uncond, batch, q.device, q.dtype)
+            extra = run.attention(q, ak, av, extra_options)
+        else:  # five tokens need none of the host's attention machinery (chunking, memory checks)
+            ak, av = run.kv(self.layer, cond_or_uncond, batch, q.device, q.dtype, extra_options["n_heads"])
+            extra = head_attention(q, ak, av)  # scaled dot-product attention on K/V cached in heads
+        if mask is not None:
+            extra = extra * mask
         return out + (extra if run.weight == 1.0 else run.weight * extra)

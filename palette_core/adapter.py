@@ -302,12 +302,20 @@ def copy_weights(dst: PaletteAdapter, src: PaletteAdapter, layers: Iterable[str]
                 d.copy_(w)
 
 
+def split_heads(x: Tensor, heads: int) -> Tensor:
+    """``[B, S, C]`` as ``[B, heads, S, C / heads]``, the layout of scaled dot-product attention (a view)."""
+    return x.reshape(x.shape[0], x.shape[1], heads, x.shape[2] // heads).transpose(1, 2)
+
+
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tensor:
     """Multi-head attention on ``[B, T, C]`` tensors (the default when no host attention is given)."""
+    return head_attention(q, split_heads(k, heads), split_heads(v, heads))
+
+
+def head_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Attention of ``q [B, T, C]`` over keys and values already split into heads ``[B, h, S, C / h]`` (Eq. 5)."""
     b, t, c = q.shape
-    dh = c // heads
-    q, k, v = (x.reshape(x.shape[0], x.shape[1], heads, dh).transpose(1, 2) for x in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v)
+    out = F.scaled_dot_product_attention(split_heads(q, k.shape[1]), k, v)
     return out.transpose(1, 2).reshape(b, t, c)
 
 
