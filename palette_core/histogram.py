@@ -47,8 +47,10 @@ __all__ = [
 _CHUNK = 1 << 17
 # 8-bit images (every pixel exactly float32(k / 255), as ComfyUI loads PNG and JPEG files) of at least
 # this many pixels are binned through a lookup table of all 2^24 colours, built on first use (~1 s):
-# about 3x faster than the exact float64 path and, by construction, identical to it.
+# faster than the float32 pre-pass of bins.pixel_counts on them (many 8-bit colours sit exactly on a bin
+# edge and take its exact pass) and, by construction, identical to it.
 _LUT_MIN_PIXELS = 1 << 18
+_PROBE = 1 << 10  # pixels checked for 8-bit levels before the table (built on first use) is touched
 
 
 def bin_index(rgb: Tensor | np.ndarray) -> Tensor:
@@ -60,44 +62,58 @@ def bin_index(rgb: Tensor | np.ndarray) -> Tensor:
 
 
 @functools.lru_cache(maxsize=1)
-def _uint8_lut() -> Tensor:
+def _uint8_lut() -> np.ndarray:
     """Bin of every 8-bit colour as ComfyUI stores it (float32 k / 255): 2^24 int16 entries, 32 MB."""
-    levels = torch.arange(256, dtype=torch.float32) / 255.0
-    g, b = torch.meshgrid(levels, levels, indexing="ij")
-    gb = torch.stack((g.reshape(-1), b.reshape(-1)), dim=-1)
-    lut = torch.empty(256, 256 * 256, dtype=torch.int16)
+    levels = np.arange(256, dtype=np.float32) / np.float32(255.0)
+    gb = np.stack(np.meshgrid(levels, levels, indexing="ij"), axis=-1).reshape(-1, 2)
+    lut = np.empty((256, 256 * 256), dtype=np.int16)
+    rgb = np.empty((gb.shape[0], 3), dtype=np.float32)
+    rgb[:, 1:] = gb
     for r in range(256):
-        lut[r] = bins_of(torch.cat((levels[r].expand(gb.shape[0], 1), gb), dim=-1)).to(torch.int16)
+        rgb[:, 0] = levels[r]
+        lut[r] = bins_of(rgb)
     return lut.reshape(-1)
 
 
-def _counts_8bit(pixels: Tensor) -> Tensor | None:
-    """Bin counts through the 8-bit table when every pixel is exactly float32(k / 255), else None."""
-    if pixels.dtype != torch.float32 or pixels.device.type != "cpu" or pixels.shape[0] < _LUT_MIN_PIXELS:
+def _counts_8bit(pixels: Tensor | np.ndarray) -> np.ndarray | None:
+    """Bin counts through the 8-bit table when every CPU pixel ``[N, 3]`` is exactly float32(k / 255), else None."""
+    if isinstance(pixels, Tensor):
+        if pixels.device.type != "cpu":
+            return None
+        pixels = pixels.detach().numpy()
+    if pixels.dtype != np.float32 or pixels.shape[0] < _LUT_MIN_PIXELS:
+        return None
+    probe = pixels[:_PROBE]
+    if not np.array_equal(np.rint(probe * np.float32(255.0)) / np.float32(255.0), probe):  # continuous: cheap no
         return None
     lut = _uint8_lut()
-    counts = torch.zeros(NUM_BINS, dtype=torch.long)
+    counts = np.zeros(NUM_BINS, dtype=np.int64)
     for j in range(0, pixels.shape[0], _CHUNK):  # slices keep the temporaries small and reused
         chunk = pixels[j : j + _CHUNK]
-        levels = torch.round(chunk * 255.0)
-        if not torch.equal(levels / 255.0, chunk):
+        levels = np.rint(chunk * np.float32(255.0))
+        if not np.array_equal(levels / np.float32(255.0), chunk):
             return None
-        k = levels.to(torch.int32)
+        k = levels.astype(np.int32)
         key = (k[:, 0] * 256 + k[:, 1]) * 256 + k[:, 2]
-        counts += torch.bincount(torch.index_select(lut, 0, key).long(), minlength=NUM_BINS)
+        counts += np.bincount(lut[key], minlength=NUM_BINS)
     return counts
 
 
 def image_histogram(image: Tensor | np.ndarray) -> Tensor:
     """Normalised HSV histogram ``[4080]`` of an image ``[H, W, 3]``, or ``[B, 4080]`` of ``[B, H, W, 3]`` (§3.1)."""
-    x, batched = check_image(image)
+    if isinstance(image, Tensor) and image.device.type != "cpu":
+        x, batched = check_image(image)
+    else:
+        # CPU images are checked and binned in numpy: single-threaded ufuncs on cache-sized slices, where
+        # torch's per-op OpenMP hand-offs (and their spinning workers) cost more than the work on a busy CPU
+        x, batched = check_image(image, numpy=True)
     flat = x.reshape(x.shape[0], -1, 3)
-    counts = torch.zeros(x.shape[0], NUM_BINS, dtype=torch.long, device=x.device)
-    for i, pixels in enumerate(flat):
+    counts = []
+    for pixels in flat:
         fast = _counts_8bit(pixels)
-        counts[i] = pixel_counts(pixels) if fast is None else fast
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    hist = counts.to(dtype) / flat.shape[1]
+        counts.append(torch.as_tensor(pixel_counts(pixels) if fast is None else fast))
+    wide = x.dtype == (np.float64 if isinstance(x, np.ndarray) else torch.float64)
+    hist = torch.stack(counts).to(torch.float64 if wide else torch.float32) / flat.shape[1]
     return hist if batched else hist[0]
 
 

@@ -11,12 +11,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from palette_core import InputShapeError
+from palette_core import InputShapeError, bins
 from palette_core import histogram as H
 
 
 def reference_bin(r: float, g: float, b: float) -> int:
-    """docs/design.md §4 written out with colorsys, one colour at a time."""
+    """SPEC §4 written out with colorsys, one colour at a time."""
     h, s, v = colorsys.rgb_to_hsv(r, g, b)
     hi = math.floor(34 * h) % 34
     si = min(math.floor(12 * s), 11)
@@ -190,3 +190,90 @@ def test_8bit_lookup_path_is_identical_to_the_exact_path(monkeypatch):
     nudged[0, 0, 0] = 0.5  # not a multiple of 1/255: the whole image takes the exact path
     monkeypatch.setattr(H, "_LUT_MIN_PIXELS", 1)
     assert H._counts_8bit(nudged.reshape(-1, 3)) is None
+
+
+# ---------------------------------------------------------------------------------------------- float32 pre-pass
+
+
+def edge_pixels(n: int, seed: int) -> np.ndarray:
+    """float32 pixels built to sit on or a few ulps off bin edges, near-greys (1-ulp chroma), ties, subnormals."""
+    rng = np.random.default_rng(seed)
+    hsv = np.stack([rng.integers(0, 35, n) / 34.0, rng.integers(0, 13, n) / 12.0, rng.integers(0, 11, n) / 10.0], -1)
+    hsv = np.where(rng.random((n, 3)) < 0.3, rng.random((n, 3)), hsv)  # some components off the edges
+    hsv[:, 0] %= 1.0
+    rgb = np.array([colorsys.hsv_to_rgb(*c) for c in hsv.tolist()], dtype=np.float32)
+    steps = rng.integers(-3, 4, rgb.shape)
+    for k in range(1, 4):
+        rgb = np.where(steps >= k, np.nextafter(rgb, np.float32(2)), rgb)
+        rgb = np.where(-steps >= k, np.nextafter(rgb, np.float32(-1)), rgb)
+    x = rng.random(n // 4).astype(np.float32)
+    near_grey = np.stack([x, np.nextafter(x, np.float32(1)), np.nextafter(x, np.float32(0))], -1)
+    near_grey = np.take_along_axis(near_grey, rng.permuted(np.tile([0, 1, 2], (n // 4, 1)), axis=1), 1)
+    ties = np.repeat(rng.random((n // 4, 2)).astype(np.float32), [2, 1], axis=1)[:, rng.permutation(3)]
+    subnormal = (rng.integers(0, 5, (n // 8, 3)) * np.float32(1e-45)).astype(np.float32)
+    eight_bit = (rng.integers(0, 256, (n // 4, 3)) / np.float32(255)).astype(np.float32)
+    return np.concatenate([np.clip(rgb, 0, 1), near_grey, ties, subnormal, eight_bit]).astype(np.float32)
+
+
+def exact_counts(pixels: np.ndarray) -> np.ndarray:
+    return np.bincount(bins._bins_of_planar(pixels), minlength=H.NUM_BINS)
+
+
+def prepass(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The float32 pre-pass alone: ``(scaled hsv [3, N], flat bins [N], edge mask [N])``."""
+    work = np.empty((12, pixels.shape[0]), np.float32)
+    rgb = np.ascontiguousarray(pixels.T)
+    scaled = bins._scaled_hsv_f32(rgb, work).copy()
+    idx, edge = bins._shifted_bins_f32(rgb, work)
+    row, rest = np.divmod(idx, H.S_BINS * H.V_BINS)
+    mask = np.zeros(pixels.shape[0], bool)
+    mask[edge] = True
+    return scaled, ((row - bins._HUE_SHIFT) % H.H_BINS) * H.S_BINS * H.V_BINS + rest, mask
+
+
+def test_float32_prepass_counts_are_the_exact_counts_on_edge_pixels(monkeypatch):
+    px = edge_pixels(20_000, seed=1)
+    ref = exact_counts(px)
+    np.testing.assert_array_equal(bins.pixel_counts(px), ref)  # numpy
+    assert torch.equal(bins.pixel_counts(torch.from_numpy(px)), torch.from_numpy(ref))  # CPU tensor (via numpy)
+    assert torch.equal(bins._pixel_counts_f32(torch.from_numpy(px)), torch.from_numpy(ref))  # torch's spelling (GPU)
+    hist = H.image_histogram(torch.from_numpy(px).reshape(1, -1, 3))
+    assert torch.equal(hist, torch.from_numpy(ref).float() / len(px))
+    monkeypatch.setattr(bins, "_EDGE_EPS", 0.0)  # the data is adversarial: without the exact pass, bins go wrong
+    assert np.abs(bins.pixel_counts(px) - ref).sum() > 100
+
+
+def colorsys_planes(px: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(h, s, v)`` planes of the pixels, one colorsys call at a time."""
+    return tuple(np.array(c) for c in zip(*(colorsys.rgb_to_hsv(*p) for p in px.astype(np.float64).tolist())))
+
+
+def test_float32_prepass_error_is_far_below_the_edge_margin():
+    px = edge_pixels(20_000, seed=2)
+    scaled, fast, edge = prepass(px)
+    h, s, v = colorsys_planes(px)
+    grey = px.max(1) == px.min(1)
+    dh = np.abs((scaled[0] - bins._HUE_SHIFT - H.H_BINS * h + 17) % H.H_BINS - 17)
+    assert np.all(np.where(grey, 0, dh) < 3e-5)  # the documented bound, ~40x inside the margin
+    assert np.all(np.abs(scaled[1] - np.clip(12 * s, 0.5, 11.5)) < 3e-5)
+    assert np.all(np.abs(scaled[2] - np.clip(10 * v, 0.5, 9.5)) < 3e-5)
+    assert grey.sum() > 100 and np.allclose(scaled[0][grey], bins._HUE_SHIFT + 0.5)  # greys: mid-way in hue bin 0
+    exact = bins._bins_of_planar(px)
+    np.testing.assert_array_equal(fast[~edge], exact[~edge])
+
+
+def test_float32_prepass_sends_few_continuous_pixels_to_the_exact_pass():
+    px = np.random.default_rng(3).random((1 << 17, 3), dtype=np.float32)
+    _, fast, edge = prepass(px)
+    assert 0 < edge.mean() < 0.01  # ~6 per mill: 3 components x 2 x 1e-3 of each unit
+    np.testing.assert_array_equal(fast[~edge], bins._bins_of_planar(px[~edge]))
+
+
+@given(st.lists(st.tuples(*[st.floats(0, 1, width=32)] * 3), min_size=1, max_size=64))
+@settings(max_examples=200, deadline=None)
+def test_float32_prepass_property_matches_colorsys(colors):
+    px = np.array(colors, dtype=np.float32)
+    _, fast, edge = prepass(px)
+    ref = [reference_bin(*c) for c in px.astype(np.float64).tolist()]
+    assert [f for f, e in zip(fast.tolist(), edge) if not e] == [r for r, e in zip(ref, edge) if not e]
+    np.testing.assert_array_equal(bins.pixel_counts(px), np.bincount(ref, minlength=H.NUM_BINS))
