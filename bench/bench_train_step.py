@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--no-checkpointing", action="store_true", help="--full without gradient checkpointing")
     parser.add_argument("--stage2", action="store_true", help="train only up_blocks.0.attentions.1 (stage 2)")
     parser.add_argument("--profile", type=Path, help="also profile 3 training steps; write the op table here")
+    parser.add_argument("--json", type=Path, help="also write the result as JSON to this file")
     args = parser.parse_args()
     gpu = torch.cuda.is_available()
     size = args.size or (512 if args.full and gpu else 256)
@@ -232,6 +233,8 @@ def main() -> None:
             result["peak_memory_GiB_step"] = round(peak_step, 2)
             result["peak_memory_GiB_floor"] = round(peak_floor, 2)
     print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
     print(
         f"training step {t_step * 1e3:.1f} ms, frozen UNet forward+backward {t_floor * 1e3:.1f} ms: "
         f"{t_step / t_floor:.2f}x the floor (target <= 1.2x); backward matched to the step's ({first}): "

@@ -79,24 +79,12 @@ TINY_SDXL_CHANNELS = 64  # same 70 attn2 keys, context 2048 and adm 2816 as SDXL
 def init_random_(module, seed: int = 0) -> None:
     """Explicit random init: ComfyUI builds layers without initialising them (comfy.ops.disable_weight_init).
 
-    Matrices and convolutions N(0, 0.5 / sqrt(fan_in)), normalisation layers weight 1 and bias 0, other
-    biases 0, so activations stay O(1) through the whole UNet and every branch contributes.
+    The trainer's seeded init (``train.models.random_init_``): matrices and convolutions N(0, 0.5 / sqrt(fan_in)),
+    normalisation layers weight 1 and bias 0, other biases 0, drawn on the parameters' device.
     """
-    import math
+    from train.models import random_init_
 
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    norms = (torch.nn.GroupNorm, torch.nn.LayerNorm)
-    with torch.no_grad():
-        for mod in module.modules():
-            for name, p in mod.named_parameters(recurse=False):
-                if isinstance(mod, norms):
-                    p.fill_(1.0 if name == "weight" else 0.0)
-                elif p.ndim >= 2:
-                    p.copy_(torch.randn(p.shape, generator=g) * (0.5 / math.sqrt(p[0].numel())))
-                else:
-                    p.zero_()
+    random_init_(module, seed)
 
 
 def sdxl_model_config(model_channels: int, dtype):

@@ -118,16 +118,16 @@ def model_config(name: str, size: str):
     raise ValueError(f"no {size} config for family {name!r}; families: {FAMILY_NAMES}")
 
 
-def family_model(name: str, size: str = "tiny", dtype: torch.dtype = torch.float32, seed: int = 0):
-    """A random-weight ComfyUI model of family ``name`` at ``size`` as a ModelPatcher."""
+def family_model(name: str, size: str = "tiny", dtype: torch.dtype = torch.float32, seed: int = 0, device=None):
+    """A random-weight ComfyUI model of family ``name`` at ``size`` as a ModelPatcher (built on ``device``)."""
     if name == "SDXL":
-        if size == "tiny":
+        if size == "tiny" and device is None:
             return tiny_sdxl(seed=seed)
-        config = sdxl_model_config(320, dtype)
+        config = sdxl_model_config(320 if size == "full" else 64, dtype)
     else:
         config = model_config(name, size)
         config.set_inference_dtype(dtype, None)
-    model = config.get_model({})
+    model = config.get_model({}, device=device)
     init_random_(model.diffusion_model, seed)
     return patcher(model)
 

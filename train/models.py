@@ -73,8 +73,12 @@ def build_unet(config: dict, seed: int | None = None):
 
 
 def random_init_(module: nn.Module, seed: int = 0) -> None:
-    """Seeded init: matrices N(0, 0.5/sqrt(fan_in)), norms 1/0, biases 0 (as the tests' ComfyUI tiny SDXL)."""
-    g = torch.Generator().manual_seed(seed)
+    """Seeded init: matrices N(0, 0.5/sqrt(fan_in)), norms 1/0, biases 0, so activations stay O(1) throughout.
+
+    The numbers are drawn on each parameter's own device (one generator per device, all seeded alike), so a
+    full-size model built on a GPU is initialised there; on the CPU the result does not depend on the dtype.
+    """
+    generators: dict[torch.device, torch.Generator] = {}
     norms = (nn.GroupNorm, nn.LayerNorm)
     with torch.no_grad():
         for mod in module.modules():
@@ -82,7 +86,10 @@ def random_init_(module: nn.Module, seed: int = 0) -> None:
                 if isinstance(mod, norms):
                     p.fill_(1.0 if name == "weight" else 0.0)
                 elif p.ndim >= 2:
-                    p.copy_(torch.randn(p.shape, generator=g) * (0.5 / math.sqrt(p[0].numel())))
+                    if p.device not in generators:
+                        generators[p.device] = torch.Generator(device=p.device).manual_seed(seed)
+                    g = generators[p.device]
+                    p.copy_(torch.randn(p.shape, generator=g, device=p.device) * (0.5 / math.sqrt(p[0].numel())))
                 else:
                     p.zero_()
 
