@@ -36,6 +36,7 @@ if IN_COMFYUI:
         adapter_nodes,
         adherence_nodes,
         interchange_nodes,
+        negative_nodes,
         palette_edit_nodes,
         palette_nodes,
         quantize_nodes,
@@ -53,6 +54,7 @@ if IN_COMFYUI:
         *quantize_nodes.NODES,
         *interchange_nodes.NODES,
         *adherence_nodes.NODES,
+        *negative_nodes.NODES,
         *training_free_nodes.NODES,
     ]
     _register_models_folder()

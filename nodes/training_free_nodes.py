@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import comfy.model_management
 import torch
@@ -207,6 +208,21 @@ class PaletteGuidance(io.ComfyNode):
                     "latents outside it never move. Chain several nodes with their own masks for a palette per "
                     "region (docs/regions.md).",
                 ),
+                PaletteType.Input(
+                    "negative_palette",
+                    optional=True,
+                    tooltip="Optional colours to keep away from, e.g. from Auto Negative Palette on a first pass: "
+                    "pixels near them are pushed out and drawn to their nearest palette colour.",
+                ),
+                io.Float.Input(
+                    "negative_strength",
+                    default=1.0,
+                    min=0.0,
+                    max=4.0,
+                    step=0.05,
+                    optional=True,
+                    tooltip="How hard the negative palette pushes, 0 to 4 (default 1; 0 ignores it).",
+                ),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The model with guidance: connect it to the KSampler.")
@@ -232,11 +248,25 @@ class PaletteGuidance(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, model, palette, strength, steps_per_sample, start_percent, end_percent, decoder, vae=None, mask=None
+        cls,
+        model,
+        palette,
+        strength,
+        steps_per_sample,
+        start_percent,
+        end_percent,
+        decoder,
+        vae=None,
+        mask=None,
+        negative_palette=None,
+        negative_strength=1.0,
     ) -> io.NodeOutput:
         verdict = cls.validate_inputs(strength, steps_per_sample, start_percent, end_percent, decoder)
         if verdict is not True:
             raise PaletteError(verdict)
+        if not (math.isfinite(negative_strength) and 0.0 <= negative_strength <= 4.0):
+            raise PaletteError(f"PaletteGuidance: negative_strength {negative_strength} is outside [0, 4]")
+        negative = None if negative_palette is None else palette_arrays(negative_palette)
         colors, weights = palette_arrays(palette)
         family = latent_family(model, "PaletteGuidance")
         decode = None
@@ -260,6 +290,8 @@ class PaletteGuidance(io.ComfyNode):
             decode,
             family=family,
             mask=mask,
+            negative=negative,
+            negative_strength=negative_strength,
         )
         add_post_cfg_patch(m, patch)
         return io.NodeOutput(m)

@@ -104,10 +104,13 @@ class GuidancePatch:
         rotations: int = DEFAULT_ROTATIONS,
         family: LatentFamily = SDXL,
         mask: Tensor | None = None,
+        negative: tuple[Tensor, Tensor] | None = None,
+        negative_strength: float = 1.0,
     ) -> None:
         self.family = family  # its preview map is the decoder when ``decode`` is None
         self.mask = None if mask is None else check_mask(mask)
         self.colors, self.weights = colors, weights
+        self.negative, self.negative_strength = negative, float(negative_strength)  # colours to keep away from
         self.strength, self.steps = float(strength), int(steps)
         self.sigma_start, self.sigma_end = float(sigma_start), float(sigma_end)
         self.decode = decode
@@ -138,6 +141,9 @@ class GuidancePatch:
             seed=int(sigma * 1e6) % (1 << 31),  # from the step, not a counter: a re-run gives the same image
             family=self.family,
             mask=self.mask,
+            negative_colors=None if self.negative is None else self.negative[0],
+            negative_weights=None if self.negative is None else self.negative[1],
+            negative_strength=self.negative_strength,
         )
         return out.to(denoised.dtype)
 

@@ -12,6 +12,7 @@ here the gradient goes through a decoder only: the model family's linear latent-
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
 import torch
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ROTATIONS = 16  # 48 directions
 DEFAULT_STEP = 0.5  # fraction of the way to the transport target each colour moves per step at strength 1
+DEFAULT_REPULSION_RADIUS = 0.2  # RGB distance within which a negative colour pushes pixels away (~ΔE 10-20)
 
 
 def random_rotations(count: int, generator: torch.Generator | None = None, dtype=torch.float32) -> Tensor:
@@ -109,6 +111,42 @@ def sliced_w1(pixels: Tensor, colors: Tensor, weights: Tensor | None, directions
     return sliced_wasserstein(pixels, colors, weights, directions, 1)
 
 
+def repulsion(
+    pixels: Tensor,
+    negative: Tensor,
+    negative_weights: Tensor | None,
+    colors: Tensor,
+    radius: float = DEFAULT_REPULSION_RADIUS,
+    pixel_weights: Tensor | None = None,
+) -> Tensor:
+    """The negative palette's term ``[B]`` for pixels ``[B, N, 3]``: a push out and a pull to the palette.
+
+    Per pixel ``p`` and negative colour ``m_k`` (weights ``w_k`` scaled so the heaviest counts 1), in RGB:
+    ``2/3 sum_k w_k relu(r - |p - m_k|)^2`` pushes a pixel within ``radius`` ``r`` of a negative colour straight
+    out, at twice the rate the sliced-Wasserstein term moves pixels; ``g |p - c(p)|^2 / 3`` with the fixed gate
+    ``g = max_k w_k relu(1.5 r - |p - m_k|) / (1.5 r)`` draws it toward its nearest palette colour ``c(p)``, so
+    that pixels leaving a negative colour land on the palette rather than anywhere (the push alone raised the
+    palette EMD by 16 % on photographs; docs/training-free.md). Zero far from every negative colour.
+    ``pixel_weights [B, N]`` (a region) weighs the mean.
+    """
+    if pixels.ndim != 3 or pixels.shape[-1] != 3:
+        raise InputShapeError(f"pixels: shape {tuple(pixels.shape)}; expected [B, N, 3]")
+    m, w = check_palette_weights(negative.detach(), negative_weights)
+    m, w = m.to(pixels.device, pixels.dtype), w.to(pixels.device, pixels.dtype)
+    w = w / w.max()
+    c = colors.detach().to(pixels.device, pixels.dtype)
+    dist = torch.cdist(pixels, m.expand(pixels.shape[0], -1, -1))  # [B, N, K]
+    push = (torch.relu(radius - dist).pow(2) * w).sum(-1) * (2.0 / 3.0)
+    with torch.no_grad():
+        gate = (torch.relu(1.5 * radius - dist) * w).amax(-1) / (1.5 * radius)  # [B, N]
+        nearest = c[torch.cdist(pixels, c.expand(pixels.shape[0], -1, -1)).argmin(-1)]  # [B, N, 3]
+    term = push + gate * (pixels - nearest).pow(2).sum(-1) / 3.0
+    if pixel_weights is None:
+        return term.mean(1)
+    pw = pixel_weights.to(pixels.device, pixels.dtype).detach()
+    return (term * pw).sum(1) / pw.sum(1).clamp_min(1e-12)
+
+
 def _directions(rotations: int, generator: torch.Generator) -> Tensor:
     return random_rotations(rotations, generator).reshape(-1, 3)
 
@@ -150,6 +188,10 @@ def guide(
     seed: int = 0,
     family: LatentFamily = SDXL,
     mask: Tensor | None = None,
+    negative_colors: Tensor | None = None,
+    negative_weights: Tensor | None = None,
+    negative_strength: float = 1.0,
+    negative_radius: float = DEFAULT_REPULSION_RADIUS,
 ) -> Tensor:
     """``steps`` gradient steps on ``latent [B, C, h, w]`` pulling its decoded colours toward the palette.
 
@@ -165,6 +207,10 @@ def guide(
 
     ``mask`` (a MASK, docs/regions.md) restricts guidance to a region: the loss weighs each decoded pixel by
     the mask and latent vectors outside the mask's support never move.
+
+    ``negative_colors [K, 3]`` (with weights) adds ``negative_strength`` x :func:`repulsion`: pixels within
+    ``negative_radius`` of a negative colour are pushed out of its neighbourhood (the palette paper's
+    future work, §5.1: a negative palette for the training-free path; docs/training-free.md).
     """
     if steps < 0:
         raise InputShapeError(f"steps: {steps} must be >= 0")
@@ -196,8 +242,16 @@ def guide(
             pixels = pixels[:, pick]
         return pixels
 
+    if negative_strength < 0 or not math.isfinite(negative_strength):
+        raise InputShapeError(f"negative_strength: {negative_strength} must be a finite number >= 0")
+    repel = negative_colors is not None and negative_strength > 0
+
     def cost(px: Tensor, directions: Tensor) -> Tensor:
-        return sliced_wasserstein(px, colors, weights, directions, power=2, pixel_weights=weights_px)
+        out = sliced_wasserstein(px, colors, weights, directions, power=2, pixel_weights=weights_px)
+        if repel:
+            push = repulsion(px, negative_colors, negative_weights, colors, negative_radius, pixel_weights=weights_px)
+            out = out + negative_strength * push
+        return out
 
     with torch.inference_mode(False), torch.enable_grad():
         z = latent.detach().clone()

@@ -138,6 +138,8 @@ SOCKETS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
             ("decoder", W),
             ("vae", "VAE"),
             ("mask", "MASK"),
+            ("negative_palette", "PALETTE"),
+            ("negative_strength", W),
         ],
         [("model", "MODEL")],
     ),
@@ -152,6 +154,10 @@ SOCKETS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
             ("mask", "MASK"),
         ],
         [("image", "IMAGE")],
+    ),
+    "AutoNegativePalette": (
+        [("image", "IMAGE"), ("palette", "PALETTE"), ("threshold", W), ("count", W), ("mask", "MASK")],
+        [("negative_palette", "PALETTE"), ("off_palette_share", "FLOAT")],
     ),
     "SolidMask": ([("value", W), ("width", W), ("height", W)], [("MASK", "MASK")]),
     "MaskComposite": (
@@ -644,6 +650,7 @@ SW_PALETTE_GUIDANCE = Workflow(
                 "start_percent": 0.0,
                 "end_percent": 0.8,
                 "decoder": "fast",
+                "negative_strength": 1.0,
             },
             "Palette Guidance (sliced Wasserstein)",
             {"model": (1, 0), "palette": (5, 0)},
@@ -767,6 +774,84 @@ def two_regions() -> Workflow:
 
 TWO_REGIONS = two_regions()
 
+GUIDANCE_WIDGETS = {
+    "strength": 1.0,
+    "steps_per_sample": 4,
+    "start_percent": 0.0,
+    "end_percent": 0.8,
+    "decoder": "fast",
+    "negative_strength": 1.0,
+}
+
+AUTO_NEGATIVE_TWO_PASS = Workflow(
+    "auto_negative_two_pass",
+    "Training-free: two passes with an automatic negative palette",
+    "A first pass with Palette Guidance; Auto Negative Palette collects the colours of its image that stay far "
+    "from the palette (CIEDE2000 beyond 10) and the second pass, same seed, is guided away from them and toward "
+    "the palette. Works with any SDXL checkpoint; no adapter weights.",
+    [
+        *base_txt2img("a city street in the rain at night, neon signs, reflections", (9, 0), "auto_negative"),
+        *palette_nodes("#2b2d42, #8d99ae, #edf2f4, #ef233c:2, #d90429", preview_y=330),
+        Node(
+            9,
+            "PaletteGuidance",
+            (840, 120),
+            (380, 250),
+            GUIDANCE_WIDGETS,
+            "Palette Guidance (first pass)",
+            {"model": (1, 0), "palette": (5, 0)},
+        ),
+        Node(
+            15,
+            "AutoNegativePalette",
+            (1620, 640),
+            (340, 130),
+            {"threshold": 10.0, "count": 3},
+            "Auto Negative Palette",
+            {"image": (11, 0), "palette": (5, 0)},
+        ),
+        Node(16, "PalettePreview", (1620, 820), (340, 50), {}, "Negative Palette Preview", {"palette": (15, 0)}),
+        Node(17, "PreviewImage", (1620, 910), (340, 130), {}, "Negative Swatches", {"images": (16, 0)}),
+        Node(
+            18,
+            "PaletteGuidance",
+            (2080, 120),
+            (380, 250),
+            GUIDANCE_WIDGETS,
+            "Palette Guidance (second pass)",
+            {"model": (1, 0), "palette": (5, 0), "negative_palette": (15, 0)},
+        ),
+        Node(
+            19,
+            "KSampler",
+            (2520, 120),
+            (320, 270),
+            dict(SDXL_FAMILY.sampler),
+            "KSampler (second pass)",
+            {"model": (18, 0), "positive": (2, 0), "negative": (3, 0), "latent_image": (4, 0)},
+        ),
+        Node(20, "VAEDecode", (2520, 440), (210, 50), {}, "VAE Decode", {"samples": (19, 0), "vae": (1, 2)}),
+        Node(
+            21,
+            "SaveImage",
+            (2880, 120),
+            (420, 470),
+            {"filename_prefix": "auto_negative_second_pass"},
+            "Save Image (second pass)",
+            {"images": (20, 0)},
+        ),
+        note(
+            22,
+            "Any SDXL checkpoint (models/checkpoints); no adapter needed. Both KSamplers share the seed and the "
+            "latent, so the second image is the first one steered away from its off-palette colours.\n\n"
+            "Auto Negative Palette: lower threshold to catch near misses; count = how many colours to avoid. "
+            "It stops with a clear message when the first pass has nothing off-palette.",
+            (840, 420),
+        ),
+    ],
+    [("Palette control", (420, 40, 820, 640), PALETTE_GROUP)],
+)
+
 WORKFLOW_LIST = [
     PALETTE_ADAPTER_TXT2IMG,
     PALETTE_ADAPTER_NEGATIVE_ENTROPY,
@@ -778,6 +863,7 @@ WORKFLOW_LIST = [
     PALETTE_ALIGN_SD35,
     PALETTE_ALIGN_FLUX,
     TWO_REGIONS,
+    AUTO_NEGATIVE_TWO_PASS,
 ]
 
 

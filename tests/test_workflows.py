@@ -44,6 +44,7 @@ EXPECTED = {
     "palette_align_sd35": {"PaletteAlign", "PaletteInput", "EmptySD3LatentImage"},
     "palette_align_flux": {"PaletteAlign", "PaletteInput", "EmptySD3LatentImage", "FluxGuidance"},
     "two_regions_two_palettes": {"PaletteAlign", "PaletteInput", "SolidMask", "MaskComposite", "InvertMask"},
+    "auto_negative_two_pass": {"PaletteGuidance", "AutoNegativePalette", "KSampler", "VAEDecode"},
 }
 
 
