@@ -159,6 +159,25 @@ SOCKETS: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
         [("image", "IMAGE"), ("palette", "PALETTE"), ("threshold", W), ("count", W), ("mask", "MASK")],
         [("negative_palette", "PALETTE"), ("off_palette_share", "FLOAT")],
     ),
+    "PaletteFromColor": (
+        [("color", W), ("scheme", W), ("count", W), ("lightness_spread", W)],
+        [("palette", "PALETTE"), ("preview", "IMAGE")],
+    ),
+    "PaletteEdit": (
+        [("palette", "PALETTE"), ("operation", W), ("amount", W), ("n", W)],
+        [("palette", "PALETTE"), ("preview", "IMAGE")],
+    ),
+    "PaletteQuantize": (
+        [
+            ("image", "IMAGE"),
+            ("palette", "PALETTE"),
+            ("dither", W),
+            ("distance", W),
+            ("pixel_size", W),
+            ("mask", "MASK"),
+        ],
+        [("image", "IMAGE")],
+    ),
     "SolidMask": ([("value", W), ("width", W), ("height", W)], [("MASK", "MASK")]),
     "MaskComposite": (
         [("destination", "MASK"), ("source", "MASK"), ("x", W), ("y", W), ("operation", W)],
@@ -852,6 +871,71 @@ AUTO_NEGATIVE_TWO_PASS = Workflow(
     [("Palette control", (420, 40, 820, 640), PALETTE_GROUP)],
 )
 
+PALETTE_CRAFT_QUANTIZE = Workflow(
+    "palette_craft_quantize",
+    "Palette craft: a scheme from one colour, an edit, and a photo quantised to it",
+    "Palette From Color builds a split-complementary palette from one colour, Palette Edit darkens it a little, "
+    "and Palette Quantize turns every pixel of a photo into one of its colours with Floyd-Steinberg dithering "
+    "(a second Palette Quantize makes 4-pixel pixel art). No model needed; runs in seconds on a CPU.",
+    [
+        Node(1, "LoadImage", (40, 120), (340, 360), {"image": "palette_example_coffee.jpg"}, "Load Photo"),
+        Node(
+            2,
+            "PaletteFromColor",
+            (40, 540),
+            (340, 170),
+            {"color": "#e76f51", "scheme": "split_complementary", "count": 6, "lightness_spread": 0.4},
+            "Palette From Color",
+        ),
+        Node(
+            3,
+            "PaletteEdit",
+            (440, 540),
+            (340, 130),
+            {"operation": "darken", "amount": 0.05, "n": 5},
+            "Palette Edit",
+            {"palette": (2, 0)},
+        ),
+        Node(4, "PreviewImage", (440, 720), (340, 130), {}, "Palette Swatches", {"images": (3, 1)}),
+        Node(
+            5,
+            "PaletteQuantize",
+            (440, 120),
+            (340, 160),
+            {"dither": "floyd-steinberg", "distance": "perceptual (CIELAB)", "pixel_size": 1},
+            "Palette Quantize",
+            {"image": (1, 0), "palette": (3, 0)},
+        ),
+        Node(
+            6,
+            "SaveImage",
+            (840, 120),
+            (420, 360),
+            {"filename_prefix": "palette_quantize"},
+            "Save Image",
+            {"images": (5, 0)},
+        ),
+        Node(
+            7,
+            "PaletteQuantize",
+            (440, 320),
+            (340, 160),
+            {"dither": "none", "distance": "perceptual (CIELAB)", "pixel_size": 4},
+            "Palette Quantize (pixel art)",
+            {"image": (1, 0), "palette": (3, 0)},
+        ),
+        Node(8, "PreviewImage", (840, 540), (420, 310), {}, "Pixel Art", {"images": (7, 0)}),
+        note(
+            9,
+            "No model needed. Change the colour and the scheme in Palette From Color (complementary, analogous, "
+            "triadic, tetradic, monochromatic, tints, shades...), or connect any palette to Palette Quantize.\n\n"
+            "dither: floyd-steinberg and atkinson keep gradients, bayer and blue noise give a regular texture, "
+            "none gives flat posters; pixel_size > 1 makes pixel art.",
+            (1300, 120),
+        ),
+    ],
+)
+
 WORKFLOW_LIST = [
     PALETTE_ADAPTER_TXT2IMG,
     PALETTE_ADAPTER_NEGATIVE_ENTROPY,
@@ -864,6 +948,7 @@ WORKFLOW_LIST = [
     PALETTE_ALIGN_FLUX,
     TWO_REGIONS,
     AUTO_NEGATIVE_TWO_PASS,
+    PALETTE_CRAFT_QUANTIZE,
 ]
 
 

@@ -45,7 +45,11 @@ EXPECTED = {
     "palette_align_flux": {"PaletteAlign", "PaletteInput", "EmptySD3LatentImage", "FluxGuidance"},
     "two_regions_two_palettes": {"PaletteAlign", "PaletteInput", "SolidMask", "MaskComposite", "InvertMask"},
     "auto_negative_two_pass": {"PaletteGuidance", "AutoNegativePalette", "KSampler", "VAEDecode"},
+    "palette_craft_quantize": {"LoadImage", "PaletteFromColor", "PaletteEdit", "PaletteQuantize", "SaveImage"},
 }
+
+
+MODEL_FREE = {"recolor_image", "palette_craft_quantize"}  # run whole over HTTP by their own tests below
 
 
 def load(path: Path) -> dict:
@@ -301,7 +305,7 @@ def wait_for(server, prompt_id: str, timeout: float = 300) -> dict:
 
 @requires_comfyui
 @pytest.mark.comfyui
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "recolor_image"])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in MODEL_FREE])
 def test_api_copy_is_accepted_by_post_prompt(name, server):
     """A 200 with no node errors means the whole prompt validated; it then stops at the empty placeholder model."""
     prompt = load(api_copy(FOLDER / f"{name}.json"))
@@ -317,6 +321,29 @@ def lab(image: np.ndarray):
     import torch
 
     return srgb_to_lab(torch.from_numpy(image.astype(np.float64) / 255.0)).numpy()
+
+
+@requires_comfyui
+@pytest.mark.comfyui
+def test_craft_workflow_runs_over_http_and_uses_only_the_edited_scheme(server):
+    from palette_core.schemes import edit_palette, palette_from_color
+
+    prompt = load(api_copy(FOLDER / "palette_craft_quantize.json"))
+    entry = server.run(prompt)
+    made = prompt["2"]["inputs"]
+    edit = prompt["3"]["inputs"]
+    palette = edit_palette(
+        palette_from_color(made["color"], made["scheme"], made["count"], made["lightness_spread"]),
+        edit["operation"],
+        edit["amount"],
+        edit["n"],
+    )
+    # SaveImage truncates 255 x value to 8 bits
+    allowed = {tuple(c) for c in np.clip(palette.colors.numpy() * 255.0, 0, 255).astype(np.uint8).tolist()}
+    saved = next(o["images"][0] for k, o in entry["outputs"].items() if prompt[k]["class_type"] == "SaveImage")
+    out = np.asarray(Image.open(io.BytesIO(server.image(saved))).convert("RGB"))
+    used = {tuple(c) for c in np.unique(out.reshape(-1, 3), axis=0).tolist()}
+    assert used <= allowed and len(used) >= 3  # every pixel a palette colour, dithering mixes several
 
 
 @requires_comfyui
