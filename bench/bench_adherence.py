@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import best_of, report  # noqa: E402
 
 from palette_core.adherence import mark_off_palette, nearest_delta_e, palette_adherence  # noqa: E402
-from palette_core.cli import load_image  # noqa: E402
 from palette_core.color import ciede2000, srgb_to_lab  # noqa: E402
 from palette_core.color_names import name_palette, xkcd_names  # noqa: E402
 from palette_core.distance import bin_similarity, palette_emd  # noqa: E402
+from palette_core.image_file import read_image  # noqa: E402
 from palette_core.palette import Palette  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def report_cost(name: str, ours: float, anchor: float, anchor_name: str) -> None
 
 def bench_map(device: str) -> None:
     p = Palette.parse(PALETTE)
-    photo = torch.from_numpy(load_image(PHOTO))[None].to(device)
+    photo = torch.from_numpy(read_image(PHOTO))[None].to(device)
     pixels = photo[0].double().cpu().numpy()
     ref_lab = colour.XYZ_to_Lab(colour.sRGB_to_XYZ(p.colors_array.astype(np.float64)), illuminant=D65)
 
@@ -81,7 +81,7 @@ def bench_map(device: str) -> None:
 
 def bench_node(device: str) -> None:
     p = Palette.parse(PALETTE)
-    photo = torch.from_numpy(load_image(PHOTO))[None].to(device)
+    photo = torch.from_numpy(read_image(PHOTO))[None].to(device)
     bin_similarity(dtype=torch.float32, device=device)  # built once per process (docs/palettes.md)
 
     def node():

@@ -8,7 +8,7 @@ gives min and median wall time and ratios against anchors measured in the same r
 * ``palette --help`` and ``palette distance IMAGE PALETTE`` on a 1-megapixel photo (scikit-image's
   astronaut upscaled at run time; smooth gradients plus noise without scikit-image). Without
   ``--installed`` the ``palette`` command is run as its entry-point script does it
-  (``from palette_core.cli import main``) on this checkout; with it, the ``palette`` on PATH.
+  (``from palette_cli.main import main``) on this checkout; with it, the ``palette`` on PATH.
 * ``python -m palette_core --help``.
 * the torch path for comparison: ``image_histogram`` and ``quadratic_chi`` with the full cached
   similarity matrix, in one ``python -c`` (what ``distance`` did before it ran on numpy alone).
@@ -32,7 +32,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 PALETTE = "#264653, #2a9d8f, #e9c46a, #f4a261, #e76f51"
-ENTRY_POINT = "import sys; from palette_core.cli import main; sys.exit(main())"
+ENTRY_POINT = "import sys; from palette_cli.main import main; sys.exit(main())"
 TORCH_PATH = """
 import sys
 import numpy as np, torch

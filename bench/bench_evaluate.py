@@ -20,7 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from palette_core import cli  # noqa: E402
+import palette_cli.main as cli  # noqa: E402
 from palette_core.distance import bin_similarity  # noqa: E402
 from palette_core.histogram import image_histogram  # noqa: E402
 

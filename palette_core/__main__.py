@@ -1,5 +1,5 @@
-"""``python -m palette_core``: the command line of :mod:`palette_core.cli` (installed as ``palette``)."""
+"""``python -m palette_core``: the command line of :mod:`palette_cli.main` (installed as ``palette``)."""
 
-from .cli import main
+from palette_cli.main import main
 
 raise SystemExit(main(prog="python -m palette_core"))

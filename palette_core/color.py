@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 D65_XY = (0.3127, 0.3290)
 # IEC 61966-2-1 publishes both matrices to four decimals (colour-science uses the same pair); the
 # published inverse is not the exact inverse, so an sRGB -> XYZ -> sRGB round trip is exact to ~2e-4.
-_M_RGB_TO_XYZ = [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]
-_M_XYZ_TO_RGB = [[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]]
+M_RGB_TO_XYZ = [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]
+M_XYZ_TO_RGB = [[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]]
 
 
 def _xy_to_xyz(x: float, y: float) -> list[float]:
@@ -35,41 +35,54 @@ def _xy_to_xyz(x: float, y: float) -> list[float]:
 
 
 D65_XYZ = tuple(_xy_to_xyz(*D65_XY))
-_LAB_EPSILON = 216.0 / 24389.0
-_LAB_KAPPA = 24389.0 / 27.0
+# CIELAB's ε and κ (CIE 15): where f(t) = cbrt(t) meets its linear segment, and that segment's slope x 116.
+LAB_EPSILON = 216.0 / 24389.0
+LAB_KAPPA = 24389.0 / 27.0
 
 
 def _matmul3(x: Array, m: list[list[float]]) -> Array:
     return x @ namespace(x).const(m, x).T
 
 
+# The pack's one sRGB transfer curve (recolouring runs it on every pixel): the power branch is computed in
+# place on its own temporary, which saves memory traffic and keeps every result as the plain formula's.
+
+
 def srgb_to_linear(rgb: Array) -> Array:
     """sRGB companding inverse, IEC 61966-2-1 (docs/design.md §3)."""
     xp = namespace(rgb)
-    return xp.where(rgb <= 0.04045, rgb / 12.92, ((xp.clip(rgb, 0.04045, None) + 0.055) / 1.055) ** 2.4)
+    high = xp.clip(rgb, 0.04045, None)
+    high += 0.055
+    high /= 1.055
+    high **= 2.4
+    return xp.where(rgb <= 0.04045, rgb / 12.92, high)
 
 
 def linear_to_srgb(lin: Array) -> Array:
     """sRGB companding, IEC 61966-2-1 (docs/design.md §3)."""
     xp = namespace(lin)
-    return xp.where(lin <= 0.0031308, lin * 12.92, 1.055 * xp.clip(lin, 0.0031308, None) ** (1 / 2.4) - 0.055)
+    high = xp.clip(lin, 0.0031308, None)
+    high **= 1 / 2.4
+    high *= 1.055
+    high -= 0.055
+    return xp.where(lin <= 0.0031308, lin * 12.92, high)
 
 
 def linear_to_xyz(lin: Array) -> Array:
     """Linear sRGB to CIE XYZ (D65, Y of white = 1) (docs/design.md §3)."""
-    return _matmul3(lin, _M_RGB_TO_XYZ)
+    return _matmul3(lin, M_RGB_TO_XYZ)
 
 
 def xyz_to_linear(xyz: Array) -> Array:
     """CIE XYZ (D65) to linear sRGB (docs/design.md §3)."""
-    return _matmul3(xyz, _M_XYZ_TO_RGB)
+    return _matmul3(xyz, M_XYZ_TO_RGB)
 
 
 def xyz_to_lab(xyz: Array) -> Array:
     """CIE XYZ to CIE 1976 L*a*b* relative to D65 (docs/design.md §3)."""
     xp = namespace(xyz)
     t = xyz / xp.const(D65_XYZ, xyz)
-    f = xp.where(t > _LAB_EPSILON, xp.clip(t, _LAB_EPSILON, None) ** (1 / 3), (_LAB_KAPPA * t + 16) / 116)
+    f = xp.where(t > LAB_EPSILON, xp.clip(t, LAB_EPSILON, None) ** (1 / 3), (LAB_KAPPA * t + 16) / 116)
     fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
     return xp.stack((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), -1)
 
@@ -80,9 +93,9 @@ def lab_to_xyz(lab: Array) -> Array:
     L, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
     fy = (L + 16) / 116
     f = xp.stack((fy + a / 500, fy, fy - b / 200), -1)
-    t = xp.where(f**3 > _LAB_EPSILON, f**3, (116 * f - 16) / _LAB_KAPPA)
+    t = xp.where(f**3 > LAB_EPSILON, f**3, (116 * f - 16) / LAB_KAPPA)
     # L* decides Y directly (avoids the cube root's branch disagreeing with the linear segment).
-    ty = xp.where(L > _LAB_KAPPA * _LAB_EPSILON, fy**3, L / _LAB_KAPPA)
+    ty = xp.where(L > LAB_KAPPA * LAB_EPSILON, fy**3, L / LAB_KAPPA)
     t = xp.stack((t[..., 0], ty, t[..., 2]), -1)
     return t * xp.const(D65_XYZ, lab)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -111,6 +112,39 @@ def _emd_exact(samples: np.ndarray, colors: np.ndarray, weights: np.ndarray) -> 
     return float(ot.emd2(a, b, cost, numItermax=10_000_000))
 
 
+def sampled_emd(
+    image: Tensor | np.ndarray,
+    colors: Tensor | np.ndarray,
+    weights: Tensor | np.ndarray | None,
+    samples: int,
+    seed: int,
+    space: Callable[[Tensor], Tensor],
+) -> Tensor:
+    """Exact EMD (W1) per image between ``samples`` seeded pixel draws and a weighted palette (paper Table 1).
+
+    Each image's pixels are drawn uniformly with replacement by a generator seeded with ``seed``, so a
+    score does not depend on the batch; ``space`` maps ``[M, 3]`` sRGB colours to the float64 space of the
+    Euclidean ground distance. Arguments as :func:`palette_emd`; returns a scalar or ``[B]`` (float64).
+    """
+    if samples < 1:
+        raise InputShapeError(f"samples: {samples} must be >= 1 (1024 in the paper)")
+    x, batched = check_image(image)
+    colors, _ = check_colors(colors)
+    weights = check_weights(weights, colors)
+    b = x.shape[0]
+    if colors.shape[0] not in (1, b):
+        raise InputShapeError(f"colors: {colors.shape[0]} palettes for {b} images; give one palette or one per image")
+    pixels = x.reshape(b, -1, 3)
+    out = torch.empty(b, dtype=torch.float64)
+    for i in range(b):
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randint(0, pixels.shape[1], (samples,), generator=gen).to(pixels.device)
+        j = i if colors.shape[0] == b else 0
+        picked, target = space(pixels[i, idx]).cpu().numpy(), space(colors[j]).cpu().numpy()
+        out[i] = _emd_exact(picked, target, weights[j].double().cpu().numpy())
+    return out if batched else out[0]
+
+
 def palette_emd(
     image: Tensor | np.ndarray,
     colors: Tensor | np.ndarray,
@@ -124,20 +158,4 @@ def palette_emd(
     seeded by ``seed`` for every image, so a score does not depend on the batch it is in. ``colors`` is
     ``[N, 3]`` (shared) or ``[B, N, 3]`` (one palette per image). Returns a scalar or ``[B]`` (float64).
     """
-    if samples < 1:
-        raise InputShapeError(f"samples: {samples} must be >= 1 (1024 in the paper)")
-    x, batched = check_image(image)
-    c, _ = check_colors(colors)
-    w = check_weights(weights, c)
-    b = x.shape[0]
-    if c.shape[0] not in (1, b):
-        raise InputShapeError(f"colors: {c.shape[0]} palettes for {b} images; give one palette or one per image")
-    pixels = x.reshape(b, -1, 3)
-    out = torch.empty(b, dtype=torch.float64)
-    for i in range(b):
-        gen = torch.Generator().manual_seed(seed)
-        idx = torch.randint(0, pixels.shape[1], (samples,), generator=gen).to(pixels.device)
-        picked = pixels[i, idx].double().cpu().numpy()
-        j = i if c.shape[0] == b else 0
-        out[i] = _emd_exact(picked, c[j].double().cpu().numpy(), w[j].double().cpu().numpy())
-    return out if batched else out[0]
+    return sampled_emd(image, colors, weights, samples, seed, Tensor.double)

@@ -171,9 +171,16 @@ def _sorted_palette(colours: Tensor, counts: Tensor) -> Palette:
     return Palette.from_colors(colours[order].clamp(0.0, 1.0), counts[order].double())
 
 
-def _median_cut(px: np.ndarray, size: int) -> tuple[Tensor, Tensor]:
-    """Pylette's median cut on 8-bit pixels ``[N, 3]``: ``(means [M, 3] in [0, 1], counts [M])`` in box order."""
+def _median_cut(px: np.ndarray, size: int, weights: np.ndarray | None = None) -> tuple[Tensor, Tensor]:
+    """Pylette's median cut of 8-bit pixels ``[N, 3]`` (docs/design.md §4): ``(means [M, 3] in [0, 1], mass [M])``.
+
+    Boxes come in Pylette's list order; the mass is the pixel count. With ``weights [N] > 0``
+    (docs/regions.md) a box splits where its cumulative weight passes half its total (unit weights split at
+    ``len // 2``, as Pylette) and gets its weighted mean and total weight (float64) as its mass.
+    """
     data = np.array(px.T, order="C")  # writable planar [3, N]: contiguous sort keys, cheap segment min/max
+    # relative weights: equal ones become exactly 1 (exact sums)
+    wt = None if weights is None else np.asarray(weights, dtype=np.float64) / np.max(weights)
     lo, hi = data.min(axis=1), data.max(axis=1)
     # A box: [start, end, min per channel, max per channel]; boxes stay in Pylette's list order.
     boxes: list[tuple[int, int, np.ndarray, np.ndarray]] = [(0, data.shape[1], lo, hi)]
@@ -190,56 +197,28 @@ def _median_cut(px: np.ndarray, size: int) -> tuple[Tensor, Tensor]:
         s, e, bmin, bmax = boxes[best]
         ch = int(np.argmax(bmax - bmin))
         seg = data[:, s:e]
-        seg[:] = np.take(seg, seg[ch].argsort(), axis=1)
-        m = s + (e - s) // 2
-        left, right = data[:, s:m], data[:, m:e]
-        boxes[best : best + 1] = [
-            (s, m, left.min(axis=1), left.max(axis=1)),
-            (m, e, right.min(axis=1), right.max(axis=1)),
-        ]
-    starts = np.array([b[0] for b in boxes])
-    counts = np.array([b[1] - b[0] for b in boxes], dtype=np.int64)
-    sums = np.add.reduceat(data.astype(np.int64), starts, axis=1).T
-    # Pylette's colour: the box mean rounded (half to even) to an 8-bit level, so palettes are bit-identical.
-    return torch.from_numpy(np.round(sums / counts[:, None]) / 255.0), torch.from_numpy(counts)
-
-
-def _median_cut_weighted(px: np.ndarray, w: np.ndarray, size: int) -> tuple[Tensor, Tensor]:
-    """Median cut of pixels ``[N, 3]`` weighted by ``w [N] > 0`` (docs/regions.md): ``(means, weights)``.
-
-    As :func:`_median_cut`, but a box splits where its cumulative weight passes half its total (so unit
-    weights split at ``len // 2``, as Pylette) and boxes get their weighted mean and total weight.
-    """
-    data = np.array(px.T, order="C")
-    wt = np.asarray(w, dtype=np.float64) / np.max(w)  # relative weights: equal ones become exactly 1 (exact sums)
-    lo, hi = data.min(axis=1), data.max(axis=1)
-    boxes: list[tuple[int, int, np.ndarray, np.ndarray]] = [(0, data.shape[1], lo, hi)]
-    while len(boxes) < size:
-        best, best_vol = -1, -1
-        for i, (s, e, bmin, bmax) in enumerate(boxes):
-            if e - s >= 2 and (bmax != bmin).any():
-                vol = math.prod(int(v) for v in bmax.astype(np.int64) - bmin)
-                if vol > best_vol:
-                    best, best_vol = i, vol
-        if best < 0:
-            break
-        s, e, bmin, bmax = boxes[best]
-        ch = int(np.argmax(bmax - bmin))
-        seg = data[:, s:e]
         order = seg[ch].argsort()
         seg[:] = np.take(seg, order, axis=1)
-        wt[s:e] = wt[s:e][order]
-        cum = np.cumsum(wt[s:e])
-        m = s + min(max(int(np.searchsorted(cum, cum[-1] / 2.0, side="right")), 1), e - s - 1)
+        if wt is None:
+            m = s + (e - s) // 2
+        else:
+            wt[s:e] = wt[s:e][order]
+            cum = np.cumsum(wt[s:e])
+            m = s + min(max(int(np.searchsorted(cum, cum[-1] / 2.0, side="right")), 1), e - s - 1)
         left, right = data[:, s:m], data[:, m:e]
         boxes[best : best + 1] = [
             (s, m, left.min(axis=1), left.max(axis=1)),
             (m, e, right.min(axis=1), right.max(axis=1)),
         ]
     starts = np.array([b[0] for b in boxes])
-    weights = np.add.reduceat(wt, starts)
-    sums = np.add.reduceat(data * wt, starts, axis=1).T
-    return torch.from_numpy(np.round(sums / weights[:, None]) / 255.0), torch.from_numpy(weights)
+    if wt is None:
+        mass = np.array([b[1] - b[0] for b in boxes], dtype=np.int64)
+        sums = np.add.reduceat(data.astype(np.int64), starts, axis=1).T
+    else:
+        mass = np.add.reduceat(wt, starts)
+        sums = np.add.reduceat(data * wt, starts, axis=1).T
+    # Pylette's colour: the box mean rounded (half to even) to an 8-bit level, so palettes are bit-identical.
+    return torch.from_numpy(np.round(sums / mass[:, None]) / 255.0), torch.from_numpy(mass)
 
 
 def _unique_colours(px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -510,14 +489,14 @@ def _extract_weighted(px: np.ndarray, weights: np.ndarray, size: int, method: st
     if w.min() == w.max():  # a hard mask: equal weights give the unweighted palette of the pixels inside
         return _extract(px[None], size, method, None, seed)
     if method == "median_cut" and _few_colours(px, size) is None:  # the usual case: no weighted unique needed
-        return _sorted_palette(*_median_cut_weighted(px, w, size))
+        return _sorted_palette(*_median_cut(px, size, w))
     uniq, wsum = _unique_weighted(px, w)
     x8 = np.stack([uniq >> 16, (uniq >> 8) & 255, uniq & 255], axis=1).astype(np.uint8)
     if len(uniq) <= size:
         return _sorted_palette(torch.from_numpy(x8 / 255.0), torch.from_numpy(wsum))
     if method == "kmeans":
         return _sorted_palette(*_kmeans(x8, wsum, size, seed))
-    return _sorted_palette(*_median_cut_weighted(px, w, size))
+    return _sorted_palette(*_median_cut(px, size, w))
 
 
 def _unique_weighted(px: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ import numpy as np
 
 from .color import D65_XYZ, lab_to_xyz, linear_to_srgb, xyz_to_linear
 from .errors import PaletteError, PaletteFormatError
-from .palette import _COOLORS_RE, MAX_FILE_COLORS, Palette, parse_token, quote
+from .palette import MAX_FILE_COLORS, Palette, coolors_hexes, parse_token, quote
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ _PAINTNET = re.compile(r"[0-9a-fA-F]{8}")  # Paint.NET .txt rows are AARRGGBB
 
 def load_palette(source: str | os.PathLike) -> Palette:
     """Read a palette file (format from its extension) or a Coolors URL (docs/design.md §5)."""
-    if isinstance(source, str) and _COOLORS_RE.match(source.strip()):
+    if isinstance(source, str) and coolors_hexes(source) is not None:
         return Palette.parse(source)
     path = Path(source)
     fmt = READ_FORMATS.get(path.suffix.lower())

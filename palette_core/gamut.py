@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .color import _LAB_EPSILON, _LAB_KAPPA, _M_RGB_TO_XYZ, _M_XYZ_TO_RGB, D65_XYZ, linear_to_srgb
+from .color import D65_XYZ, LAB_EPSILON, LAB_KAPPA, M_RGB_TO_XYZ, M_XYZ_TO_RGB, linear_to_srgb, srgb_to_linear
 from .errors import InputShapeError
 
 # Gamut limit table: C*ab limit per (L*, hue) in 1 L* x 2 degree cells, scanned at 61 chromas (about
@@ -37,15 +37,15 @@ _WHITE = tuple(float(v) for v in D65_XYZ)
 def _matrices(dtype: torch.dtype, device: str) -> tuple[Tensor, Tensor]:
     """``(sRGB linear -> XYZ / white, XYZ * white -> sRGB linear)``: white-point scaling folded into the rows."""
     white = torch.tensor(_WHITE, dtype=torch.float64)
-    to_xyz = torch.tensor(_M_RGB_TO_XYZ, dtype=torch.float64) / white[:, None]
-    to_rgb = torch.tensor(_M_XYZ_TO_RGB, dtype=torch.float64) * white[None, :]
+    to_xyz = torch.tensor(M_RGB_TO_XYZ, dtype=torch.float64) / white[:, None]
+    to_rgb = torch.tensor(M_XYZ_TO_RGB, dtype=torch.float64) * white[None, :]
     return to_xyz.to(dtype=dtype, device=device), to_rgb.to(dtype=dtype, device=device)
 
 
-# Piecewise curves are evaluated without torch.where (several times slower than arithmetic on the CPU):
-# each branch is fed its side of the junction by a clamp, and the two clamped halves are combined.
-_F_KNEE = 6.0 / 29.0  # f(_LAB_EPSILON): where the CIELAB cube root meets its linear segment
-_SRGB_KNEE, _LINEAR_KNEE = 0.04045, 0.0031308
+# The CIELAB function and its inverse run on every step of the gamut search, so they are evaluated without
+# torch.where (slower than arithmetic on the CPU): each branch is fed its side of the junction by a clamp,
+# and the two clamped halves are combined.
+_F_KNEE = 6.0 / 29.0  # f(LAB_EPSILON): where the CIELAB cube root meets its linear segment
 
 
 def _f(t: Tensor) -> Tensor:
@@ -54,33 +54,21 @@ def _f(t: Tensor) -> Tensor:
     The linear segment is the cube root's tangent at the knee (value 6/29, slope 841/108 both ways), so
     it lies above the concave cube root everywhere: ``min(cbrt(max(t, eps)), linear(t))`` is exactly f.
     """
-    lin = t * (_LAB_KAPPA / 116.0)
+    lin = t * (LAB_KAPPA / 116.0)
     lin.add_(16.0 / 116.0)
-    return torch.minimum(t.clamp_min(_LAB_EPSILON).pow_(1.0 / 3.0), lin, out=lin)
+    return torch.minimum(t.clamp_min(LAB_EPSILON).pow_(1.0 / 3.0), lin, out=lin)
 
 
 def f_inv(f: Tensor) -> Tensor:
     """Inverse of the CIELAB function f (CIE 15), elementwise: ``f^3`` above the knee, linear below."""
-    linear = f.clamp_max(_F_KNEE).mul_(116.0 / _LAB_KAPPA).sub_(16.0 / _LAB_KAPPA + _LAB_EPSILON)
+    linear = f.clamp_max(_F_KNEE).mul_(116.0 / LAB_KAPPA).sub_(16.0 / LAB_KAPPA + LAB_EPSILON)
     high = f.clamp_min(_F_KNEE)
     return high.square().mul_(high).add_(linear)
 
 
-def _decode(rgb: Tensor) -> Tensor:
-    """sRGB to linear planes (IEC 61966-2-1, as :func:`color.srgb_to_linear`, to 3e-9)."""
-    linear = rgb.clamp_max(_SRGB_KNEE).mul_(1.0 / 12.92).sub_(_SRGB_KNEE / 12.92)
-    return rgb.clamp_min(_SRGB_KNEE).add_(0.055).mul_(1.0 / 1.055).pow_(2.4).add_(linear)
-
-
-def encode(lin: Tensor) -> Tensor:
-    """Linear to sRGB planes (IEC 61966-2-1, as :func:`color.linear_to_srgb`, to 3e-8); ``lin`` is consumed."""
-    linear = lin.clamp_max(_LINEAR_KNEE).mul_(12.92).sub_(_LINEAR_KNEE * 12.92)
-    return lin.clamp_min_(_LINEAR_KNEE).pow_(1.0 / 2.4).mul_(1.055).sub_(0.055).add_(linear)
-
-
 def srgb_planes_to_f(rgb: Tensor) -> tuple[Tensor, Tensor]:
     """sRGB planes ``[3, M]`` to ``(f planes [3, M], Y [M])``: docs/design.md §3 Lab, planar (``L* = 116 fy - 16``)."""
-    xyz = torch.mm(_matrices(rgb.dtype, str(rgb.device))[0], _decode(rgb))  # Yn = 1: row 1 is Y itself
+    xyz = torch.mm(_matrices(rgb.dtype, str(rgb.device))[0], srgb_to_linear(rgb))  # Yn = 1: row 1 is Y itself
     return _f(xyz), xyz[1]
 
 

@@ -67,6 +67,12 @@ def quote(token: str) -> str:
     return f'"{shown}"'
 
 
+def coolors_hexes(text: str) -> list[str] | None:
+    """The colour tokens of a Coolors URL (``https://coolors.co/264653-2a9d8f``), None if not one (docs/palettes.md)."""
+    match = _COOLORS_RE.match(text.strip())
+    return None if match is None else [t for t in match.group(1).split("-") if t]
+
+
 def parse_hex(token: str) -> tuple[int, int, int]:
     """One hex colour token to 8-bit ``(r, g, b)`` (docs/design.md §5); ``#RGB`` doubles each digit."""
     t = token.strip()
@@ -312,9 +318,9 @@ class Palette:
             raise PaletteFormatError("the palette is empty: enter colours such as #e63946, #f1faee, #1d3557")
         if s.startswith(("[", "{")):
             return cls._parse_json(s)
-        coolors = _COOLORS_RE.match(s)
-        if coolors:
-            return cls.from_hex([t for t in coolors.group(1).split("-") if t])
+        coolors = coolors_hexes(s)
+        if coolors is not None:
+            return cls.from_hex(coolors)
         hexes: list[str] = []
         weights: list[float] = []
         for token in _SEPARATORS.split(s):

@@ -39,9 +39,9 @@ from torch import Tensor
 
 from ._checks import check_colors, check_image, check_weights
 from .color import linear_to_srgb, srgb_to_lab
-from .distance import _emd_exact
+from .distance import sampled_emd
 from .errors import InputShapeError, PaletteError
-from .gamut import encode, fit_chroma, srgb_planes_to_f
+from .gamut import fit_chroma, srgb_planes_to_f
 from .masks import fit_mask
 from .render import palette_stripes
 
@@ -372,7 +372,7 @@ def _shift_pixels(rgb: Tensor, texture: Tensor, keep_neutrals: bool, weight: Ten
         dfx, dfz = dfx.mul_(keep), dfz.mul_(keep)
     if weight is not None:  # a soft edge moves a*b* part of the way: L* stays exact across it
         dfx, dfz = dfx.mul_(weight), dfz.mul_(weight)
-    return encode(fit_chroma(fx.add_(dfx), fy, y, fz.add_(dfz)))
+    return linear_to_srgb(fit_chroma(fx.add_(dfx), fy, y, fz.add_(dfz)))
 
 
 def _per_chunk(fn: Callable[..., Tensor], *images: Tensor, weight: Tensor | None = None, original: int = 0) -> Tensor:
@@ -486,7 +486,7 @@ def _lock_pixels(colour: Tensor, source: Tensor, weight: Tensor | None = None) -
     fx, fz = fc[0].sub_(fc[1]).add_(fy), fc[2].sub_(fc[1]).add_(fy)
     if weight is not None:  # a*b* part of the way from the source's: L* stays exact across soft edges
         fx, fz = torch.lerp(fs[0], fx, weight), torch.lerp(fs[2], fz, weight)
-    return encode(fit_chroma(fx, fy, y, fz))
+    return linear_to_srgb(fit_chroma(fx, fy, y, fz))
 
 
 def lightness_error(before: Tensor | np.ndarray, after: Tensor | np.ndarray) -> Tensor:
@@ -512,19 +512,4 @@ def chroma_emd(
     Pixels are drawn as in :func:`palette_emd` (``samples`` uniformly with replacement, generator seeded
     by ``seed`` per image); the palette's a*b* carry its weights. Scalar or ``[B]`` (float64).
     """
-    if samples < 1:
-        raise InputShapeError(f"samples: {samples} must be >= 1")
-    x, batched = check_image(image)
-    c, _ = check_colors(colors)
-    w = check_weights(weights, c)
-    b = x.shape[0]
-    c, w = _per_image(c, b, "colors", "palettes"), _per_image(w, b, "weights", "palettes")
-    pixels = x.reshape(b, -1, 3)
-    out = torch.empty(b, dtype=torch.float64)
-    for i in range(b):
-        gen = torch.Generator().manual_seed(seed)
-        idx = torch.randint(0, pixels.shape[1], (samples,), generator=gen).to(pixels.device)
-        picked = _lab(pixels[i, idx])[:, 1:].cpu().numpy()
-        target = _lab(c[i])[:, 1:].cpu().numpy()
-        out[i] = _emd_exact(picked, target, w[i].double().cpu().numpy())
-    return out if batched else out[0]
+    return sampled_emd(image, colors, weights, samples, seed, lambda rgb: _lab(rgb)[:, 1:])

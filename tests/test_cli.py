@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from palette_core import cli
+import palette_cli.main as cli
 from palette_core.formats import load_palette
 
 REPO = Path(__file__).resolve().parents[1]

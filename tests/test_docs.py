@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from palette_core import cli as core_cli
+import palette_cli.main as core_cli
 from palette_queue import cli as queue_cli
 
 REPO = Path(__file__).resolve().parents[1]

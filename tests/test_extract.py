@@ -10,33 +10,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from sample_photos import photo_or_skip as photo
 from scipy.optimize import linear_sum_assignment
 
 from palette_core import InputShapeError, PaletteError
 from palette_core.extract import extract_palette, extract_palettes, quantization_error, resized_pixels
 from palette_core.palette import Palette
 
-skimage_data = pytest.importorskip("skimage.data")
+pytest.importorskip("skimage.data")  # the photographs below
 
 # Photographs shipped inside scikit-image (no download). Astronaut is kept apart for k-means: its 5-colour
 # k-means landscape has several optima within 0.2% of each other, so colours there are not comparable.
 PHOTOS = ["coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "motorcycle"]
-
-
-@functools.cache
-def _load_photo(name: str) -> np.ndarray | None:
-    try:
-        img = skimage_data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage_data, name)()
-    except (ImportError, OSError, ValueError):  # a scikit-image that would have to download it
-        return None
-    return np.ascontiguousarray(img[..., :3])
-
-
-def photo(name: str) -> np.ndarray:
-    img = _load_photo(name)
-    if img is None:
-        pytest.skip(f"scikit-image sample photo {name!r} is not available offline")
-    return img
 
 
 @functools.cache

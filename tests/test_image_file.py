@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageOps
 
+import palette_cli.main as cli
 import palette_core.image_file as image_file
-from palette_core import cli
 from palette_core.image_file import ImageFileError, read_image
 
 REPO = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ from palette_core.palette import Palette
 from palette_core.similarity import occupied_quadratic_chi
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("palette_core", "palette_queue")
+PACKAGES = ("palette_core", "palette_cli", "palette_queue")
 PALETTE = "#264653, #2a9d8f, #e9c46a, #f4a261, #e76f51"
 # Not part of the source tree (local environments, caches, build outputs), where git cannot tell.
 IGNORED = (".git", ".venv", ".hypothesis", ".comfyui", "__pycache__", "*.egg-info", "build", "dist", "node_modules")
@@ -105,7 +105,7 @@ def photo(path: Path, side: int = 256) -> Path:
     return path
 
 
-def test_the_wheel_holds_only_the_two_packages(installed):
+def test_the_wheel_holds_only_the_three_packages(installed):
     for left_out in ("__init__.py", "nodes/__init__.py", "train", "tests"):  # in the source the build saw
         assert (installed.source / left_out).exists()
     (wheel,) = installed.wheel.glob("*.whl")
@@ -113,7 +113,7 @@ def test_the_wheel_holds_only_the_two_packages(installed):
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == set(PACKAGES)
     assert "__init__.py" not in names and not any(n.startswith(("nodes/", "train/", "tests/")) for n in names)
-    # package data: every file of the two packages in the source tree is in the wheel
+    # package data: every file of the packages in the source tree is in the wheel
     shipped = {
         str(p.relative_to(installed.source)).replace(os.sep, "/")
         for pkg in PACKAGES
@@ -122,7 +122,7 @@ def test_the_wheel_holds_only_the_two_packages(installed):
     }
     assert shipped <= set(names)
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "palette = palette_core.cli:main" in entry_points
+    assert "palette = palette_cli.main:main" in entry_points
     assert "palette-queue = palette_queue.cli:main" in entry_points
 
 
@@ -138,15 +138,15 @@ def test_websocket_client_is_only_the_queue_extra(installed):
 
 def test_the_installed_files_are_the_packages_and_the_two_commands(installed):
     code = (
-        "import importlib.metadata as m, palette_core, palette_queue\n"
-        "print(palette_core.__file__); print(palette_queue.__file__)\n"
+        "import importlib.metadata as m, palette_core, palette_cli, palette_queue\n"
+        "print(palette_core.__file__); print(palette_cli.__file__); print(palette_queue.__file__)\n"
         "for f in m.distribution('palette-control').files: print(f)\n"
     )
     proc = installed.run(installed.python, "-c", code)
     assert proc.returncode == 0, proc.stderr
-    core, queue, *files = proc.stdout.splitlines()
+    core, cli, queue, *files = proc.stdout.splitlines()
     venv_dir = str(installed.root / "venv")
-    assert core.startswith(venv_dir) and queue.startswith(venv_dir)  # the wheel's copy, not the repository
+    assert all(f.startswith(venv_dir) for f in (core, cli, queue))  # the wheel's copy, not the repository
     for f in files:
         top = f.split("/")[0]
         assert top in PACKAGES or top.endswith(".dist-info") or f.split("/")[-1] in ("palette", "palette-queue"), f
@@ -162,7 +162,7 @@ def test_palette_help_and_errors_name_the_installed_command(installed):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: palette [-h] command")
     imported = imported_modules(proc.stderr)
-    assert "palette_core.cli" in imported and not {m.split(".")[0] for m in imported} & {"numpy", "torch", "PIL"}
+    assert "palette_cli.main" in imported and not {m.split(".")[0] for m in imported} & {"numpy", "torch", "PIL"}
     bad = installed.run(installed.bin / "palette", "distance", "#fff")
     assert bad.returncode == 2
     assert bad.stderr.strip() == "palette distance: error: the following arguments are required: B (see --help)"
@@ -200,8 +200,8 @@ def test_palette_queue_help(installed):
 @pytest.mark.parametrize(
     ("command", "needle"),
     [
-        ("from palette_core.cli import main; raise SystemExit(main(['histogram', 'photo.png']))", "palette histogram"),
-        ("from palette_core.cli import main; raise SystemExit(main(['extract', 'photo.png']))", "palette extract"),
+        ("from palette_cli.main import main; raise SystemExit(main(['histogram', 'photo.png']))", "palette histogram"),
+        ("from palette_cli.main import main; raise SystemExit(main(['extract', 'photo.png']))", "palette extract"),
         (
             "from palette_queue.cli import main; raise SystemExit(main([{wf!r}, 'jobs.csv', '--out', 'out']))",
             "palette-queue",
@@ -236,7 +236,7 @@ def test_palette_queue_without_torch_runs_with_no_report(installed):
 
 
 def test_python_m_still_works_from_the_repository_and_names_itself():
-    for module in PACKAGES:
+    for module in ("palette_core", "palette_queue"):  # as README documents them
         proc = subprocess.run(
             [sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
         )

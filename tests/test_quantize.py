@@ -3,8 +3,6 @@ properties (palette colours only, shapes, batches, masks, alpha), bad input, and
 
 from __future__ import annotations
 
-import functools
-
 import colour
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from sample_photos import sample_photo
 
 from palette_core import quantize as qz
 from palette_core.color import ciede2000, srgb_to_lab
@@ -332,18 +331,6 @@ PHOTOS = [
 ]
 
 
-@functools.cache
-def photo(name: str, size: int = 256) -> np.ndarray | None:
-    data = pytest.importorskip("skimage.data")
-    try:
-        arr = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
-    except (ImportError, OSError, ValueError):  # a scikit-image that would have to download it
-        return None
-    img = Image.fromarray(np.ascontiguousarray(arr[..., :3]))
-    scale = size / max(img.size)
-    return np.array(img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC))
-
-
 def blurred_delta_e(a: np.ndarray, b: np.ndarray) -> float:
     """Mean CIEDE2000 between the images blurred with a 1.5-pixel Gaussian (what a viewer sees from afar)."""
     from scipy.ndimage import gaussian_filter
@@ -366,7 +353,7 @@ def test_floyd_steinberg_beats_pillow_on_photographs():
 
     rows = []
     for name in PHOTOS:
-        u8 = photo(name)
+        u8 = sample_photo(name, 256)
         if u8 is None:
             continue
         palette = extract_palette(u8, 16, method="median_cut").colors_array

@@ -16,6 +16,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sample_photos import photo_or_skip
 
 from palette_core import extract as ex
 from palette_core import recolor as rc
@@ -33,17 +34,7 @@ SIZE = 160
 
 def load_photo(name: str, size: int = SIZE) -> torch.Tensor:
     """A scikit-image sample photo (bundled), longer side ``size``, 8-bit levels as float32 ``[H, W, 3]``."""
-    from PIL import Image
-
-    data = pytest.importorskip("skimage.data")
-    try:
-        arr = getattr(data, name)()
-    except (OSError, ValueError) as e:  # a photo that scikit-image would have to download
-        pytest.skip(f"scikit-image photo {name} is not available offline: {e}")
-    img = Image.fromarray(arr[..., :3])
-    scale = size / max(img.size)
-    img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(img).astype(np.float32) / 255.0)
+    return torch.from_numpy(photo_or_skip(name, size).astype(np.float32) / 255.0)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -369,7 +360,7 @@ def test_weighted_median_cut_with_equal_weights_is_pylettes(n, size, levels, wei
     """Property: the weighted median cut with equal weights makes the very boxes of the unweighted one."""
     px = np.random.default_rng(seed).integers(0, levels, size=(n, 3)).astype(np.uint8)  # ties at the medians
     colours, counts = ex._median_cut(px, size)
-    wcolours, wsums = ex._median_cut_weighted(px, np.full(n, weight), size)
+    wcolours, wsums = ex._median_cut(px, size, np.full(n, weight))
     assert torch.equal(colours, wcolours)
     assert torch.allclose(wsums / wsums.sum(), counts.double() / counts.sum(), atol=1e-12)
 

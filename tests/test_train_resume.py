@@ -166,9 +166,10 @@ def test_a_whole_checkpoint_of_other_layers_is_not_damage(tmp_path):
 def test_the_trainer_resumes_past_a_cut_checkpoint_to_the_weights_of_an_uninterrupted_run(
     tmp_path, monkeypatch, caplog
 ):
-    # the recipe's Quadratic-Chi distance builds a 4080 x 4080 matrix once per process (most of a test's
-    # time on a CPU); resuming does not depend on its values, so both runs use a cheap stand-in
-    monkeypatch.setattr("train.recipe.quadratic_chi", lambda a, b: (a - b).abs().sum(-1))
+    # the recipe's Quadratic-Chi distance (palette_core.adapter.image_scalars looks it up at each call)
+    # builds a 4080 x 4080 matrix once per process (most of a test's time on a CPU); resuming does not
+    # depend on its values, so both runs use a cheap stand-in
+    monkeypatch.setattr("palette_core.distance.quadratic_chi", lambda a, b: (a - b).abs().sum(-1))
     data = write_dataset(tmp_path / "toy", 8, SIZE, seed=0)
     run = tmp_path / "run"
     full = Trainer(config(run, data, max_steps=2, checkpoint_every=1, batch_size=1), unet=tiny_unet())

@@ -28,22 +28,13 @@ import torch
 
 from palette_core.adapter import ColorCondition, load_adapter, palette_condition
 from palette_core.blocks import diffusers_unet_layers, select_layers
-from palette_core.distance import palette_emd
 from palette_core.palette import Palette
 from train.data import CachedText, ConstantText
 from train.models import PixelCodec, VaeCodec, load_unet, load_vae, noise_scheduler
 from train.processor import PaletteUNet, generate
-from train.train_palette_adapter import DEFAULT_VAL_PALETTES, DEFAULT_VAL_PROMPTS
+from train.train_palette_adapter import DEFAULT_VAL_PALETTES, DEFAULT_VAL_PROMPTS, mean_emd
 
 log = logging.getLogger("analyse_blocks")
-
-
-def emd_per_image(images: torch.Tensor, palettes: Sequence[Palette], per: int) -> list[float]:
-    """palette_emd of each image against the palette it was generated for."""
-    return [
-        float(palette_emd(images[i], palettes[i // per].colors.float(), palettes[i // per].weights.float()))
-        for i in range(images.shape[0])
-    ]
 
 
 def analyse(
@@ -76,8 +67,7 @@ def analyse(
             )
         finally:
             model.context.disabled = frozenset()
-        scores = emd_per_image(images, palettes, per)
-        return sum(scores) / len(scores)
+        return mean_emd(images, palettes, per)
 
     full = run(pos)
     base = run(None)

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from palette_core.adapter import KIND_HISTOGRAM, KIND_NONE, KIND_PALETTE, ColorCondition
-from palette_core.distance import quadratic_chi
+from palette_core.adapter import KIND_HISTOGRAM, KIND_NONE, KIND_PALETTE, ColorCondition, image_scalars
 from palette_core.errors import InputShapeError
 from palette_core.extract import extract_palette
-from palette_core.histogram import NUM_BINS, entropy, image_histogram, palette_histogram
+from palette_core.histogram import NUM_BINS, image_histogram, palette_histogram
 
 
 @dataclass(frozen=True)
@@ -83,11 +82,8 @@ def draw_conditions(images: Tensor, recipe: Recipe, generator: torch.Generator) 
             hist[i] = median_cut_histogram(images[i], int(sizes[i]), recipe.palette_resize)
         elif kind[i] == KIND_HISTOGRAM:
             hist[i] = full[i]
-    conditioned = kind != KIND_NONE
-    distance = torch.full((b,), math.nan)
-    if bool(conditioned.any()):
-        distance[conditioned] = quadratic_chi(hist[conditioned], full[conditioned]).float()
-    ent = entropy(full).float()
+    qc, ent = image_scalars(full, hist)
+    distance = torch.where(kind != KIND_NONE, qc, math.nan)  # an unconditioned sample has no distance
     distance = torch.where(u[:, 2] < recipe.p_drop_distance, math.nan, distance)
     ent = torch.where(u[:, 3] < recipe.p_drop_entropy, math.nan, ent)
     d = u[:, 1]

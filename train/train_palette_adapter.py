@@ -536,9 +536,9 @@ class Trainer:
         palettes, prompts, seeds = self.validation_set()
         if self.base_emd is None:
             base = self.sample_palettes(palettes, prompts, seeds, adapter=False)
-            self.base_emd = _mean_emd(base, palettes, len(seeds))
+            self.base_emd = mean_emd(base, palettes, len(seeds))
         images = self.sample_palettes(palettes, prompts, seeds)
-        emd = _mean_emd(images, palettes, len(seeds))
+        emd = mean_emd(images, palettes, len(seeds))
         self._log_row(
             VAL_LOG, ("step", "palette_emd", "palette_emd_base"), (step, f"{emd:.5f}", f"{self.base_emd:.5f}")
         )
@@ -556,7 +556,8 @@ def _jsonable(value):
     return value
 
 
-def _mean_emd(images: Tensor, palettes: Sequence[Palette], per: int) -> float:
+def mean_emd(images: Tensor, palettes: Sequence[Palette], per: int) -> float:
+    """Mean palette_emd (paper Table 1) of images against the palettes they were made for, ``per`` per palette."""
     scores = [
         float(palette_emd(images[i], palettes[i // per].colors.float(), palettes[i // per].weights.float()))
         for i in range(images.shape[0])

@@ -40,7 +40,7 @@ from train.processor import PaletteUNet, generate
 from train.recipe import Recipe
 from train.toy.shapes import draw, random_palette, write_dataset
 from train.toy.train_base import base_codec, load_images, train_base
-from train.train_palette_adapter import TrainConfig, Trainer, _mean_emd, save_grid
+from train.train_palette_adapter import TrainConfig, Trainer, mean_emd, save_grid
 
 log = logging.getLogger("run_toy")
 
@@ -88,8 +88,8 @@ def reference_emd(palettes: Sequence[Palette], per: int = 8, seed: int = 2718) -
     own = images(p.colors.double().numpy() for p in palettes for _ in range(per))
     other = images(random_palette(rng) for _ in palettes for _ in range(per))
     return {
-        "emd_data_in_palette": _mean_emd(own, palettes, per),
-        "emd_data_other_palettes": _mean_emd(other, palettes, per),
+        "emd_data_in_palette": mean_emd(own, palettes, per),
+        "emd_data_other_palettes": mean_emd(other, palettes, per),
         "colour_breakdown_data": colour_breakdown(own, palettes, per),
     }
 
@@ -172,13 +172,13 @@ def evaluate(
 
     base = gen(None, g=1.0)
     adapted = gen(pos)
-    emd_base, emd_adapter = _mean_emd(base, palettes, per), _mean_emd(adapted, palettes, per)
+    emd_base, emd_adapter = mean_emd(base, palettes, per), mean_emd(adapted, palettes, per)
     captions = [c for c in colour_captions(palettes) for _ in range(per)]
     colour_words = text.embed(captions)
     worded = gen(None, words=colour_words)
     worded_cfg1 = gen(None, g=1.0, words=colour_words)
     adapted_cfg1 = gen(pos, g=1.0)
-    emd_worded_cfg1, emd_adapter_cfg1 = _mean_emd(worded_cfg1, palettes, per), _mean_emd(adapted_cfg1, palettes, per)
+    emd_worded_cfg1, emd_adapter_cfg1 = mean_emd(worded_cfg1, palettes, per), mean_emd(adapted_cfg1, palettes, per)
     first = torch.stack([p.colors[0].float() for p in palettes for _ in range(per)])
     neg = ColorCondition.cat([negative_condition(c[None], weight=1.0) for c in first])
     negated = gen(pos, neg)
@@ -201,9 +201,9 @@ def evaluate(
         on_seen = gen(seen_pos)
         grids["seen_palettes"] = on_seen
         seen_result = {
-            "emd_seen_without_adapter": _mean_emd(base, seen, per),
-            "emd_seen_with_adapter": _mean_emd(on_seen, seen, per),
-            "emd_seen_with_adapter_cfg1": _mean_emd(gen(seen_pos, g=1.0), seen, per),
+            "emd_seen_without_adapter": mean_emd(base, seen, per),
+            "emd_seen_with_adapter": mean_emd(on_seen, seen, per),
+            "emd_seen_with_adapter_cfg1": mean_emd(gen(seen_pos, g=1.0), seen, per),
         }
     for name, imgs in {**grids, "entropy_low": low, "entropy_high": high}.items():
         save_grid(imgs, seen if name == "seen_palettes" else palettes, per, out / f"eval_{name}.png")
@@ -217,7 +217,7 @@ def evaluate(
         "emd_ratio": emd_adapter / emd_base,
         "emd_with_adapter_cfg1": emd_adapter_cfg1,
         "emd_ratio_cfg1": emd_adapter_cfg1 / emd_base,
-        "emd_base_colour_captions": _mean_emd(worded, palettes, per),
+        "emd_base_colour_captions": mean_emd(worded, palettes, per),
         "emd_base_colour_captions_cfg1": emd_worded_cfg1,
         "negative_near_share_without": float(share_plain),
         "negative_near_share_with": float(share_neg),
