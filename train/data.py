@@ -12,10 +12,12 @@ import csv
 import hashlib
 import json
 import logging
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -136,8 +138,27 @@ def load_image(path: Path, size: int, min_size: int) -> Tensor | None:
     return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
 
 
+class SampleKey(NamedTuple):
+    """One sample of a step: its ``slot`` in the optimizer step's global batch and its record ``index``."""
+
+    slot: int
+    index: int
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """A micro-batch's bookkeeping: each loaded image's slot in its step's global batch, the skipped records.
+
+    A sample's randomness (condition, noise, timestep) comes from its slot, not from its position in the
+    process's micro-batch, so the same global batch split over any number of processes trains alike.
+    """
+
+    slots: list[int]
+    skipped: list[int]
+
+
 class ImageDataset(torch.utils.data.Dataset):
-    """``(index, image [3, S, S] or None)`` for each record; None marks an unreadable or tiny image."""
+    """``(key, image [3, S, S] or None)`` for a record index or :class:`SampleKey`; None marks an unusable image."""
 
     def __init__(self, records: Sequence[Record], size: int, min_size: int | None = None) -> None:
         self.records = list(records)
@@ -147,17 +168,19 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> tuple[int, Tensor | None]:
-        return index, load_image(self.records[index].image, self.size, self.min_size)
+    def __getitem__(self, key: int | SampleKey) -> tuple[int | SampleKey, Tensor | None]:
+        index = key.index if isinstance(key, SampleKey) else key
+        return key, load_image(self.records[index].image, self.size, self.min_size)
 
 
-def collate(items: list[tuple[int, Tensor | None]]) -> tuple[Tensor, Tensor, list[int]]:
-    """Stack the usable images; returns ``(indices, images, skipped indices)``."""
-    ok = [(i, x) for i, x in items if x is not None]
-    skipped = [i for i, x in items if x is None]
+def collate(items: list[tuple[int | SampleKey, Tensor | None]]) -> tuple[Tensor, Tensor, BatchInfo]:
+    """Stack the usable images: ``(record indices, images, BatchInfo)``; plain indices get slots 0, 1, ..."""
+    keys = [k if isinstance(k, SampleKey) else SampleKey(pos, k) for pos, (k, _) in enumerate(items)]
+    ok = [(k, x) for k, (_, x) in zip(keys, items) if x is not None]
+    info = BatchInfo([k.slot for k, _ in ok], [k.index for k, (_, x) in zip(keys, items) if x is None])
     if not ok:
-        return torch.zeros(0, dtype=torch.long), torch.zeros(0), skipped
-    return torch.tensor([i for i, _ in ok]), torch.stack([x for _, x in ok]), skipped
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0), info
+    return torch.tensor([k.index for k, _ in ok]), torch.stack([x for _, x in ok]), info
 
 
 def step_seed(seed: int, *parts: int) -> int:
@@ -168,22 +191,60 @@ def step_seed(seed: int, *parts: int) -> int:
 class StepBatches(torch.utils.data.Sampler[list[int]]):
     """Index batches for micro-steps ``start, start+1, ...``: drawn by sampling weight from a per-step seed.
 
-    A batch depends only on (seed, micro-step), so a resumed run sees exactly the batches it would have.
+    Optimizer step ``s`` draws one global batch of ``batch x world x accum`` records from ``(seed, s)``;
+    micro-step ``k`` of the step gives process ``rank`` of ``world`` the slots
+    ``(k * world + rank) * batch ...`` of it, so the processes see disjoint shards and a batch depends only
+    on (seed, step, slot): a resumed run, or the same global batch split over another number of processes,
+    sees exactly the samples it would have. ``keyed`` yields :class:`SampleKey` (slot, index) pairs.
     """
 
-    def __init__(self, weights: Sequence[float], batch: int, seed: int, start: int, total: int) -> None:
+    def __init__(
+        self,
+        weights: Sequence[float],
+        batch: int,
+        seed: int,
+        start: int,
+        total: int,
+        *,
+        accum: int = 1,
+        rank: int = 0,
+        world: int = 1,
+        keyed: bool = False,
+    ) -> None:
         w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
         if w.numel() == 0 or not bool((w > 0).any()):
             raise ManifestError("no image has a positive sampling weight")
+        if batch < 1 or accum < 1 or not 0 <= rank < world:
+            raise PaletteError(
+                f"batch {batch} and accumulation {accum} must be >= 1, process {rank} one of 0..{world - 1}"
+            )
         self.weights, self.batch, self.seed, self.start, self.total = w, batch, seed, start, total
+        self.accum, self.rank, self.world, self.keyed = accum, rank, world, keyed
+        self._plan: tuple[int, list[int]] | None = None
 
     def __len__(self) -> int:
         return max(0, self.total - self.start)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    @property
+    def global_batch(self) -> int:
+        """Samples per optimizer step over all processes and micro-steps."""
+        return self.batch * self.world * self.accum
+
+    def plan(self, step: int) -> list[int]:
+        """The record indices of optimizer step ``step``'s global batch, by slot."""
+        if self._plan is None or self._plan[0] != step:
+            g = torch.Generator().manual_seed(step_seed(self.seed, step, 0))
+            drawn = torch.multinomial(self.weights, self.global_batch, replacement=True, generator=g)
+            self._plan = step, drawn.tolist()
+        return self._plan[1]
+
+    def __iter__(self) -> Iterator[list]:
         for micro in range(self.start, self.total):
-            g = torch.Generator().manual_seed(step_seed(self.seed, micro, 0))
-            yield torch.multinomial(self.weights, self.batch, replacement=True, generator=g).tolist()
+            step, k = divmod(micro, self.accum)
+            first = (k * self.world + self.rank) * self.batch
+            slots = range(first, first + self.batch)
+            plan = self.plan(step)
+            yield [SampleKey(s, plan[s]) for s in slots] if self.keyed else [plan[s] for s in slots]
 
 
 class ConstantText:
@@ -375,7 +436,8 @@ class LatentCache:
         if missing:
             fresh = codec.moments(images[missing]).cpu()
             for j, i in enumerate(missing):
-                tmp = files[i].with_name(f".{files[i].name}.tmp")
+                # a name of its own per process: training processes may cache the same image at the same time
+                tmp = files[i].with_name(f".{files[i].name}.{os.getpid()}.tmp")
                 save_file({"moments": fresh[j].contiguous()}, str(tmp))
                 tmp.replace(files[i])
                 out[i] = fresh[j]

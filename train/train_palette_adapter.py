@@ -8,7 +8,9 @@ the docs/design.md §6 file that ComfyUI's PaletteAdapterLoader reads.
     accelerate launch train/train_palette_adapter.py --model sdxl-base/ --data curated.jsonl \
         --text-cache captions.safetensors --output runs/stage1 --stage 1 --mixed-precision bf16
 
-See docs/training.md for the whole procedure.
+``accelerate launch --num_processes N`` (or an accelerate config for several GPUs or machines) trains
+data-parallel: ``--batch-size`` per process, N x batch x ``--grad-accum`` images per optimizer step.
+See docs/training.md for the whole procedure and docs/scaling.md for several GPUs and machines.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
 from palette_core.adapter import (
     CONTEXT_DIM,
@@ -53,6 +55,7 @@ from palette_core.palette import Palette
 from palette_core.render import palette_stripes
 from train.checkpoint import resume_newest, save_checkpoint
 from train.data import (
+    BatchInfo,
     CachedText,
     ConstantText,
     ImageDataset,
@@ -114,7 +117,7 @@ class TrainConfig:
     warmup_steps: int = 0
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
-    mixed_precision: str = "no"
+    mixed_precision: str | None = None  # None: as accelerate's config or launch flag says ("no" without one)
     gradient_checkpointing: bool = False
     adam8bit: bool = False
     seed: int = 0
@@ -134,7 +137,7 @@ class TrainConfig:
     restart: bool = False
     stop_after: int | None = None  # stop as if killed after this many steps (tests resume)
     progress: bool = True
-    sdxl_only: bool = True  # False: accept any cross-attention width (fast tests; such adapters do not fit SDXL)
+    sdxl_only: bool = True  # False: accept any cross-attention width (toy models, tests; such adapters do not fit SDXL)
 
 
 def _weight_dtype(mixed_precision: str) -> torch.dtype:
@@ -172,18 +175,24 @@ class Trainer:
     """One training run. ``unet``/``codec``/``text`` may be given directly (tests, toy runs)."""
 
     def __init__(self, config: TrainConfig, unet=None, codec=None, text=None, records=None) -> None:
-        from accelerate import Accelerator
+        from accelerate import Accelerator, DistributedDataParallelKwargs
 
         self.config = c = config
-        self.accelerator = Accelerator(mixed_precision=c.mixed_precision)
-        self.device = self.accelerator.device
-        self.weight_dtype = _weight_dtype(c.mixed_precision)
+        if c.batch_size < 1 or c.grad_accum < 1:
+            raise PaletteError(f"--batch-size {c.batch_size} and --grad-accum {c.grad_accum} must be at least 1")
+        # gradients as views of DDP's all-reduce buckets: no second copy of the adapter's gradients
+        ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=True)
+        self.accelerator = acc = Accelerator(mixed_precision=c.mixed_precision, kwargs_handlers=[ddp])
+        self.device = acc.device
+        self.weight_dtype = _weight_dtype(acc.mixed_precision)
         self.out = Path(c.output)
-        if c.restart and self.accelerator.is_main_process:
-            for name in ("checkpoints", TRAIN_LOG, VAL_LOG, "validation"):
-                p = self.out / name
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        self.out.mkdir(parents=True, exist_ok=True)
+        # the output folder is the main process's alone: other machines need not see it (docs/scaling.md)
+        if acc.is_main_process:
+            if c.restart:
+                for name in ("checkpoints", TRAIN_LOG, VAL_LOG, "validation"):
+                    p = self.out / name
+                    shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+            self.out.mkdir(parents=True, exist_ok=True)
 
         if unet is None:
             if c.model is None:
@@ -198,7 +207,13 @@ class Trainer:
         self.adapter.requires_grad_(True)
         self.model = PaletteUNet(self.unet, self.adapter)
         self.optimizer = self._optimizer()
-        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        if acc.num_processes > 1:
+            # every process loads the same frozen base itself; DDP's start-up broadcast of its weights (5 GB
+            # for SDXL) would only copy them again. The adapter's are still broadcast from process 0.
+            frozen = [n for n, p in self.model.named_parameters() if not p.requires_grad]
+            frozen += [n for n, _ in self.model.named_buffers()]
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self.model, frozen)
+        self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
         self.scheduler = noise_scheduler(c.model)
         if codec is None:
             codec = PixelCodec.for_model(c.model, c.pixel_patch, c.pixel_scale) if c.pixel_space else self._vae_codec()
@@ -259,28 +274,54 @@ class Trainer:
 
     # ---- one micro-batch -------------------------------------------------------------------------
 
-    def _latents(self, idx: Tensor, images: Tensor, g: torch.Generator) -> Tensor:
+    def _latents(self, idx: Tensor, images: Tensor, gens: Sequence[torch.Generator]) -> Tensor:
+        codec = self.codec
         if self.latents is not None:
-            paths = [self.records[int(i)].image for i in idx]
-            return self.codec.sample(self.latents.moments(self.codec, paths, images), g).to(self.device)
-        return self.codec.encode(images.to(self.device), g).to(self.device)
+            moments = self.latents.moments(codec, [self.records[int(i)].image for i in idx], images)
+        elif hasattr(codec, "moments") and hasattr(codec, "sample"):  # a VAE: encode the batch, sample per image
+            moments = codec.moments(images.to(self.device))
+        else:
+            return torch.cat([codec.encode(images[k : k + 1].to(self.device), g) for k, g in enumerate(gens)])
+        return torch.cat([codec.sample(moments[k : k + 1], g) for k, g in enumerate(gens)]).to(self.device)
 
-    def draw(self, micro: int, images: Tensor) -> tuple[DrawnConditions, torch.Generator]:
-        """The micro-step's colour conditions and its generator, advanced past them (CPU work that can run ahead)."""
+    def draw(
+        self, step: int, images: Tensor, slots: Sequence[int] | None = None
+    ) -> tuple[DrawnConditions, list[torch.Generator]]:
+        """Colour conditions and one generator per image, advanced past them (CPU work that can run ahead).
+
+        Image ``k`` draws from the seed of (seed, step, ``slots[k]``), its place in the optimizer step's
+        global batch (``slots`` None: 0, 1, ...), so the same global batch split over any number of processes
+        or micro-steps draws the same conditions, noise and timesteps.
+        """
         c = self.config
-        g = torch.Generator().manual_seed(step_seed(c.seed, micro, 1, self.accelerator.process_index))
-        return draw_conditions(images.permute(0, 2, 3, 1), c.recipe, g), g
+        slots = range(images.shape[0]) if slots is None else slots
+        gens = [torch.Generator().manual_seed(step_seed(c.seed, step, 1, int(s))) for s in slots]
+        pixels = images.permute(0, 2, 3, 1)
+        parts = [draw_conditions(pixels[k : k + 1], c.recipe, g) for k, g in enumerate(gens)]
+        drawn = DrawnConditions(
+            ColorCondition.cat([d.condition for d in parts]),
+            torch.cat([d.drop_text for d in parts]),
+            torch.cat([d.kind_drawn for d in parts]),
+        )
+        return drawn, gens
 
-    def micro_loss(
-        self, micro: int, idx: Tensor, images: Tensor, drawn: tuple[DrawnConditions, torch.Generator] | None = None
+    def sample_losses(
+        self,
+        step: int,
+        idx: Tensor,
+        images: Tensor,
+        drawn: tuple[DrawnConditions, list[torch.Generator]] | None = None,
+        slots: Sequence[int] | None = None,
     ) -> Tensor:
-        """The noise-prediction MSE of one micro-batch (all its randomness from the micro-step's seed)."""
+        """The noise-prediction MSE of each image ``[B]`` (all its randomness from its step and slot)."""
         c = self.config
-        drawn, g = drawn or self.draw(micro, images)
-        latents = self._latents(idx, images, g).to(self.weight_dtype)
+        drawn, gens = drawn or self.draw(step, images, slots)
+        latents = self._latents(idx, images, gens).to(self.weight_dtype)
         b = latents.shape[0]
-        noise = torch.randn(latents.shape, generator=g).to(self.device, latents.dtype)
-        steps = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=g).to(self.device)
+        noise = torch.cat([torch.randn((1, *latents.shape[1:]), generator=g) for g in gens])
+        noise = noise.to(self.device, latents.dtype)
+        t_max = self.scheduler.config.num_train_timesteps
+        steps = torch.cat([torch.randint(0, t_max, (1,), generator=g) for g in gens]).to(self.device)
         noisy = self.scheduler.add_noise(latents, noise, steps)
         if self.scheduler.config.prediction_type == "v_prediction":
             target = self.scheduler.get_velocity(latents, noise, steps)
@@ -297,7 +338,18 @@ class Trainer:
         pred = self.model(
             noisy, steps, emb, pooled, time_ids(b, size, size, self.device), drawn.condition.to(self.device)
         )
-        return F.mse_loss(pred.float(), target.float())
+        return (pred.float() - target.float()).square().flatten(1).mean(1)
+
+    def micro_loss(
+        self,
+        step: int,
+        idx: Tensor,
+        images: Tensor,
+        drawn: tuple[DrawnConditions, list[torch.Generator]] | None = None,
+        slots: Sequence[int] | None = None,
+    ) -> Tensor:
+        """The mean noise-prediction MSE of one micro-batch."""
+        return self.sample_losses(step, idx, images, drawn, slots).mean()
 
     def prepared(self, batches: Iterable, first_micro: int = 0, ahead: int = 2) -> Iterator[tuple]:
         """``batches`` with their conditions drawn ``ahead`` micro-steps early in a worker thread.
@@ -312,8 +364,9 @@ class Trainer:
             item = next(it, None)
             if item is None:
                 return None
-            idx, images, skipped = item
-            return idx, images, skipped, (self.draw(micro, images) if images.shape[0] else None)
+            idx, images, info = item
+            step = micro // self.config.grad_accum
+            return idx, images, info, (self.draw(step, images, info.slots) if images.shape[0] else None)
 
         pool = ThreadPoolExecutor(1, thread_name_prefix="palette-recipe")
         pending = deque(pool.submit(task, first_micro + k) for k in range(ahead))
@@ -329,14 +382,79 @@ class Trainer:
     # ---- the loop --------------------------------------------------------------------------------
 
     def _resume(self) -> int:
-        # a damaged newest checkpoint is reported and set aside, and the one before it is used
-        step, extra, path = resume_newest(self.out / "checkpoints", self.palette_model.adapter, self.optimizer)
-        if path is None:
-            return 0
+        """The step to continue from: the main process reads the newest checkpoint and shares its state."""
+        acc = self.accelerator
+        step, extra = self._load_newest() if acc.is_main_process else (0, {})
+        if acc.num_processes > 1:
+            step, extra = self._share_checkpoint(step, extra)
         self.skipped = int(extra.get("skipped", 0))
         self.base_emd = extra.get("base_emd")
-        log.info("resumed from %s (step %d)", path.name, step)
+        if step and acc.is_main_process:
+            self._check_batch(extra)
         return step
+
+    def _load_newest(self) -> tuple[int, dict]:
+        # a damaged newest checkpoint is reported and set aside, and the one before it is used
+        step, extra, path = resume_newest(self.out / "checkpoints", self.palette_model.adapter, self.optimizer)
+        if path is not None:
+            log.info("resumed from %s (step %d)", path.name, step)
+        return step, extra
+
+    def _share_checkpoint(self, step: int, extra: dict) -> tuple[int, dict]:
+        """Broadcast the main process's resumed step, adapter and optimizer state to every process.
+
+        Only the main process reads the output folder, so the other machines need no shared storage, and
+        every process continues from bit-identical state.
+        """
+        import torch.distributed as dist
+
+        main = self.accelerator.is_main_process
+        state = self.optimizer.state_dict()["state"] if main else {}
+        layout = {
+            i: {k: (v.shape, v.dtype, v.device.type == "cpu") if isinstance(v, Tensor) else v for k, v in st.items()}
+            for i, st in state.items()
+        }
+        header = [step, extra, layout]
+        dist.broadcast_object_list(header, src=0)
+        step, extra, layout = header
+        if step == 0:  # a fresh run: the seeded adapter is the same everywhere (and DDP broadcast it)
+            return 0, extra
+        with torch.no_grad():
+            for p in self.palette_model.adapter.parameters():
+                dist.broadcast(p.data, src=0)
+        shared: dict[int, dict] = {}
+        for i in sorted(layout):
+            for key, spec in layout[i].items():
+                if not isinstance(spec, tuple):
+                    shared.setdefault(i, {})[key] = spec
+                    continue
+                shape, dtype, on_cpu = spec
+                buf = state[i][key].to(self.device) if main else torch.empty(shape, dtype=dtype, device=self.device)
+                dist.broadcast(buf, src=0)
+                shared.setdefault(i, {})[key] = buf.cpu() if on_cpu else buf
+        if not main:
+            full = self.optimizer.state_dict()
+            full["state"] = shared
+            self.optimizer.load_state_dict(full)
+        return step, extra
+
+    def _check_batch(self, extra: dict) -> None:
+        """Warn when a resumed run's global batch differs from its checkpoint's (the steps then see other data)."""
+        was, now = extra.get("global_batch"), self.global_batch
+        if was is not None and int(was) != now:
+            log.warning(
+                "resuming with %d images per optimizer step where the checkpoint trained with %d: steps from here "
+                "on draw other data than the interrupted run would have; give --batch-size x processes x "
+                "--grad-accum = %d for an exact continuation",
+                now,
+                int(was),
+                int(was),
+            )
+
+    @property
+    def global_batch(self) -> int:
+        """Images per optimizer step: per-process batch x processes x gradient accumulation."""
+        return self.config.batch_size * self.accelerator.num_processes * self.config.grad_accum
 
     def _truncate_logs(self, step: int) -> None:
         for name in (TRAIN_LOG, VAL_LOG):
@@ -364,7 +482,13 @@ class Trainer:
 
     def save(self, step: int) -> Path:
         """Write the training checkpoint of ``step`` (main process only)."""
-        extra = {"skipped": self.skipped, "base_emd": self.base_emd, "config": _jsonable(asdict(self.config))}
+        extra = {
+            "skipped": self.skipped,
+            "base_emd": self.base_emd,
+            "config": _jsonable(asdict(self.config)),
+            "global_batch": self.global_batch,
+            "processes": self.accelerator.num_processes,
+        }
         return save_checkpoint(
             self.out / "checkpoints",
             step,
@@ -391,6 +515,13 @@ class Trainer:
         start = self._resume()
         if acc.is_main_process:
             self._truncate_logs(start)
+            log.info(
+                "%d process(es) x batch %d x %d accumulation = %d images per optimizer step",
+                acc.num_processes,
+                c.batch_size,
+                c.grad_accum,
+                self.global_batch,
+            )
         if start == 0 and c.validate_every > 0 and acc.is_main_process:
             self.validate(0)
         ahead = c.recipe_ahead if c.recipe_ahead is not None else (2 if self.device.type != "cpu" else 0)
@@ -412,6 +543,8 @@ class Trainer:
             last_loss, grad_norm, n_images = self.train_step(step, batches)
             step += 1
             seconds = time.perf_counter() - t0
+            if acc.num_processes > 1 and (step % c.checkpoint_every == 0 or step == c.max_steps):
+                self._check_replicas(step)
             if acc.is_main_process:
                 self.history.append((step, last_loss))
                 self._log_row(
@@ -444,42 +577,78 @@ class Trainer:
         return result
 
     def train_step(self, step: int, batches: Iterator) -> tuple[float, float, int]:
-        """One optimizer step over ``grad_accum`` micro-batches: ``(mean loss, grad norm, images)``.
+        """One optimizer step over ``grad_accum`` micro-batches: ``(mean loss, grad norm, images)``, all processes.
 
-        ``batches`` yields ``(idx, images, skipped)`` from :meth:`loader`, or with the drawn conditions
-        added from :meth:`prepared`.
+        ``batches`` yields ``(idx, images, BatchInfo)`` from :meth:`loader`, or with the drawn conditions
+        added from :meth:`prepared`. The gradient is the mean over the step's loaded images on all processes
+        (the global batch less skipped files); DDP all-reduces it once, in the last micro-step's backward.
         """
         c = self.config
         acc = self.accelerator
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr(step)
-        losses, n_images = [], 0
+        local = torch.zeros(3, dtype=torch.float64)  # loss sum, images, skipped images of this process
         for k in range(c.grad_accum):
-            idx, images, skipped, *drawn = next(batches)
-            self._count_skipped(skipped)
+            idx, images, info, *drawn = next(batches)
+            local[2] += self._count_skipped(info.skipped)
+            last = k == c.grad_accum - 1
+            weight = 1.0
             if images.shape[0] == 0:
-                continue
-            loss = self.micro_loss(step * c.grad_accum + k, idx, images, *drawn)
-            acc.backward(loss / c.grad_accum)
-            losses.append(float(loss.detach()))
-            n_images += images.shape[0]
+                if not (last and acc.num_processes > 1):
+                    continue
+                # every process must join the last backward's all-reduce: a blank image that weighs nothing
+                idx, images, info, drawn, weight = idx.new_zeros(1), self._blank(), BatchInfo([0], []), [], 0.0
+            with nullcontext() if last else acc.no_sync(self.model):
+                losses = self.sample_losses(step, idx, images, *drawn, slots=info.slots)
+                # scaled as a mean over the planned global batch; corrected below for skipped images
+                acc.backward(losses.sum() * (weight / (c.batch_size * c.grad_accum)))
+            if weight:
+                local[0] += float(losses.detach().sum())
+                local[1] += losses.shape[0]
+        total = acc.reduce(local.to(self.device), "sum").cpu() if acc.num_processes > 1 else local
+        loss_sum, n, skipped = total.tolist()
+        self.skipped += int(skipped)
         grad_norm = math.nan
-        if losses:
+        if n > 0:
+            if n != self.global_batch:
+                for p in self.palette_model.adapter.parameters():
+                    if p.grad is not None:
+                        p.grad.mul_(self.global_batch / n)
             grad_norm = float(acc.clip_grad_norm_(self.palette_model.adapter.parameters(), c.max_grad_norm))
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return (sum(losses) / len(losses) if losses else math.nan), grad_norm, n_images
+        return (loss_sum / n if n else math.nan), grad_norm, int(n)
+
+    def _check_replicas(self, step: int) -> None:
+        """Refuse to go on when the processes' adapters differ: under DDP they must stay bit-identical."""
+        acc = self.accelerator
+        params = [p.detach().double() for p in self.palette_model.adapter.parameters()]
+        probe = torch.stack([torch.stack([p.sum(), p.square().sum()]) for p in params]).flatten()
+        every = acc.gather(probe[None])
+        if not bool((every == every[0]).all()):
+            raise PaletteError(
+                f"after step {step} the adapters of the {acc.num_processes} processes differ: a process loaded "
+                "other weights or the gradient all-reduce failed; resume from the last checkpoint"
+            )
+
+    def _blank(self) -> Tensor:
+        size = self.config.resolution
+        return torch.zeros(1, 3, size, size)
 
     def loader(self, start_step: int = 0):
-        """An iterator over the micro-batches from optimizer step ``start_step`` to ``max_steps``."""
+        """An iterator over this process's micro-batches from optimizer step ``start_step`` to ``max_steps``."""
         c = self.config
         acc = self.accelerator
         sampler = StepBatches(
             [r.weight for r in self.records],
             c.batch_size,
-            c.seed + acc.process_index,
+            c.seed,
             start_step * c.grad_accum,
             c.max_steps * c.grad_accum,
+            accum=c.grad_accum,
+            rank=acc.process_index,
+            world=acc.num_processes,
+            keyed=True,
         )
         return iter(
             torch.utils.data.DataLoader(
@@ -487,13 +656,13 @@ class Trainer:
             )
         )
 
-    def _count_skipped(self, skipped: list[int]) -> None:
+    def _count_skipped(self, skipped: list[int]) -> int:
         for i in skipped:
-            self.skipped += 1
             path = str(self.records[i].image)
             if path not in self.skipped_paths:
                 self.skipped_paths.add(path)
                 log.warning("skipped unreadable or too small image %s", path)
+        return len(skipped)
 
     # ---- validation ------------------------------------------------------------------------------
 
@@ -665,7 +834,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--warmup-steps", type=int, default=d.warmup_steps)
     a("--weight-decay", type=float, default=d.weight_decay)
     a("--max-grad-norm", type=float, default=d.max_grad_norm)
-    a("--mixed-precision", choices=("no", "bf16", "fp16"), default=d.mixed_precision)
+    a(
+        "--mixed-precision",
+        choices=("no", "bf16", "fp16"),
+        help="default: accelerate's (its config or `accelerate launch --mixed_precision`), else no",
+    )
     a("--gradient-checkpointing", action="store_true", help="recompute UNet activations in backward (less memory)")
     a("--adam8bit", action="store_true", help="bitsandbytes 8-bit AdamW (CUDA)")
     a("--seed", type=int, default=d.seed)
@@ -694,6 +867,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--restart", action="store_true", help="ignore and delete earlier checkpoints and logs in --output")
     a("--stop-after", type=int, help="stop after this many steps as if killed (to try resuming)")
     a("--no-progress", action="store_true")
+    a(
+        "--any-text-width",
+        action="store_true",
+        help="toy models: accept a UNet whose text width is not SDXL's 2048 (the adapter will not fit SDXL)",
+    )
     return p
 
 
@@ -711,9 +889,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         p_drop_entropy=args.p_drop_entropy,
         palette_resize=args.palette_resize or None,
     )
-    names = {f.name for f in fields(TrainConfig)} - {"recipe", "progress", "val_palettes", "val_prompts"}
+    names = {f.name for f in fields(TrainConfig)} - {"recipe", "progress", "val_palettes", "val_prompts", "sdxl_only"}
     values = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    cfg = TrainConfig(**values, recipe=recipe, progress=not args.no_progress)
+    cfg = TrainConfig(**values, recipe=recipe, progress=not args.no_progress, sdxl_only=not args.any_text_width)
     if args.val_palettes:
         cfg.val_palettes = args.val_palettes
     if args.val_prompts:
@@ -725,12 +903,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    trainer = None
     try:
-        result = Trainer(config_from_args(args)).train()
+        trainer = Trainer(config_from_args(args))
+        result = trainer.train()
     except (PaletteError, AdapterError) as e:
         log.error("%s", e)
         return 2
-    print(json.dumps(result, indent=2))
+    finally:
+        if trainer is not None:
+            trainer.accelerator.end_training()  # leave the process group (several processes)
+    if trainer.accelerator.is_main_process:
+        print(json.dumps(result, indent=2))
     return 0
 
 
