@@ -200,7 +200,7 @@ def _pixel_counts_f32(pixels: Array) -> Array:
 
 
 def weighted_counts(colors: Array, weights: Array) -> Array:
-    """Sum of the weights ``[B, N]`` of the colours ``[B, N, 3]`` per bin, ``[B, 4080]`` (docs/design.md §4 palette histogram)."""
+    """Sum of the weights ``[B, N]`` of the colours ``[B, N, 3]`` per bin, ``[B, 4080]`` (docs/design.md §4)."""
     xp = namespace(weights)
     return xp.add_at_rows(xp.zeros((colors.shape[0], NUM_BINS), like=weights), bins_of(colors), weights)
 
