@@ -7,7 +7,8 @@ import logging
 import comfy.model_management
 import comfy.model_patcher
 import folder_paths
-from comfy_api.latest import io
+import torch
+from comfy_api.latest import io, ui
 
 from ..palette_core import adapter as pa
 from ..palette_core.blocks import DEFAULT_BLOCKS, parse_blocks
@@ -15,10 +16,12 @@ from ..palette_core.errors import AdapterError, PaletteError
 from ..palette_core.histogram import entropy, image_histogram
 from ..palette_core.masks import is_empty
 from ..palette_core.palette import Palette
+from ..palette_core.render import histogram_bars
 from .adapter_patch import AdapterRun, PaletteAttn2Patch
 from .model_family import attention_layers_of
 from .types import ColorCondition, PaletteAdapter
 from .types import Palette as PaletteType
+from .validation import check_inputs
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,12 @@ class PaletteAdapterLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, adapter_name: str | None = None, **others) -> bool | str:
+        empty = adapter_name is not None and not folder_paths.get_filename_list(FOLDER)
+        hint = "no adapter in models/palette_adapter: put a .safetensors file there and refresh" if empty else True
+        return check_inputs(cls, {**others, "adapter_name": adapter_name}, hint)
+
+    @classmethod
     def execute(cls, adapter_name: str) -> io.NodeOutput:
         path = folder_paths.get_full_path_or_raise(FOLDER, adapter_name)
         adapter = pa.load_adapter(path)
@@ -87,7 +96,8 @@ class HistogramFromImage(io.ComfyNode):
             category=CATEGORY,
             is_experimental=True,
             description="Conditions on the full 34x12x10 HSV histogram of a reference image (a richer condition than "
-            "a palette). A batch of images gives one condition per image, matched one per latent.",
+            "a palette). A batch of images gives one condition per image, matched one per latent. After a run the "
+            "heaviest 32 bins of each histogram show on the node as colour bars.",
             inputs=[
                 io.Image.Input(
                     "image",
@@ -105,9 +115,15 @@ class HistogramFromImage(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, **inputs) -> bool | str:
+        return check_inputs(cls, inputs)
+
+    @classmethod
     def execute(cls, image) -> io.NodeOutput:
         hist = image_histogram(image)
-        return io.NodeOutput(pa.histogram_condition(hist), float(entropy(hist.reshape(-1, hist.shape[-1])[0])))
+        rows = hist.reshape(-1, hist.shape[-1])
+        bars = torch.stack([histogram_bars(h, top=32, height=64, width=512) for h in rows])
+        return io.NodeOutput(pa.histogram_condition(hist), float(entropy(rows[0])), ui=ui.PreviewImage(bars, cls=cls))
 
 
 class NegativePalette(io.ComfyNode):
@@ -140,6 +156,10 @@ class NegativePalette(io.ComfyNode):
                 )
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, **inputs) -> bool | str:
+        return check_inputs(cls, inputs)
 
     @classmethod
     def execute(cls, palette: Palette, weight: float) -> io.NodeOutput:
@@ -223,14 +243,24 @@ class EntropyDistanceControl(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, entropy_mode: str, entropy: float, distance_mode: str, distance: float) -> bool | str:
-        if entropy_mode == "absolute" and entropy < 0:
-            return (
+    def validate_inputs(
+        cls,
+        entropy_mode: str | None = None,
+        entropy: float | None = None,
+        distance_mode: str | None = None,
+        distance: float | None = None,
+        **others,
+    ) -> bool | str:
+        values = {**others, "entropy_mode": entropy_mode, "entropy": entropy}
+        values |= {"distance_mode": distance_mode, "distance": distance}
+        verdict = True  # linked inputs are None here: they are checked when the node runs
+        if entropy_mode == "absolute" and entropy is not None and entropy < 0:
+            verdict = (
                 f"entropy {entropy} is negative: absolute entropy is in bits (0 to 12); use relative mode for a change"
             )
-        if distance_mode == "absolute" and distance < 0:
-            return f"distance {distance} is negative: an absolute distance is >= 0; use relative mode for a change"
-        return True
+        elif distance_mode == "absolute" and distance is not None and distance < 0:
+            verdict = f"distance {distance} is negative: an absolute distance is >= 0; use relative mode for a change"
+        return check_inputs(cls, values, verdict)
 
     @classmethod
     def execute(
@@ -308,14 +338,19 @@ class ApplyPaletteAdapter(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, blocks: str, start_percent: float, end_percent: float) -> bool | str:
+    def validate_inputs(
+        cls, blocks: str | None = None, start_percent: float | None = None, end_percent: float | None = None, **others
+    ) -> bool | str:
+        values = {**others, "blocks": blocks, "start_percent": start_percent, "end_percent": end_percent}
+        verdict = True  # linked inputs are None here: they are checked when the node runs
         try:
-            parse_blocks(blocks)
+            if blocks is not None:
+                parse_blocks(blocks)
         except AdapterError as e:
-            return str(e)
-        if start_percent > end_percent:
-            return f"start_percent {start_percent} is after end_percent {end_percent}"
-        return True
+            verdict = str(e)
+        if verdict is True and start_percent is not None and end_percent is not None and start_percent > end_percent:
+            verdict = f"start_percent {start_percent} is after end_percent {end_percent}"
+        return check_inputs(cls, values, verdict)
 
     @classmethod
     def execute(cls, model, adapter, condition, weight, start_percent, end_percent, blocks, negative=None, mask=None):

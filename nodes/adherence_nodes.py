@@ -9,6 +9,7 @@ from ..palette_core.adherence import DEFAULT_THRESHOLD, check_threshold, mark_of
 from ..palette_core.errors import PaletteError
 from ..palette_core.palette import Palette
 from .types import Palette as PaletteType
+from .validation import check_inputs
 
 CATEGORY = "palette"
 MAX_SAMPLES = 65536
@@ -98,16 +99,17 @@ class PaletteAdherence(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, threshold: float, samples: int) -> bool | str:
+    def validate_inputs(cls, threshold: float | None = None, samples: int | None = None, **others) -> bool | str:
         # Linked inputs are None here: they are checked when the node runs.
+        verdict = True
         try:
             if threshold is not None:
                 check_threshold(threshold)
             if samples is not None:
                 check_samples(samples)
         except PaletteError as e:
-            return str(e)
-        return True
+            verdict = str(e)
+        return check_inputs(cls, {**others, "threshold": threshold, "samples": samples}, verdict)
 
     @classmethod
     def execute(

@@ -10,6 +10,7 @@ from ..palette_core.color_names import name_palette, xkcd_names
 from ..palette_core.interchange import TEXT_FORMS, palette_to_text, weights_kept
 from ..palette_core.palette import Palette
 from .types import Palette as PaletteType
+from .validation import check_inputs
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,8 @@ class PaletteToText(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, format: str) -> bool | str:
-        return _choice("format", format, TEXT_FORMS)
+    def validate_inputs(cls, format: str | None = None, **others) -> bool | str:
+        return check_inputs(cls, {**others, "format": format}, _choice("format", format, TEXT_FORMS))
 
     @classmethod
     def execute(cls, palette: Palette, format: str = "hex list", name: str = "palette") -> io.NodeOutput:
@@ -123,9 +124,9 @@ class PaletteColorNames(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, style: str, order: str) -> bool | str:
-        verdict = _choice("style", style, NAME_STYLES)
-        return verdict if verdict is not True else _choice("order", order, NAME_ORDERS)
+    def validate_inputs(cls, style: str | None = None, order: str | None = None, **others) -> bool | str:
+        values = {**others, "style": style, "order": order}
+        return check_inputs(cls, values, _choice("style", style, NAME_STYLES), _choice("order", order, NAME_ORDERS))
 
     @classmethod
     def execute(cls, palette: Palette, style: str = "names", order: str = "palette order") -> io.NodeOutput:

@@ -10,6 +10,7 @@ from ..palette_core.errors import PaletteError
 from ..palette_core.negative import DEFAULT_COUNT, MAX_COUNT, auto_negative
 from ..palette_core.palette import Palette
 from .types import Palette as PaletteType
+from .validation import check_inputs
 
 CATEGORY = "palette"
 
@@ -61,16 +62,17 @@ class AutoNegativePalette(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, threshold: float, count: int) -> bool | str:
+    def validate_inputs(cls, threshold: float | None = None, count: int | None = None, **others) -> bool | str:
         # Linked inputs are None here: they are checked when the node runs.
+        verdict = True
         try:
             if threshold is not None:
                 check_threshold(threshold)
         except PaletteError as e:
-            return str(e)
-        if count is not None and not 1 <= count <= MAX_COUNT:
-            return f"count {count} is outside [1, {MAX_COUNT}]"
-        return True
+            verdict = str(e)
+        if verdict is True and count is not None and not 1 <= count <= MAX_COUNT:
+            verdict = f"count {count} is outside [1, {MAX_COUNT}]"
+        return check_inputs(cls, {**others, "threshold": threshold, "count": count}, verdict)
 
     @classmethod
     def execute(

@@ -20,6 +20,7 @@ from ..palette_core.schemes import (
 )
 from .palette_nodes import preview
 from .types import Palette as PaletteType
+from .validation import check_inputs
 
 CATEGORY = "palette"
 SPREAD_MEANING = "the range of OKLab lightness across a hue's variants, or how far tints and shades go"
@@ -89,7 +90,15 @@ class PaletteFromColor(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, color: str, scheme: str, count: int, lightness_spread: float) -> bool | str:
+    def validate_inputs(
+        cls,
+        color: str | None = None,
+        scheme: str | None = None,
+        count: int | None = None,
+        lightness_spread: float | None = None,
+        **others,
+    ) -> bool | str:
+        values = {**others, "color": color, "scheme": scheme, "count": count, "lightness_spread": lightness_spread}
         # A linked input is None here: it is checked when the node runs.
         checks = []
         if color is not None:
@@ -100,7 +109,7 @@ class PaletteFromColor(io.ComfyNode):
             checks.append((check_count, "count", count, MAX_SCHEME_COLORS))
         if lightness_spread is not None:
             checks.append((check_fraction, "lightness_spread", lightness_spread, SPREAD_MEANING))
-        return _verdict(*checks)
+        return check_inputs(cls, values, _verdict(*checks))
 
     @classmethod
     def execute(cls, color: str, scheme: str, count: int, lightness_spread: float) -> io.NodeOutput:
@@ -155,16 +164,19 @@ class PaletteEdit(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, operation: str, amount: float, n: int) -> bool | str:
+    def validate_inputs(
+        cls, operation: str | None = None, amount: float | None = None, n: int | None = None, **others
+    ) -> bool | str:
+        values = {**others, "operation": operation, "amount": amount, "n": n}
         # A linked input is None here: it is checked when the node runs.
         if operation is not None and operation not in EDIT_OPERATIONS:
-            return f"operation: {operation!r} is not one of {', '.join(EDIT_OPERATIONS)}"
+            return check_inputs(cls, values, f"operation: {operation!r} is not one of {', '.join(EDIT_OPERATIONS)}")
         checks = []
         if amount is not None:
             checks.append((check_fraction, "amount", amount, AMOUNT_MEANING))
         if n is not None:
             checks.append((check_count, "n", n, MAX_COLORS))
-        return _verdict(*checks)
+        return check_inputs(cls, values, _verdict(*checks))
 
     @classmethod
     def execute(cls, palette: Palette, operation: str, amount: float = 0.1, n: int = 5) -> io.NodeOutput:
@@ -204,10 +216,10 @@ class PaletteMerge(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, balance: float) -> bool | str:
-        if balance is None:
-            return True
-        return _verdict((check_fraction, "balance", balance, BALANCE_MEANING))
+    def validate_inputs(cls, balance: float | None = None, **others) -> bool | str:
+        # A linked input is None here: it is checked when the node runs.
+        verdict = True if balance is None else _verdict((check_fraction, "balance", balance, BALANCE_MEANING))
+        return check_inputs(cls, {**others, "balance": balance}, verdict)
 
     @classmethod
     def execute(cls, palette_a: Palette, palette_b: Palette, balance: float = 0.5) -> io.NodeOutput:

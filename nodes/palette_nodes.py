@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..palette_core.errors import PaletteError
 from ..palette_core.extract import extract_palette
@@ -10,6 +10,7 @@ from ..palette_core.masks import fit_mask
 from ..palette_core.palette import Palette
 from ..palette_core.render import palette_stripes
 from .types import Palette as PaletteType
+from .validation import check_inputs
 
 CATEGORY = "palette"
 PLACEHOLDER = "#e63946:2, #f1faee, #a8dadc, #457b9d, #1d3557"
@@ -30,7 +31,8 @@ class PaletteInput(io.ComfyNode):
             display_name="Palette",
             category=CATEGORY,
             description="A colour palette typed as hex colours with optional weights, e.g. "
-            "'#e63946:2, #f1faee, #1d3557' (weights are relative). Also accepts a JSON list or a Coolors URL.",
+            "'#e63946:2, #f1faee, #1d3557' (weights are relative). Also accepts a JSON list or a Coolors URL. "
+            "After a run its stripes show on the node.",
             inputs=[
                 io.String.Input(
                     "palette",
@@ -43,26 +45,28 @@ class PaletteInput(io.ComfyNode):
             outputs=[
                 PaletteType.Output(display_name="palette", tooltip="The palette (colours and normalised weights)."),
                 io.Image.Output(
-                    display_name="preview", tooltip="The palette as stripes whose widths follow the weights."
+                    display_name="preview",
+                    tooltip="The palette as stripes whose widths follow the weights (also shown on the node).",
                 ),
             ],
         )
 
     @classmethod
-    def validate_inputs(cls, palette: str | None) -> bool | str:
+    def validate_inputs(cls, palette: str | None = None, **others) -> bool | str:
         # A linked input (text from another node) is None here: execute parses it when it arrives.
-        if palette is None:
-            return True
+        verdict = True
         try:
-            Palette.parse(palette)
+            if palette is not None:
+                Palette.parse(palette)
         except PaletteError as e:
-            return str(e)
-        return True
+            verdict = str(e)
+        return check_inputs(cls, {**others, "palette": palette}, verdict)
 
     @classmethod
     def execute(cls, palette: str) -> io.NodeOutput:
         p = Palette.parse(palette)
-        return io.NodeOutput(p, preview(p))
+        image = preview(p)
+        return io.NodeOutput(p, image, ui=ui.PreviewImage(image, cls=cls))
 
 
 class PalettePreview(io.ComfyNode):
@@ -74,15 +78,21 @@ class PalettePreview(io.ComfyNode):
             node_id="PalettePreview",
             display_name="Palette Preview",
             category=CATEGORY,
-            description="Renders a palette as stripes whose widths follow its weights; connect the image to "
-            "Preview Image to see it.",
+            description="Shows a palette on the node as stripes whose widths follow its weights (the image output "
+            "is for wiring, e.g. to Save Image).",
+            is_output_node=True,  # a preview: it runs and shows its stripes even with nothing connected after it
             inputs=[PaletteType.Input("palette", tooltip="The palette to show (from Palette or Palette From Image).")],
             outputs=[io.Image.Output(display_name="image", tooltip="A 64x512 image of the palette's stripes.")],
         )
 
     @classmethod
+    def validate_inputs(cls, **inputs) -> bool | str:
+        return check_inputs(cls, inputs)
+
+    @classmethod
     def execute(cls, palette: Palette) -> io.NodeOutput:
-        return io.NodeOutput(preview(palette))
+        image = preview(palette)
+        return io.NodeOutput(image, ui=ui.PreviewImage(image, cls=cls))
 
 
 class PaletteFromImage(io.ComfyNode):
@@ -96,7 +106,8 @@ class PaletteFromImage(io.ComfyNode):
             category=CATEGORY,
             description="Extracts the main colours of an image (the first of a batch), weighted by their pixel "
             "share. The paper evaluates with 5-colour k-means palettes and trains with median-cut palettes. With a "
-            "mask, the palette of that region only, each pixel weighted by the mask (docs/regions.md).",
+            "mask, the palette of that region only, each pixel weighted by the mask (docs/regions.md). After a run "
+            "the palette's stripes show on the node.",
             inputs=[
                 io.Image.Input("image", tooltip="The reference image (only the first image of a batch is used)."),
                 io.Int.Input(
@@ -124,9 +135,15 @@ class PaletteFromImage(io.ComfyNode):
                 PaletteType.Output(
                     display_name="palette", tooltip="The extracted colours, weighted by their share of the pixels."
                 ),
-                io.Image.Output(display_name="preview", tooltip="Stripes whose widths follow the weights."),
+                io.Image.Output(
+                    display_name="preview", tooltip="Stripes whose widths follow the weights (also shown on the node)."
+                ),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, **inputs) -> bool | str:
+        return check_inputs(cls, inputs)
 
     @classmethod
     def execute(cls, image, size: int, method: str, mask=None) -> io.NodeOutput:
@@ -135,7 +152,8 @@ class PaletteFromImage(io.ComfyNode):
                 fit_mask(mask, image.shape[1], image.shape[2], image.shape[0])  # raises the mask rule's batch error
             mask = mask[:1] if mask.ndim > 2 else mask
         p = extract_palette(image[:1], size=size, method=method, mask=mask)
-        return io.NodeOutput(p, preview(p))
+        stripes = preview(p)
+        return io.NodeOutput(p, stripes, ui=ui.PreviewImage(stripes, cls=cls))
 
 
 NODES = [PaletteInput, PalettePreview, PaletteFromImage]

@@ -8,6 +8,7 @@ from comfy_api.latest import io
 from ..palette_core.palette import Palette
 from ..palette_core.quantize import MAX_PIXEL_SIZE, quantize
 from .types import Palette as PaletteType
+from .validation import check_inputs
 
 CATEGORY = "palette"
 # Widget labels and the palette_core names they stand for.
@@ -80,14 +81,21 @@ class PaletteQuantize(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, dither: str, distance: str, pixel_size: int) -> bool | str:
-        if dither not in DITHER:
-            return f"dither: {dither!r} is unknown; expected one of {', '.join(DITHER)}"
-        if distance not in DISTANCE:
-            return f"distance: {distance!r} is unknown; expected one of {', '.join(DISTANCE)}"
-        if isinstance(pixel_size, bool) or not isinstance(pixel_size, int) or not 1 <= pixel_size <= MAX_PIXEL_SIZE:
-            return f"pixel_size: {pixel_size!r} must be a whole number from 1 (off) to {MAX_PIXEL_SIZE}"
-        return True
+    def validate_inputs(
+        cls, dither: str | None = None, distance: str | None = None, pixel_size: int | None = None, **others
+    ) -> bool | str:
+        values = {**others, "dither": dither, "distance": distance, "pixel_size": pixel_size}
+        # Linked inputs are None here: they are checked when the node runs.
+        verdict = True
+        if dither is not None and dither not in DITHER:
+            verdict = f"dither: {dither!r} is unknown; expected one of {', '.join(DITHER)}"
+        elif distance is not None and distance not in DISTANCE:
+            verdict = f"distance: {distance!r} is unknown; expected one of {', '.join(DISTANCE)}"
+        elif pixel_size is not None and (
+            isinstance(pixel_size, bool) or not isinstance(pixel_size, int) or not 1 <= pixel_size <= MAX_PIXEL_SIZE
+        ):
+            verdict = f"pixel_size: {pixel_size!r} must be a whole number from 1 (off) to {MAX_PIXEL_SIZE}"
+        return check_inputs(cls, values, verdict)
 
     @classmethod
     def execute(

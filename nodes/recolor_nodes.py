@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..palette_core.histogram import image_histogram
 from ..palette_core.palette import Palette
 from ..palette_core.recolor import lightness_lock, recolor
 from ..palette_core.render import histogram_bars
+from .progress import comfy_progress
 from .types import Palette as PaletteType
+from .validation import check_inputs
 
 CATEGORY = "palette"
 # Widget labels of the matching modes and the palette_core names they stand for.
@@ -76,6 +78,10 @@ class PaletteRecolor(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, **inputs) -> bool | str:
+        return check_inputs(cls, inputs)
+
+    @classmethod
     def execute(
         cls,
         image: torch.Tensor,
@@ -95,6 +101,7 @@ class PaletteRecolor(io.ComfyNode):
             keep_neutrals=keep_neutrals,
             source_size=source_colors or None,
             mask=mask,
+            progress=comfy_progress(),
         )
         return io.NodeOutput(out)
 
@@ -136,10 +143,14 @@ class LuminanceLock(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, **inputs) -> bool | str:
+        return check_inputs(cls, inputs)
+
+    @classmethod
     def execute(
         cls, image: torch.Tensor, lightness_source: torch.Tensor, mask: torch.Tensor | None = None
     ) -> io.NodeOutput:
-        return io.NodeOutput(lightness_lock(image, lightness_source, mask=mask))
+        return io.NodeOutput(lightness_lock(image, lightness_source, mask=mask, progress=comfy_progress()))
 
 
 class HistogramPreview(io.ComfyNode):
@@ -152,7 +163,9 @@ class HistogramPreview(io.ComfyNode):
             display_name="Histogram Preview",
             category=CATEGORY,
             description="Shows the heaviest bins of an image's 4080-bin HSV colour histogram (the one the "
-            "Palette-Adapter is conditioned on) as stripes of their colours, widths following their pixel share.",
+            "Palette-Adapter is conditioned on) as stripes of their colours, widths following their pixel share, "
+            "on the node itself after a run (the image output is for wiring).",
+            is_output_node=True,  # a preview: it runs and shows its bars even with nothing connected after it
             inputs=[
                 io.Image.Input("image", tooltip="The image (or batch); one preview per image."),
                 io.Int.Input(
@@ -163,13 +176,22 @@ class HistogramPreview(io.ComfyNode):
                     tooltip="How many of the heaviest histogram bins to show (1 to 256).",
                 ),
             ],
-            outputs=[io.Image.Output(display_name="preview", tooltip="A 64x512 image of colour bars per image.")],
+            outputs=[
+                io.Image.Output(
+                    display_name="preview", tooltip="A 64x512 image of colour bars per image (also shown on the node)."
+                )
+            ],
         )
+
+    @classmethod
+    def validate_inputs(cls, **inputs) -> bool | str:
+        return check_inputs(cls, inputs)
 
     @classmethod
     def execute(cls, image: torch.Tensor, bins: int = 32) -> io.NodeOutput:
         hist = image_histogram(image.reshape(-1, *image.shape[-3:]))
-        return io.NodeOutput(torch.stack([histogram_bars(h, top=bins, height=64, width=512) for h in hist]))
+        bars = torch.stack([histogram_bars(h, top=bins, height=64, width=512) for h in hist])
+        return io.NodeOutput(bars, ui=ui.PreviewImage(bars, cls=cls))
 
 
 NODES = [PaletteRecolor, LuminanceLock, HistogramPreview]

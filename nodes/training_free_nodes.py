@@ -14,8 +14,10 @@ from ..palette_core.errors import PaletteError
 from ..palette_core.masks import is_empty
 from ..palette_core.palette import Palette
 from .model_family import latent_family, vae_family
+from .progress import check_cancel
 from .training_free_patches import AlignPatch, GuidancePatch, add_post_cfg_patch
 from .types import Palette as PaletteType
+from .validation import check_inputs
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +58,14 @@ def vae_decoder(vae):
 
     ComfyUI loads models and samples under ``torch.inference_mode``, so the VAE's weights are inference
     tensors that autograd refuses to save; each call runs the decoder on detached copies of them.
+
+    Each guidance step decodes once, so each call first checks for Cancel: one sampling step runs
+    ``steps_per_sample`` VAE decodes with their gradients, long enough that waiting for the sampler's own
+    check at the step's end would make Cancel lag by seconds.
     """
 
     def decode(z, model):
+        check_cancel()
         comfy.model_management.load_models_gpu([vae.patcher])
         raw = model.process_latent_out(z) if model is not None else z
         wrapper = _Decode(vae.first_stage_model)
@@ -118,12 +125,13 @@ class PaletteAlign(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, stop_percent: float, strength: float) -> bool | str:
-        if not 0.0 <= stop_percent <= 1.0:
-            return f"stop_percent {stop_percent} is outside [0, 1]: it is a fraction of the schedule"
-        if not 0.0 <= strength <= 1.0:
-            return f"strength {strength} is outside [0, 1]"
-        return True
+    def validate_inputs(cls, stop_percent: float | None = None, strength: float | None = None, **others) -> bool | str:
+        verdict = True  # linked inputs are None here: they are checked when the node runs
+        if stop_percent is not None and not 0.0 <= stop_percent <= 1.0:
+            verdict = f"stop_percent {stop_percent} is outside [0, 1]: it is a fraction of the schedule"
+        elif strength is not None and not 0.0 <= strength <= 1.0:
+            verdict = f"strength {strength} is outside [0, 1]"
+        return check_inputs(cls, {**others, "stop_percent": stop_percent, "strength": strength}, verdict)
 
     @classmethod
     def execute(cls, model, vae, palette, stop_percent, strength, mask=None) -> io.NodeOutput:
@@ -231,18 +239,32 @@ class PaletteGuidance(io.ComfyNode):
 
     @classmethod
     def validate_inputs(
-        cls, strength: float, steps_per_sample: int, start_percent: float, end_percent: float, decoder: str
+        cls,
+        strength: float | None = None,
+        steps_per_sample: int | None = None,
+        start_percent: float | None = None,
+        end_percent: float | None = None,
+        decoder: str | None = None,
+        **others,
     ) -> bool | str:
-        if not 0.0 <= strength <= 2.0:
+        values = {**others, "strength": strength, "steps_per_sample": steps_per_sample, "decoder": decoder}
+        values |= {"start_percent": start_percent, "end_percent": end_percent}
+        own = cls._own_checks(strength, steps_per_sample, start_percent, end_percent, decoder)
+        return check_inputs(cls, values, own)
+
+    @staticmethod
+    def _own_checks(strength, steps_per_sample, start_percent, end_percent, decoder) -> bool | str:
+        """The node's own messages; a None (linked input) passes and is checked when the node runs."""
+        if strength is not None and not 0.0 <= strength <= 2.0:
             return f"strength {strength} is outside [0, 2]"
-        if not 1 <= steps_per_sample <= 32:
+        if steps_per_sample is not None and not 1 <= steps_per_sample <= 32:
             return f"steps_per_sample {steps_per_sample} is outside [1, 32]"
         for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
-            if not 0.0 <= value <= 1.0:
+            if value is not None and not 0.0 <= value <= 1.0:
                 return f"{name} {value} is outside [0, 1]"
-        if start_percent > end_percent:
+        if start_percent is not None and end_percent is not None and start_percent > end_percent:
             return f"start_percent {start_percent} is after end_percent {end_percent}"
-        if decoder not in DECODERS:
+        if decoder is not None and decoder not in DECODERS:
             return f"decoder {decoder!r} is not one of {DECODERS}"
         return True
 

@@ -31,6 +31,7 @@ pixels it selects.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -418,14 +419,21 @@ def extract_palettes(
     resize: int | None = DEFAULT_RESIZE,
     seed: int = 0,
     mask: Tensor | np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Palette]:
-    """One palette per image of a batch ``[B, H, W, 3]`` (or one image ``[H, W, 3]``), see :func:`extract_palette`."""
+    """One palette per image of a batch ``[B, H, W, 3]`` (or one image ``[H, W, 3]``), see :func:`extract_palette`.
+
+    ``progress(done, total)`` is called after each image (a host's progress bar; an exception it raises stops).
+    """
     size, method, resize = _check_size(size), _check_method(method), _check_resize(resize)
     u8 = _to_uint8(images)
-    if mask is None:
-        return [_extract(im, size, method, resize, seed) for im in u8]
-    weights = region_weights(mask, u8.shape[1], u8.shape[2], u8.shape[0], resize)
-    return [_extract(im, size, method, resize, seed, w) for im, w in zip(u8, weights)]
+    weights = [None] * len(u8) if mask is None else region_weights(mask, u8.shape[1], u8.shape[2], u8.shape[0], resize)
+    palettes = []
+    for i, (im, w) in enumerate(zip(u8, weights)):
+        palettes.append(_extract(im, size, method, resize, seed, w))
+        if progress is not None:
+            progress(i + 1, len(u8))
+    return palettes
 
 
 def region_weights(

@@ -259,12 +259,12 @@ def _palettes(
     source_size: int | None,
     match: str,
     weight: Tensor | None = None,
-    filled: list[bool] | None = None,
-) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
-    """Per image: source Lab, source weights, target Lab, target weights (validated, broadcast).
+) -> Callable[[int], tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """``palettes(i)``: image ``i``'s source Lab, source weights, target Lab, target weights.
 
-    With a region ``weight`` ``[B, H*W]`` the sources are the regions' palettes; an image whose region is
-    empty (``filled[i]`` False) gets its target palette as source (zero offsets; it is not recoloured anyway).
+    The inputs are validated and broadcast here, at once; a source palette is extracted only when its image
+    is asked for, so a batch is worked through one image at a time. With a region ``weight`` ``[B, H*W]``
+    the sources are the regions' palettes (an image whose region is empty is never asked for).
     """
     b = x.shape[0]
     tc, _ = check_colors(colors)
@@ -276,21 +276,22 @@ def _palettes(
         sc, _ = check_colors(source_colors, "source_colors")
         sw = check_weights(source_weights, sc, "source_weights")
         sc, sw = _per_image(sc, b, "source_colors", "palettes"), _per_image(sw, b, "source_weights", "palettes")
-        sources = [(sc[i], sw[i]) for i in range(b)]
+
+        def source(i: int) -> tuple[Tensor, Tensor]:
+            return sc[i], sw[i]
     else:
         size = n if match == "order" else (source_size or default_source_size(n))
         if size < 1:
             raise PaletteError(f"source_size: {size} must be >= 1")
-        if weight is None or filled is None:
-            sources = [source_palette(x[i], size) for i in range(b)]
-        else:
-            sources = [
-                source_palette(x[i], size, weight[i].view(x.shape[1:3])) if filled[i] else (tc[i], tw[i])
-                for i in range(b)
-            ]
-    src_lab = [_lab(c.to(x.device)) for c, _ in sources]
-    src_w = [w.double().to(x.device) for _, w in sources]
-    return src_lab, src_w, [_lab(tc[i]) for i in range(b)], [tw[i].double() for i in range(b)]
+
+        def source(i: int) -> tuple[Tensor, Tensor]:
+            return source_palette(x[i], size, None if weight is None else weight[i].view(x.shape[1:3]))
+
+    def palettes(i: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        c, w = source(i)
+        return _lab(c.to(x.device)), w.double().to(x.device), _lab(tc[i]), tw[i].double()
+
+    return palettes
 
 
 def recolor(
@@ -306,6 +307,7 @@ def recolor(
     source_size: int | None = None,
     sigma: float | None = None,
     mask: Tensor | np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Recolour images to a palette keeping L* (PaletteNet premise; Chang et al. 2015 RBF transfer; docs/design.md §10).
 
@@ -321,25 +323,28 @@ def recolor(
     (weighted by the mask) and each pixel's a*b* moves ``mask`` x its offset (L* kept across soft edges), so
     pixels where the mask is 0 are returned unchanged, bit for bit; an image whose mask is all 0 is returned
     as it is.
+
+    The batch is worked through one image at a time, each in slices of 2^18 pixels;
+    ``progress(done, total)`` is called after every slice (``total`` = images x slices per image) for a host's
+    progress bar, and an exception it raises (e.g. a cancel) stops the work there.
     """
     strength = _check_unit(strength, "strength")
     if sigma is not None and not (math.isfinite(float(sigma)) and float(sigma) > 0):
         raise PaletteError(f"sigma: {sigma} must be a positive RBF width in Lab units (or None for automatic)")
     x, batched = check_image(image)
-    b = x.shape[0]
     weight, filled = (None, None) if mask is None else _region(mask, x, "recolor")
     if filled is not None and not any(filled):
         return (x if batched else x[0]).clone()
-    src_lab, src_w, tgt_lab, tgt_w = _palettes(
-        x, colors, weights, source_colors, source_weights, source_size, match, weight, filled
-    )
-    textures = []
-    for i in range(b):
-        plan = match_palettes(src_lab[i], src_w[i], tgt_lab[i], tgt_w[i], match)
-        offsets = matched_offsets(src_lab[i], tgt_lab[i], plan)
-        width = torch.as_tensor(sigma, dtype=torch.float64) if sigma is not None else kernel_width(src_lab[i])
-        textures.append(offset_texture(src_lab[i], offsets * strength, width, x.dtype))
-    out = _shift_ab(x, torch.stack(textures), keep_neutrals, weight)
+    palettes = _palettes(x, colors, weights, source_colors, source_weights, source_size, match, weight)
+
+    def texture(i: int) -> Tensor:
+        src_lab, src_w, tgt_lab, tgt_w = palettes(i)
+        plan = match_palettes(src_lab, src_w, tgt_lab, tgt_w, match)
+        offsets = matched_offsets(src_lab, tgt_lab, plan)
+        width = torch.as_tensor(sigma, dtype=torch.float64) if sigma is not None else kernel_width(src_lab)
+        return offset_texture(src_lab, offsets * strength, width, x.dtype)[None]
+
+    out = _shift_ab(x, texture, keep_neutrals, weight, progress)
     return out if batched else out[0]
 
 
@@ -375,37 +380,65 @@ def _shift_pixels(rgb: Tensor, texture: Tensor, keep_neutrals: bool, weight: Ten
     return linear_to_srgb(fit_chroma(fx.add_(dfx), fy, y, fz.add_(dfz)))
 
 
-def _per_chunk(fn: Callable[..., Tensor], *images: Tensor, weight: Tensor | None = None, original: int = 0) -> Tensor:
+def _per_chunk(
+    fn: Callable[..., Tensor],
+    *images: Tensor,
+    weight: Tensor | None = None,
+    original: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> Tensor:
     """``fn(i, *planes)`` on cache-sized slices of pixels of image ``i`` of same-shape ``[B, H, W, 3]`` images.
 
     With ``weight`` ``[B, H*W]`` (a region, docs/regions.md) ``fn`` gets the slice's weights as a keyword and
     blends by them itself (in Lab, so L* is kept across soft edges); pixels of weight 0 are ``images[original]``
     bit for bit, and slices the region misses are copied without calling ``fn``.
+
+    ``progress(done, total)`` follows every slice, counted over the batch (``total`` = B x slices per image):
+    a large image reports as it goes, not only when it is finished.
     """
     flats = [x.reshape(x.shape[0], -1, 3) for x in images]
     out = torch.empty_like(flats[0])
+    per_image = math.ceil(out.shape[1] / _PIXEL_CHUNK)
     for i in range(out.shape[0]):
-        for s in range(0, out.shape[1], _PIXEL_CHUNK):
+        for k, s in enumerate(range(0, out.shape[1], _PIXEL_CHUNK)):
             part = slice(s, s + _PIXEL_CHUNK)
             w = None if weight is None else weight[i, part]
             lo, hi = (1.0, 1.0) if w is None else (float(v) for v in torch.aminmax(w))
             if hi == 0.0:
                 out[i, part] = flats[original][i, part]
-                continue
-            planes = [f[i, part].T.contiguous() for f in flats]
-            if lo == 1.0:  # inside the region: weight 1 is the unmasked result exactly, without the blend's cost
-                res = fn(i, *planes)
             else:
-                res = torch.where(w > 0, fn(i, *planes, weight=w), planes[original])
-            out[i, part] = res.T
+                planes = [f[i, part].T.contiguous() for f in flats]
+                if lo == 1.0:  # inside the region: weight 1 is the unmasked result exactly, without the blend's cost
+                    res = fn(i, *planes)
+                else:
+                    res = torch.where(w > 0, fn(i, *planes, weight=w), planes[original])
+                out[i, part] = res.T
+            if progress is not None:
+                progress(i * per_image + k + 1, out.shape[0] * per_image)
     return out.reshape(images[0].shape).clamp_(0.0, 1.0)
 
 
-def _shift_ab(x: Tensor, texture: Tensor, keep_neutrals: bool, weight: Tensor | None = None) -> Tensor:
-    """Move every pixel's a*b* by its image's tabulated offset field (blended by a region ``weight``)."""
-    return _per_chunk(
-        lambda i, rgb, weight=None: _shift_pixels(rgb, texture[i : i + 1], keep_neutrals, weight), x, weight=weight
-    )
+def _shift_ab(
+    x: Tensor,
+    texture: Callable[[int], Tensor],
+    keep_neutrals: bool,
+    weight: Tensor | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """Move every pixel's a*b* by its image's tabulated offset field (blended by a region ``weight``).
+
+    ``texture(i)`` is made when image ``i``'s first pixels are moved and dropped after its last: one image's
+    palette work at a time, and none for an image the region misses.
+    """
+    made: dict[int, Tensor] = {}
+
+    def shift(i: int, rgb: Tensor, weight: Tensor | None = None) -> Tensor:
+        if i not in made:
+            made.clear()
+            made[i] = texture(i)
+        return _shift_pixels(rgb, made[i], keep_neutrals, weight)
+
+    return _per_chunk(shift, x, weight=weight, progress=progress)
 
 
 def reinhard_ab(
@@ -447,7 +480,10 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def lightness_lock(
-    image: Tensor | np.ndarray, lightness_source: Tensor | np.ndarray, mask: Tensor | np.ndarray | None = None
+    image: Tensor | np.ndarray,
+    lightness_source: Tensor | np.ndarray,
+    mask: Tensor | np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """The colour image's a*b* on the source's L* (training-free lightness-aware decoding; docs/design.md §10).
 
@@ -459,6 +495,8 @@ def lightness_lock(
     ``mask`` (a MASK on the source's grid, docs/regions.md) limits the lock to a region: each pixel's a*b*
     goes ``mask`` of the way from the source's to the colour image's (L* stays the source's), and the
     source's pixels where the mask is 0 are returned bit for bit.
+
+    ``progress(done, total)`` is called after every slice of pixels of the result, as in :func:`recolor`.
     """
     x, x_batched = check_image(image, "image")
     s, s_batched = check_image(lightness_source, "lightness_source")
@@ -472,7 +510,12 @@ def lightness_lock(
     x = _resize(x.to(s.dtype), tuple(s.shape[1:3])).expand(b, -1, -1, -1)
     weight = None if mask is None else _region(mask, s, "lightness_lock")[0]
     out = _per_chunk(
-        lambda i, colour, source, weight=None: _lock_pixels(colour, source, weight), x, s, weight=weight, original=1
+        lambda i, colour, source, weight=None: _lock_pixels(colour, source, weight),
+        x,
+        s,
+        weight=weight,
+        original=1,
+        progress=progress,
     )
     return out if (x_batched or s_batched) else out[0]
 
