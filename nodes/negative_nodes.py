@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..palette_core.adherence import DEFAULT_THRESHOLD, check_threshold
+from ..palette_core.adherence import DEFAULT_THRESHOLD
 from ..palette_core.errors import PaletteError
 from ..palette_core.negative import DEFAULT_COUNT, MAX_COUNT, auto_negative
 from ..palette_core.palette import Palette
@@ -62,17 +62,9 @@ class AutoNegativePalette(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, threshold: float | None = None, count: int | None = None, **others) -> bool | str:
-        # Linked inputs are None here: they are checked when the node runs.
-        verdict = True
-        try:
-            if threshold is not None:
-                check_threshold(threshold)
-        except PaletteError as e:
-            verdict = str(e)
-        if verdict is True and count is not None and not 1 <= count <= MAX_COUNT:
-            verdict = f"count {count} is outside [1, {MAX_COUNT}]"
-        return check_inputs(cls, {**others, "threshold": threshold, "count": count}, verdict)
+    def validate_inputs(cls, **inputs) -> bool | str:
+        # the schema's ranges say it all (threshold 0.5..100, count 1..16); auto_negative re-checks at run time
+        return check_inputs(cls, inputs)
 
     @classmethod
     def execute(
