@@ -4,11 +4,15 @@ Installed by ``pip install`` as ``palette-queue``; ``python -m palette_queue`` r
 repository. The report (palette EMD, contact sheet) needs torch; it is imported only to write it. Following
 the jobs needs websocket-client (the extra "queue"); --dry-run needs neither.
 
+``--server`` may be given several times (or ``--server-file`` names a file of addresses): jobs go to
+whichever server has room in its window, and the jobs of a server that does not answer for
+``--server-timeout`` seconds are queued again on the others (docs/batch.md, "Several servers").
+
 Exit status: 0 when every job is done; 1 when some job failed (on the server or rejected by it); 2 for
-bad arguments, bad input or a missing package (found before anything is queued); 3 when the server stayed unreachable
-longer than --retry-timeout, answered something unusable, or is not ComfyUI; 130 on Ctrl-C. After 1, 3
-or 130, running the same command again resumes: finished jobs are skipped, unfinished ones are followed
-or queued again.
+bad arguments, bad input or a missing package (found before anything is queued); 3 when no server answered
+for longer than --retry-timeout, or one answered something unusable or is not ComfyUI; 130 on Ctrl-C.
+After 1, 3 or 130, running the same command again resumes: finished jobs are skipped, unfinished ones are
+followed or queued again.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ from typing import NoReturn
 
 from palette_core.errors import is_missing_torch, torch_missing_message
 
-from .client import ComfyClient, default_server, websocket_client
+from .client import ComfyClient, default_server, normalize_url, websocket_client
 from .errors import NotComfyUI, QueueInputError, ServerError, ServerUnavailable
 from .jobs import Job, Plan, plan_jobs, read_jobs
 from .runner import Options, Progress, Runner
-from .state import STATE_FILE, State, folder_lock
+from .state import STATE_FILE, State, folder_lock, server_throughput
 from .workflow import describe, load_prompt
 
 log = logging.getLogger("palette_queue")
@@ -40,6 +44,10 @@ jobs.csv:
   name,palette,seed,prompt
   teal,"#264653, #2a9d8f, #e9c46a",1,a colour photograph
   sunset,#e76f51:3 #f4a261 #264653,2,a colour photograph at dusk
+
+several servers (jobs go to whichever has room; a server that stops answering has its jobs queued
+again on the others after --server-timeout):
+  %(prog)s wf.api.json jobs.csv --out runs/big --server http://gpu1:8188 --server http://gpu2:8188
 
 friendly columns: prompt, negative_prompt, palette, negative_palette, seed, steps, cfg, denoise, width,
 height, weight (ApplyPaletteAdapter), negative_weight (NegativePalette), strength, image (LoadImage; a file in
@@ -67,7 +75,18 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     p.add_argument("jobs", help="jobs file: .csv with a header line, .jsonl (one object per line) or .json (a list)")
     p.add_argument("--out", "-o", required=True, help="output folder: images/, the state file and the report")
-    p.add_argument("--server", default=default_server(), help="ComfyUI address (default $COMFYUI_URL or %(default)s)")
+    p.add_argument(
+        "--server",
+        action="append",
+        metavar="URL",
+        help=f"ComfyUI address; give it several times to spread the jobs over several servers "
+        f"(default $COMFYUI_URL or {default_server()})",
+    )
+    p.add_argument(
+        "--server-file",
+        metavar="FILE",
+        help="a text file of ComfyUI addresses, one a line (# starts a comment), used with any --server",
+    )
     p.add_argument(
         "--images-dir",
         metavar="DIR",
@@ -79,7 +98,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--retry-timeout",
         type=float,
         default=600.0,
-        help="seconds to keep retrying while the server is unreachable (default %(default)s)",
+        help="seconds to keep retrying while no server answers (default %(default)s)",
+    )
+    p.add_argument(
+        "--server-timeout",
+        type=float,
+        default=120.0,
+        help="with several servers: seconds one may not answer before its jobs are queued again on the others; "
+        "also the longest wait for one answer of it, at most 30 s (default %(default)s)",
     )
     p.add_argument("--skip-failed", action="store_true", help="do not queue again jobs that failed in an earlier run")
     p.add_argument("--no-report", action="store_true", help="skip the report and the contact sheet")
@@ -129,6 +155,35 @@ def _report_writer() -> Callable[..., dict[str, Path]]:
     return write_reports
 
 
+def server_list(args: argparse.Namespace) -> list[str]:
+    """The addresses of --server and --server-file, normalised, in order; QueueInputError for a bad or repeated one."""
+    given = [(f"--server {u}", u) for u in args.server or []]
+    if args.server_file:
+        path = Path(args.server_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise QueueInputError(f"--server-file {path}: cannot read it ({e})") from None
+        for n, line in enumerate(text.splitlines(), start=1):
+            address = line.split("#", 1)[0].strip()
+            if address:
+                given.append((f"{path} line {n}", address))
+        if not given:
+            raise QueueInputError(f"--server-file {path}: no addresses in it (one a line, # starts a comment)")
+    if not given:
+        given = [("the default server", default_server())]
+    seen: dict[str, str] = {}
+    for where, address in given:
+        try:
+            url = normalize_url(address)
+        except QueueInputError as e:
+            raise QueueInputError(f"{where}: {e}") from None
+        if url in seen:
+            raise QueueInputError(f"{where}: {url} is given twice (also {seen[url]})")
+        seen[url] = where
+    return list(seen)
+
+
 def _run_locked(
     args: argparse.Namespace,
     plan: Plan,
@@ -138,11 +193,28 @@ def _run_locked(
     reporter: Callable[..., dict[str, Path]] | None,
 ) -> int:
     state = State.load(out)
-    client = ComfyClient(args.server, state.client_id)
-    options = Options(window=args.window, retry_timeout=args.retry_timeout, retry_failed=not args.skip_failed)
+    urls = server_list(args)
+    # with several servers one hung request must not hold the others up for longer than a server may be away
+    timeout = 30.0 if len(urls) == 1 else max(2.0, min(30.0, args.server_timeout))
+    clients = [ComfyClient(url, state.client_id, timeout) for url in urls]
+    options = Options(
+        window=args.window,
+        retry_timeout=args.retry_timeout,
+        server_timeout=args.server_timeout,
+        retry_failed=not args.skip_failed,
+    )
     already = sum(state.jobs.get(j.key) is not None and state.jobs[j.key].status == "done" for j in plan.jobs)
     progress = Progress(len(plan.jobs), already, tty)
-    runner = Runner(plan, state, client, out, options, progress, on_job_done=on_job_done)
+    runner = Runner(
+        plan,
+        state,
+        clients,
+        out,
+        options,
+        progress,
+        on_job_done=on_job_done,
+        make_client=lambda url: ComfyClient(url, state.client_id, timeout),
+    )
     if already:
         print(f"resuming: {already} of {len(plan.jobs)} jobs already done ({out / STATE_FILE})")
     try:
@@ -152,6 +224,10 @@ def _run_locked(
             paths = reporter(plan, state, out, args.workflow, args.jobs, args.thumb)
             print("report:", *(str(p) for p in paths.values()))
     print(f"{summary.done} done, {summary.failed} failed, {summary.pending} not finished, of {summary.total} jobs")
+    if len(urls) > 1:
+        for row in server_throughput(state, [j.key for j in plan.jobs]):
+            rate = "" if row["jobs_per_min"] is None else f", {row['jobs_per_min']:.1f} jobs/min"
+            print(f"  {row['server']}: {row['jobs']} jobs, {row['images']} images{rate}")
     return 0 if summary.ok else 1
 
 
@@ -162,6 +238,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise QueueInputError(f"--thumb {args.thumb}: must be at least 16 pixels")
     if args.retry_timeout < 0:
         raise QueueInputError(f"--retry-timeout {args.retry_timeout}: must be >= 0")
+    if args.server_timeout < 0:
+        raise QueueInputError(f"--server-timeout {args.server_timeout}: must be >= 0")
+    server_list(args)  # a bad or repeated address is bad input, found before anything is written
 
 
 def main(argv: Sequence[str] | None = None, on_job_done: Callable[[Job], None] | None = None, prog: str = PROG) -> int:

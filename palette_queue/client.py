@@ -75,17 +75,36 @@ def _is_stats(data: object) -> bool:
     return isinstance(data, dict) and isinstance(data.get("system"), dict) and isinstance(data.get("devices"), list)
 
 
+# ComfyUI 0.3.57 and later interrupt only the prompt named in POST /interrupt; earlier ones ignore the id
+# and interrupt whatever runs, perhaps another user's prompt, so they are never sent one.
+TARGETED_INTERRUPT = (0, 3, 57)
+
+
+def normalize_url(url: str) -> str:
+    """A server address as the state file records it: ``http://`` added when missing, no trailing slash."""
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise QueueInputError(f"server URL {url!r}: expected http://host:port")
+    return url
+
+
+def version_tuple(version: object) -> tuple[int, ...] | None:
+    """``"0.3.64"`` as ``(0, 3, 64)``; None when it is not dotted numbers."""
+    match = re.fullmatch(r"v?(\d+(?:\.\d+)*)", str(version).strip())
+    return tuple(int(n) for n in match.group(1).split(".")) if match else None
+
+
 class ComfyClient:
     """HTTP calls and one websocket to a ComfyUI server, under one client id."""
 
     def __init__(self, url: str, client_id: str, timeout: float = 30.0):
-        url = url.rstrip("/")
-        if "://" not in url:
-            url = "http://" + url
+        url = normalize_url(url)
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise QueueInputError(f"server URL {url!r}: expected http://host:port")
         self.url = url
+        self.version: str | None = None  # comfyui_version from /system_stats, once checked
         self.ws_url = (
             "wss" if parts.scheme == "https" else "ws"
         ) + f"://{parts.netloc}{parts.path}/ws?clientId={client_id}"
@@ -147,7 +166,15 @@ class ComfyClient:
         stats = self.get_json("/system_stats")
         if not _is_stats(stats):
             raise self.not_comfyui("GET /system_stats", "JSON without ComfyUI's 'system' and 'devices'")
+        version = stats["system"].get("comfyui_version")
+        self.version = str(version) if version is not None else None
         return stats
+
+    @property
+    def targeted_interrupt(self) -> bool:
+        """Whether the server interrupts only the prompt named in ``POST /interrupt`` (ComfyUI 0.3.57+)."""
+        version = version_tuple(self.version) if self.version is not None else None
+        return version is not None and version >= TARGETED_INTERRUPT
 
     def output_classes(self, class_types: Iterable[str]) -> set[str]:
         """Which of ``class_types`` are output nodes (``GET /object_info/<class>``: ``output_node``).
@@ -219,13 +246,21 @@ class ComfyClient:
             )
 
     def cancel(self, prompt_id: str) -> None:
-        """Remove a prompt from the server's queue (``POST /queue {"delete": [id]}``); a running one finishes."""
-        body = json.dumps({"delete": [prompt_id]}).encode()
-        req = urllib.request.Request(self.url + "/queue", data=body, headers={"Content-Type": "application/json"})
-        try:
-            self._fetch(req)
-        except urllib.error.HTTPError as e:
-            raise ServerError(f"POST /queue (delete {prompt_id}): {e.code} {e.reason}") from e
+        """Take a prompt off the server: ``POST /queue {"delete": [id]}``, then ``POST /interrupt {"prompt_id": id}``.
+
+        The delete removes it while it waits; the interrupt stops it if it already runs, and only it: it is
+        sent only to servers that interrupt the prompt named (ComfyUI 0.3.57+); on older ones a running
+        prompt finishes. Either call is harmless when the prompt is not in that state.
+        """
+        for path, body in (("/queue", {"delete": [prompt_id]}), ("/interrupt", {"prompt_id": prompt_id})):
+            if path == "/interrupt" and not self.targeted_interrupt:
+                continue
+            data = json.dumps(body).encode()
+            req = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
+            try:
+                self._fetch(req)
+            except urllib.error.HTTPError as e:
+                raise ServerError(f"POST {path} ({prompt_id}): {e.code} {e.reason}") from e
 
     def upload(self, local: Path, name: str) -> None:
         """``POST /upload/image`` a local file into the server's input folder as ``name`` (overwriting)."""

@@ -1,4 +1,5 @@
-"""The batch report: per image its job, file, seed and palette EMD (CSV, JSON, markdown), and a contact sheet.
+"""The batch report: per image its job, file, seed, server and palette EMD (CSV, JSON, markdown), the
+throughput of each server, and a contact sheet.
 
 The EMD is palette_core.distance.palette_emd with its defaults, the paper's protocol (Table 1): 1024
 pixels drawn with a fixed seed, exact W1 in RGB against the job's palette and weights.
@@ -23,7 +24,7 @@ from palette_core.palette import Palette
 from palette_core.render import palette_stripes
 
 from .jobs import Plan
-from .state import State, write_atomic
+from .state import State, server_throughput, write_atomic
 
 FIELDS = (
     "job",
@@ -37,6 +38,7 @@ FIELDS = (
     "palette",
     "palette_emd",
     "prompt_id",
+    "server",
     "attempts",
     "key",
     "error",
@@ -75,6 +77,7 @@ def report_rows(plan: Plan, state: State, out_dir: Path) -> list[dict]:
             "seed": job.seed,
             "palette": palette.to_text() if palette is not None else job.palette,
             "prompt_id": js.prompt_id if js else None,
+            "server": js.server if js else None,
             "attempts": js.attempts if js else 0,
             "key": job.key,
             "error": js.error if js else None,
@@ -113,8 +116,30 @@ def _emd_stats(rows: list[dict]) -> tuple[int, float, float, float] | None:
     return len(values), statistics.fmean(values), min(values), max(values)
 
 
-def write_markdown(rows: list[dict], path: Path, workflow: str, jobs_file: str, sheet: str | None) -> None:
-    """A short summary: counts, mean EMD, the contact sheet, a table, and each failure's message."""
+def throughput_lines(servers: list[dict]) -> list[str]:
+    """The per-server table of report.md (see state.server_throughput)."""
+
+    def number(value: float | None, digits: int) -> str:
+        return "" if value is None else f"{value:.{digits}f}"
+
+    lines = ["| server | jobs | images | busy s | wall s | jobs/min |", "|---|---|---|---|---|---|"]
+    for s in servers:
+        lines.append(
+            f"| {s['server'] or '(not recorded)'} | {s['jobs']} | {s['images']} | {number(s['busy_s'], 1)} | "
+            f"{number(s['wall_s'], 1)} | {number(s['jobs_per_min'], 2)} |"
+        )
+    return lines
+
+
+def write_markdown(
+    rows: list[dict],
+    path: Path,
+    workflow: str,
+    jobs_file: str,
+    sheet: str | None,
+    servers: list[dict] | None = None,
+) -> None:
+    """A short summary: counts, mean EMD, per-server throughput, the contact sheet, a table, each failure's message."""
     jobs = {r["job"]: r for r in rows}
     status = [r["status"] for r in jobs.values()]
     lines = [
@@ -131,15 +156,26 @@ def write_markdown(rows: list[dict], path: Path, workflow: str, jobs_file: str, 
             f"Palette EMD (paper protocol, lower is closer) over {n} images: mean {mean:.4f}, min {lo:.4f}, "
             f"max {hi:.4f}."
         )
+    if servers:
+        lines += [
+            "",
+            "Throughput per server (busy: the server's own time for the jobs; wall: first queued to last finished):",
+            "",
+        ]
+        lines += throughput_lines(servers)
     if sheet:
         lines += ["", f"![contact sheet]({sheet})"]
-    lines += ["", "| job | name | status | image | seed | palette EMD |", "|---|---|---|---|---|---|"]
+    several = len({r["server"] for r in rows if r["status"] == "done"}) > 1
+    columns = ["job", "name", "status", "image", "seed", "palette EMD"] + (["server"] if several else [])
+    lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         emd = "" if r["palette_emd"] is None else f"{r['palette_emd']:.4f}"
         image = f"[{Path(r['file']).name}]({r['file']})" if r["file"] else ""
         name = str(r["name"] or "").replace("|", "\\|")
+        server = f" {r['server'] or ''} |" if several else ""
         lines.append(
             f"| {r['job']} | {name} | {r['status']} | {image} | {r['seed'] if r['seed'] is not None else ''} | {emd} |"
+            + server
         )
     failures = [r for r in jobs.values() if r["status"] == "failed"]
     if failures:
@@ -237,5 +273,6 @@ def write_reports(plan: Plan, state: State, out_dir: Path, workflow: str, jobs_f
     sheet = contact_sheet(rows, out_dir, out_dir / "contact_sheet.png", thumb)
     if sheet is not None:
         paths["sheet"] = sheet
-    write_markdown(rows, paths["md"], workflow, jobs_file, sheet.name if sheet else None)
+    servers = server_throughput(state, [job.key for job in plan.jobs])
+    write_markdown(rows, paths["md"], workflow, jobs_file, sheet.name if sheet else None, servers)
     return paths

@@ -10,6 +10,12 @@ A job is known by its key (the hash of its patched prompt). Its status moves
 * in neither (never sent, or the server restarted and lost its queue and history) -> queue it again.
 
 A job marked done (its images are on disk) is never queued again.
+
+With several servers each queued job also records its server. A job whose server stopped answering for
+longer than --server-timeout is queued again elsewhere; the prompt left behind is kept in ``abandoned``
+(server and prompt id) until that server is seen again: a result it sends is used only if it is the
+job's first completion, and otherwise never downloaded, and a copy still waiting there is deleted
+(docs/batch.md, "Several servers"). Version 1 files (one server, no such fields) are read as well.
 """
 
 from __future__ import annotations
@@ -19,14 +25,15 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .errors import QueueInputError
 
 STATE_FILE = "queue_state.json"
 LOCK_FILE = ".palette_queue.lock"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: before several servers; its jobs lack the server fields, which default
 PENDING, QUEUED, DONE, FAILED = "pending", "queued", "done", "failed"
 WAIT, FINISH, FAIL, REQUEUE = "wait", "finish", "fail", "requeue"
 
@@ -43,6 +50,14 @@ class JobState:
     attempts: int = 0
     files: list[str] = field(default_factory=list)
     error: str | None = None
+    server: str | None = None  # where prompt_id was sent; once done, the server that ran the job
+    abandoned: list[dict[str, str]] = field(default_factory=list)  # {"server", "prompt_id"} given up on
+    queued_at: float | None = None  # unix time prompt_id was sent
+    finished_at: float | None = None  # unix time the job was marked done
+    run_seconds: float | None = None  # the server's own time for the prompt (its history timestamps)
+
+
+JOB_FIELDS = tuple(f.name for f in fields(JobState) if f.name != "key")  # the key is the entry's name
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -97,9 +112,15 @@ class State:
             return cls(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("version") != VERSION:
-                raise QueueInputError(f"{path}: state file version {data.get('version')!r}, expected {VERSION}")
+            if data.get("version") not in READABLE_VERSIONS:
+                raise QueueInputError(
+                    f"{path}: state file version {data.get('version')!r}, expected one of {READABLE_VERSIONS} "
+                    "(written by a newer palette-queue?)"
+                )
             jobs = {k: JobState(key=k, **{f: v for f, v in j.items() if f != "key"}) for k, j in data["jobs"].items()}
+            for js in jobs.values():
+                if not all(isinstance(a.get(f), str) for a in js.abandoned for f in ("server", "prompt_id")):
+                    raise TypeError(f"job {js.key}: abandoned prompts need a server and a prompt_id")
             return cls(path, data.get("client_id"), jobs)
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise QueueInputError(
@@ -108,11 +129,18 @@ class State:
             ) from None
 
     def save(self) -> None:
-        """Rewrite the state file atomically (write a temporary file, then rename it over the old one)."""
-        data = {"version": VERSION, "client_id": self.client_id, "jobs": {k: asdict(j) for k, j in self.jobs.items()}}
-        for j in data["jobs"].values():
-            del j["key"]
-        write_atomic(self.path, json.dumps(data, indent=1).encode("utf-8"))
+        """Rewrite the state file atomically (write a temporary file, then rename it over the old one).
+
+        One job a line, each compact: it is rewritten after every change, so its cost grows with the batch
+        (json's C encoder, used without ``indent``, and no deep copy of each job).
+        """
+        head = json.dumps({"version": VERSION, "client_id": self.client_id})[:-1]
+        lines = [
+            f"{json.dumps(k)}: {json.dumps({f: getattr(j, f) for f in JOB_FIELDS}, separators=(',', ':'))}"
+            for k, j in self.jobs.items()
+        ]
+        text = head + ', "jobs": {\n' + ",\n".join(lines) + "\n}}\n"
+        write_atomic(self.path, text.encode("utf-8"))
 
     def job(self, key: str, number: int = 0, name: str = "") -> JobState:
         """The job's state, created as pending when the job is new; its row number and name are refreshed."""
@@ -130,6 +158,21 @@ def failure_message(entry: dict) -> str:
         if event == "execution_interrupted":
             return f"interrupted on the server at node {data.get('node_id', '?')} ({data.get('node_type', '?')})"
     return f"failed on the server (status {json.dumps(entry.get('status'))[:200]})"
+
+
+def run_seconds(entry: dict) -> float | None:
+    """The server's time for a prompt: ``execution_start`` to its end event, from the history's timestamps (ms)."""
+    stamps = {}
+    for message in (entry.get("status") or {}).get("messages") or []:
+        if isinstance(message, list) and len(message) == 2 and isinstance(message[1], dict):
+            stamp = message[1].get("timestamp")
+            if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+                stamps[message[0]] = stamp
+    ends = [stamps[e] for e in ("execution_success", "execution_error", "execution_interrupted") if e in stamps]
+    end = ends[0] if ends else None
+    if "execution_start" not in stamps or end is None or end < stamps["execution_start"]:
+        return None
+    return (end - stamps["execution_start"]) / 1000.0
 
 
 def reconcile(prompt_id: str | None, in_queue: bool, entry: dict | None) -> tuple[str, str | None]:
@@ -155,3 +198,34 @@ def output_images(entry: dict) -> list[dict]:
             if image.get("type") == "output":
                 images.append({"node": nid, **image})
     return images
+
+
+def server_throughput(state: State, keys: list[str]) -> list[dict]:
+    """Per server, over the done jobs among ``keys``: jobs, images, busy and wall seconds, jobs per minute.
+
+    ``busy_s`` sums the server's own time for each prompt (its history timestamps); ``wall_s`` runs from
+    the first of these jobs queued there to the last one finished, and ``jobs_per_min`` is jobs / wall_s.
+    Jobs done before servers were recorded (a version 1 state file) count under the server ``""``.
+    """
+    groups: dict[str, list[JobState]] = {}
+    for key in keys:
+        js = state.jobs.get(key)
+        if js is not None and js.status == DONE:
+            groups.setdefault(js.server or "", []).append(js)
+    rows = []
+    for server, done in groups.items():
+        busy = [j.run_seconds for j in done if j.run_seconds is not None]
+        starts = [j.queued_at for j in done if j.queued_at is not None]
+        ends = [j.finished_at for j in done if j.finished_at is not None]
+        wall = max(ends) - min(starts) if starts and ends and max(ends) > min(starts) else None
+        rows.append(
+            {
+                "server": server,
+                "jobs": len(done),
+                "images": sum(len(j.files) for j in done),
+                "busy_s": round(sum(busy), 3) if busy else None,
+                "wall_s": round(wall, 3) if wall is not None else None,
+                "jobs_per_min": round(60.0 * len(done) / wall, 3) if wall else None,
+            }
+        )
+    return rows

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -93,11 +95,22 @@ class ComfyServer:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.resume()  # a paused process would not act on SIGTERM until it runs again
             self.proc.terminate()
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+    def pause(self) -> None:
+        """Stop the process (SIGSTOP) without ending it: it keeps its queue but answers nothing, as a hung server."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server go on (SIGCONT): it answers again and runs what it had queued."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
 
     def __enter__(self) -> ComfyServer:
         return self.start()
@@ -137,3 +150,25 @@ class ComfyServer:
         q = urllib.parse.urlencode({k: info[k] for k in ("filename", "subfolder", "type")})
         with urllib.request.urlopen(f"{self.url}/view?{q}", timeout=60) as r:
             return r.read()
+
+
+def start_all(servers: list[ComfyServer], timeout: float = 180) -> list[ComfyServer]:
+    """Start several servers at once (each start waits for its server to answer); raise the first failure."""
+    errors: list[BaseException] = []
+
+    def start(server: ComfyServer) -> None:
+        try:
+            server.start(timeout)
+        except BaseException as e:  # noqa: BLE001 - re-raised below, in the caller's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in servers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        for server in servers:
+            server.stop()
+        raise errors[0]
+    return servers

@@ -18,7 +18,14 @@ from aiohttp import web
 
 from palette_queue import cli
 from palette_queue.client import ComfyClient
-from palette_queue.errors import NotComfyUI, PromptPartlyRejected, PromptRejected, ServerError, ServerUnavailable
+from palette_queue.errors import (
+    NotComfyUI,
+    PromptPartlyRejected,
+    PromptRejected,
+    QueueInputError,
+    ServerError,
+    ServerUnavailable,
+)
 from palette_queue.state import FAILED, State
 
 NGINX = "<!DOCTYPE html>\n<html><head><title>Welcome to nginx!</title></head>\n<body><h1>It works</h1></body></html>"
@@ -262,3 +269,31 @@ def test_a_prompt_queued_without_its_invalid_output_fails_the_job_and_leaves_the
     assert "node 4 (SaveImage): Value not in list" in js.error
     assert ("POST", "/queue", {"delete": [js.prompt_id]}) in server.requests
     assert "0 done, 1 failed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("version", "interrupts"),
+    [("0.3.64", True), ("0.3.57", True), ("v1.0", True), ("0.3.56", False), ("nightly", False), (None, False)],
+)
+def test_cancel_interrupts_only_on_servers_that_interrupt_the_prompt_named(version, interrupts):
+    """ComfyUI before 0.3.57 ignores the prompt id of POST /interrupt and would stop whatever runs."""
+    stats = {"system": {"comfyui_version": version} if version else {}, "devices": []}
+    routes = comfy_routes(**{"GET /system_stats": as_json(stats), "POST /interrupt": (200, "text/plain", "")})
+    with StandIn(routes, websocket=False) as server:
+        client = ComfyClient(server.url, "cid", timeout=10)
+        client.check_server()
+        client.cancel("p1")
+    posts = [r for r in server.requests if r[0] == "POST"]
+    assert posts == [("POST", "/queue", {"delete": ["p1"]})] + (
+        [("POST", "/interrupt", {"prompt_id": "p1"})] if interrupts else []
+    )
+
+
+def test_server_addresses_are_normalised():
+    from palette_queue.client import normalize_url, version_tuple
+
+    assert normalize_url(" 127.0.0.1:8188/ ") == "http://127.0.0.1:8188"
+    assert normalize_url("https://box/comfy/") == "https://box/comfy"
+    with pytest.raises(QueueInputError, match="expected http://host:port"):
+        normalize_url("ftp://box")
+    assert version_tuple("0.3.64") == (0, 3, 64) and version_tuple("v0.4") == (0, 4) and version_tuple("x") is None
