@@ -19,37 +19,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from _timing import best_of, report  # noqa: E402
+from sample_photos import DESIGNER_PALETTES as PALETTES  # noqa: E402
+from sample_photos import RECOLOR_PHOTOS as PHOTOS  # noqa: E402
+from sample_photos import sample_photo  # noqa: E402
 
 from palette_core import recolor as rc  # noqa: E402
 from palette_core.distance import palette_emd  # noqa: E402
 from palette_core.palette import Palette  # noqa: E402
 
-# Designer palettes as typed from Coolors (five colours each; the last one weighted).
-PALETTES = {
-    "ocean-sunset": "#264653, #2a9d8f, #e9c46a, #f4a261, #e76f51",
-    "americana": "#e63946, #f1faee, #a8dadc, #457b9d, #1d3557",
-    "olive-earth": "#606c38, #283618, #fefae0, #dda15e, #bc6c25",
-    "pastel": "#cdb4db, #ffc8dd, #ffafcc, #bde0fe, #a2d2ff",
-    "neon": "#ff006e:2, #fb5607, #ffbe0b, #8338ec:2, #3a86ff",
-}
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle", "hubble_deep_field")
-
 
 def load_photo(name: str, size: int | None = None) -> torch.Tensor:
-    """A scikit-image sample photo (bundled, offline) as float32 [H, W, 3], longer side resized to ``size``."""
-    from PIL import Image
-    from skimage import data
-
-    arr = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
-    img = Image.fromarray(arr[..., :3])
-    if size is not None and max(img.size) != size:
-        scale = size / max(img.size)
-        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(img).astype(np.float32) / 255.0)
+    """A scikit-image sample photo (the tests' loader) as float32 [H, W, 3], longer side resized to ``size``."""
+    arr = sample_photo(name, size)
+    if arr is None:
+        raise SystemExit(f"scikit-image sample photo {name!r} is not available offline")
+    return torch.from_numpy(arr.astype(np.float32) / 255.0)
 
 
 def bench_adherence(size: int, device: str) -> None:

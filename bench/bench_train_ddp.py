@@ -43,17 +43,18 @@ def worker(args: argparse.Namespace) -> None:
     from train.data import ConstantText
     from train.models import PixelCodec, build_unet, tiny_unet_config
     from train.recipe import Recipe
+    from train.toy.parts import toy_parts
     from train.toy.shapes import write_dataset
-    from train.train_palette_adapter import TrainConfig, Trainer
+    from train.train_palette_adapter import ModelParts, TrainConfig, Trainer
 
     if args.small:
         unet_cfg = tiny_unet_config(32, (1, 1, 1), in_channels=3, sample_size=args.size, context_dim=32)
-        codec, text = PixelCodec(1), ConstantText(2, None, 32)
+        parts = toy_parts(build_unet(unet_cfg, seed=0), PixelCodec(1), ConstantText(2, None, 32))
     else:
         from bench_train_step import PooledLatents
 
         unet_cfg = tiny_unet_config(64, (1, 2, 10), sample_size=args.size // 8)
-        codec, text = PooledLatents(), ConstantText(77, seed=0)
+        parts = ModelParts(build_unet(unet_cfg, seed=0), PooledLatents(), ConstantText(77, seed=0))
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(
             output=Path(tmp) / "run",
@@ -66,9 +67,8 @@ def worker(args: argparse.Namespace) -> None:
             mixed_precision="no",
             recipe=Recipe(),
             progress=False,
-            sdxl_only=not args.small,
         )
-        trainer = Trainer(cfg, unet=build_unet(unet_cfg, seed=0), codec=codec, text=text)
+        trainer = Trainer(cfg, parts)
         acc = trainer.accelerator
         batches = trainer.loader(0)
         for step in range(args.warmup):

@@ -43,7 +43,7 @@ from train.models import build_unet, sdxl_unet_config, tiny_unet_config  # noqa:
 from train.processor import time_ids  # noqa: E402
 from train.recipe import Recipe  # noqa: E402
 from train.toy.shapes import write_dataset  # noqa: E402
-from train.train_palette_adapter import TrainConfig, Trainer  # noqa: E402
+from train.train_palette_adapter import ModelParts, TrainConfig, Trainer  # noqa: E402
 
 
 class PooledLatents:
@@ -129,7 +129,7 @@ def main() -> None:
             recipe=Recipe(),
             progress=False,
         )
-        trainer = Trainer(cfg, unet=unet, codec=PooledLatents(), text=ConstantText(77, seed=0))
+        trainer = Trainer(cfg, ModelParts(unet, PooledLatents(), ConstantText(77, seed=0)))
         device = trainer.device
         batches = trainer.loader(0)
         fixed = next(batches)

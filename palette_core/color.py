@@ -40,7 +40,8 @@ LAB_EPSILON = 216.0 / 24389.0
 LAB_KAPPA = 24389.0 / 27.0
 
 
-def _matmul3(x: Array, m: list[list[float]]) -> Array:
+def apply_matrix3(x: Array, m: list[list[float]]) -> Array:
+    """``x · mᵀ``: the 3 × 3 colour-space matrix ``m`` applied to every colour of ``x [..., 3]`` (docs/design.md §3)."""
     return x @ namespace(x).const(m, x).T
 
 
@@ -70,12 +71,12 @@ def linear_to_srgb(lin: Array) -> Array:
 
 def linear_to_xyz(lin: Array) -> Array:
     """Linear sRGB to CIE XYZ (D65, Y of white = 1) (docs/design.md §3)."""
-    return _matmul3(lin, M_RGB_TO_XYZ)
+    return apply_matrix3(lin, M_RGB_TO_XYZ)
 
 
 def xyz_to_linear(xyz: Array) -> Array:
     """CIE XYZ (D65) to linear sRGB (docs/design.md §3)."""
-    return _matmul3(xyz, M_XYZ_TO_RGB)
+    return apply_matrix3(xyz, M_XYZ_TO_RGB)
 
 
 def xyz_to_lab(xyz: Array) -> Array:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._backend import NUMPY, namespace
-from .color import linear_to_srgb, srgb_to_linear
+from .color import apply_matrix3, linear_to_srgb, srgb_to_linear
 from .errors import InputShapeError
 
 if TYPE_CHECKING:
@@ -51,10 +51,6 @@ CHROMA_EPSILON = 1e-4
 _DEGREES = 180.0 / math.pi
 
 
-def _matmul3(x: Array, m: list[list[float]]) -> Array:
-    return x @ namespace(x).const(m, x).T
-
-
 def _cbrt(x: Array) -> Array:
     """Real cube root that keeps the sign (out-of-gamut linear sRGB can give negative LMS)."""
     xp = namespace(x)
@@ -65,12 +61,12 @@ def _cbrt(x: Array) -> Array:
 
 def linear_srgb_to_oklab(lin: Array) -> Array:
     """Linear sRGB to OKLab: ``Lab = M2 · cbrt(M1 · rgb)`` (Ottosson 2020)."""
-    return _matmul3(_cbrt(_matmul3(lin, _M1)), _M2)
+    return apply_matrix3(_cbrt(apply_matrix3(lin, _M1)), _M2)
 
 
 def oklab_to_linear_srgb(lab: Array) -> Array:
     """OKLab to linear sRGB, not clipped: ``rgb = M1⁻¹ · (M2⁻¹ · Lab)³`` (Ottosson 2020)."""
-    return _matmul3(_matmul3(lab, _M2_INV) ** 3, _M1_INV)
+    return apply_matrix3(apply_matrix3(lab, _M2_INV) ** 3, _M1_INV)
 
 
 def srgb_to_oklab(rgb: Array) -> Array:

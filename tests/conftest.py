@@ -14,3 +14,24 @@ DATA = REPO / "tests" / "data"
 def data_dir() -> Path:
     """The tests' reference data (``tests/data``, sources in its README)."""
     return DATA
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of small images (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    on a loaded 2-core runner OpenMP's overhead makes them up to 10x slower with two."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def photos(request) -> dict:
+    """The module's ``PHOTOS`` (scikit-image sample photos) at its ``PHOTO_SIZE``, as float32 ``[H, W, 3]``
+    tensors of 8-bit levels; skips where one is not available offline."""
+    from sample_photos import photo_tensor
+
+    return {name: photo_tensor(name, request.module.PHOTO_SIZE) for name in request.module.PHOTOS}

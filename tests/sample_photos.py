@@ -1,4 +1,5 @@
-"""scikit-image's bundled sample photographs for the tests (never downloaded): the one loader they share."""
+"""scikit-image's bundled sample photographs for the tests and benchmarks (never downloaded): the one loader they
+share, and the palettes the recolouring test and benchmark apply to them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,17 @@ import functools
 import numpy as np
 import pytest
 from PIL import Image
+
+# What the recolouring test and benchmark pair: designer palettes as typed from Coolors (five colours each;
+# the last one weighted) on these photos.
+DESIGNER_PALETTES = {
+    "ocean-sunset": "#264653, #2a9d8f, #e9c46a, #f4a261, #e76f51",
+    "americana": "#e63946, #f1faee, #a8dadc, #457b9d, #1d3557",
+    "olive-earth": "#606c38, #283618, #fefae0, #dda15e, #bc6c25",
+    "pastel": "#cdb4db, #ffc8dd, #ffafcc, #bde0fe, #a2d2ff",
+    "neon": "#ff006e:2, #fb5607, #ffbe0b, #8338ec:2, #3a86ff",
+}
+RECOLOR_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle", "hubble_deep_field")
 
 
 @functools.cache
@@ -38,3 +50,10 @@ def photo_or_skip(name: str, size: int | None = None) -> np.ndarray:
     if arr is None:
         pytest.skip(f"scikit-image sample photo {name!r} is not available offline")
     return arr
+
+
+def photo_tensor(name: str, size: int | None = None):
+    """:func:`photo_or_skip` as a float32 tensor ``[H, W, 3]`` of 8-bit levels in [0, 1], as ComfyUI loads images."""
+    import torch
+
+    return torch.from_numpy(photo_or_skip(name, size).astype(np.float32) / 255.0)

@@ -6,7 +6,6 @@ A few error paths that need no subprocess of their own are checked in-process th
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -23,7 +22,6 @@ import palette_cli.main as cli
 from palette_core.formats import load_palette
 
 REPO = Path(__file__).resolve().parents[1]
-HAS_EXTRACT = importlib.util.find_spec("palette_core.extract") is not None
 SQRT2 = math.sqrt(2.0)
 
 
@@ -174,7 +172,6 @@ def test_bad_input_exits_2_with_one_line(files, args, needle):
     assert_clean_error(run(*(a.format(files=files) for a in args)), needle)
 
 
-@pytest.mark.skipif(not HAS_EXTRACT, reason="palette_core.extract is not on this branch yet")
 def test_extract_text_and_files(files, tmp_path):
     # 256 x 256: extraction resamples to 256 x 256 first, so these pixels reach it unblended
     halves = tmp_path / "halves.png"

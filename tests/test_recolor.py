@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sample_photos import photo_or_skip
+from sample_photos import DESIGNER_PALETTES, RECOLOR_PHOTOS
 
 from palette_core import gamut
 from palette_core import recolor as rc
@@ -20,34 +20,11 @@ from palette_core.errors import InputShapeError, PaletteError
 from palette_core.palette import Palette
 from palette_core.render import palette_stripes
 
-# Designer palettes as typed from Coolors (the same as bench/bench_recolor.py).
-PALETTES = {
-    "ocean-sunset": "#264653, #2a9d8f, #e9c46a, #f4a261, #e76f51",
-    "americana": "#e63946, #f1faee, #a8dadc, #457b9d, #1d3557",
-    "olive-earth": "#606c38, #283618, #fefae0, #dda15e, #bc6c25",
-    "pastel": "#cdb4db, #ffc8dd, #ffafcc, #bde0fe, #a2d2ff",
-    "neon": "#ff006e:2, #fb5607, #ffbe0b, #8338ec:2, #3a86ff",
-}
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle", "hubble_deep_field")
-
-
-def load_photo(name: str, size: int = 256) -> torch.Tensor:
-    """A bundled scikit-image photo, longer side ``size``, 8-bit levels as float32 ``[H, W, 3]``."""
-    return torch.from_numpy(photo_or_skip(name, size).astype(np.float32) / 255.0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These images are small: one thread avoids OpenMP overhead (10x slower on a loaded 2-core runner)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def photos() -> dict[str, torch.Tensor]:
-    return {name: load_photo(name) for name in PHOTOS}
+# The photos the photos fixture (tests/conftest.py) loads, longer side PHOTO_SIZE; bench/bench_recolor.py
+# recolours the same photos with the same palettes.
+PALETTES, PHOTOS = DESIGNER_PALETTES, RECOLOR_PHOTOS
+PHOTO_SIZE = 256
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lab(x: torch.Tensor) -> torch.Tensor:

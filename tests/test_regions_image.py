@@ -16,7 +16,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sample_photos import photo_or_skip
 
 from palette_core import extract as ex
 from palette_core import recolor as rc
@@ -28,27 +27,10 @@ from palette_core.palette import Palette
 # Two contrasting palettes: warm reds and yellows, cool blues and teals.
 WARM = Palette.parse("#e63946, #f4a261, #e9c46a, #9d0208")
 COOL = Palette.parse("#1d3557, #457b9d, #a8dadc, #2a9d8f")
+# The photos the photos fixture (tests/conftest.py) loads, longer side PHOTO_SIZE.
 PHOTOS = ("astronaut", "coffee", "chelsea")
-SIZE = 160
-
-
-def load_photo(name: str, size: int = SIZE) -> torch.Tensor:
-    """A scikit-image sample photo (bundled), longer side ``size``, 8-bit levels as float32 ``[H, W, 3]``."""
-    return torch.from_numpy(photo_or_skip(name, size).astype(np.float32) / 255.0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small images: one thread avoids OpenMP overhead on a loaded runner."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def photos() -> dict[str, torch.Tensor]:
-    return {name: load_photo(name) for name in PHOTOS}
+PHOTO_SIZE = 160
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def smooth_image(h: int, w: int, seed: int, batch: int | None = None) -> torch.Tensor:

@@ -31,9 +31,10 @@ from palette_core.errors import AdapterError  # noqa: E402
 from palette_core.histogram import NUM_BINS, image_histogram  # noqa: E402
 from train.checkpoint import list_checkpoints  # noqa: E402
 from train.data import ConstantText, Record, StepBatches, read_manifest  # noqa: E402
-from train.models import build_unet, tiny_unet_config  # noqa: E402
+from train.models import PixelCodec, build_unet, tiny_unet_config  # noqa: E402
 from train.processor import PaletteAttnProcessor, PaletteUNet, time_ids  # noqa: E402
 from train.recipe import Recipe, draw_conditions  # noqa: E402
+from train.toy.parts import toy_parts, toy_text  # noqa: E402
 from train.toy.shapes import write_dataset  # noqa: E402
 from train.train_palette_adapter import TrainConfig, Trainer, build_parser, config_from_args  # noqa: E402
 
@@ -45,6 +46,11 @@ def tiny_unet(seed: int = 0):
     return build_unet(tiny_unet_config(32, (1, 1, 1), in_channels=3, sample_size=SIZE, context_dim=CTX), seed=seed)
 
 
+def tiny_parts(text: str = "zeros"):
+    """The tiny UNet as the trainer's toy parts: RGB pixels as latents, 2-token text without an encoder."""
+    return toy_parts(tiny_unet(), PixelCodec(1), toy_text(text, 2, 0, CTX))
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("toy"), 12, SIZE, seed=0, broken=2)
@@ -54,9 +60,6 @@ def config(out, data, **kw) -> TrainConfig:
     base = dict(
         output=out,
         data=data,
-        pixel_space=True,
-        constant_text="zeros",
-        text_tokens=2,
         resolution=SIZE,
         batch_size=4,
         max_steps=4,
@@ -65,7 +68,6 @@ def config(out, data, **kw) -> TrainConfig:
         validate_every=0,
         recipe=Recipe(palette_resize=None),
         progress=False,
-        sdxl_only=False,
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -202,7 +204,7 @@ def _optim_state(trainer):
 
 def test_adapter_training_lowers_the_loss_on_a_fixed_batch(tmp_path, dataset):
     """The trainer's loss, gradients and optimizer are wired to the adapter: a fixed batch is fitted."""
-    trainer = Trainer(config(tmp_path / "fit", dataset, lr=1e-2), unet=tiny_unet())
+    trainer = Trainer(config(tmp_path / "fit", dataset, lr=1e-2), tiny_parts())
     idx = torch.arange(6)
     images = torch.stack([trainer.dataset[i][1] for i in range(6)])
     unet_before = {k: v.clone() for k, v in trainer.unet.state_dict().items()}
@@ -219,7 +221,7 @@ def test_adapter_training_lowers_the_loss_on_a_fixed_batch(tmp_path, dataset):
 
 
 def test_training_run_skips_broken_images_logs_and_exports_a_loadable_adapter(tmp_path, dataset):
-    trainer = Trainer(config(tmp_path / "run", dataset, max_steps=6, batch_size=6), unet=tiny_unet())
+    trainer = Trainer(config(tmp_path / "run", dataset, max_steps=6, batch_size=6), tiny_parts())
     result = trainer.train()
     assert result["skipped"] > 0  # the broken and tiny files were drawn and skipped, not fatal
     assert math.isfinite(result["loss"])
@@ -235,14 +237,14 @@ def test_training_run_skips_broken_images_logs_and_exports_a_loadable_adapter(tm
 
 
 def test_resume_reaches_exactly_the_weights_of_an_uninterrupted_run(tmp_path, dataset):
-    full = Trainer(config(tmp_path / "full", dataset, max_steps=5), unet=tiny_unet())
+    full = Trainer(config(tmp_path / "full", dataset, max_steps=5), tiny_parts())
     full.train()
-    first = Trainer(config(tmp_path / "cut", dataset, max_steps=5, stop_after=3), unet=tiny_unet())
-    assert first.train()["stopped"]
+    first = Trainer(config(tmp_path / "cut", dataset, max_steps=5), tiny_parts())
+    assert first.train(stop=lambda step: step >= 3)["stopped"]
     ckpts = list_checkpoints(tmp_path / "cut" / "checkpoints")
     assert [s for s, _ in ckpts] == [2]  # killed after step 3: step 3 is lost and redone
     (tmp_path / "cut" / "checkpoints" / ".step-00000004.abc.tmp").write_bytes(b"torn write")
-    resumed = Trainer(config(tmp_path / "cut", dataset, max_steps=5, recipe_ahead=2), unet=tiny_unet())  # drawn ahead
+    resumed = Trainer(config(tmp_path / "cut", dataset, max_steps=5, recipe_ahead=2), tiny_parts())  # drawn ahead
     assert resumed.train()["step"] == 5
     a, b = _adapter_state(full), _adapter_state(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -254,9 +256,9 @@ def test_resume_reaches_exactly_the_weights_of_an_uninterrupted_run(tmp_path, da
 
 def test_conditions_drawn_ahead_in_a_thread_give_the_weights_of_drawing_in_the_step(tmp_path, dataset):
     """train() can draw the recipe micro-steps ahead in a worker thread; micro-step seeds must still line up."""
-    ahead = Trainer(config(tmp_path / "ahead", dataset, max_steps=3, grad_accum=2, recipe_ahead=2), unet=tiny_unet())
+    ahead = Trainer(config(tmp_path / "ahead", dataset, max_steps=3, grad_accum=2, recipe_ahead=2), tiny_parts())
     ahead.train()
-    inline = Trainer(config(tmp_path / "inline", dataset, max_steps=3, grad_accum=2), unet=tiny_unet())
+    inline = Trainer(config(tmp_path / "inline", dataset, max_steps=3, grad_accum=2), tiny_parts())
     batches = inline.loader(0)  # raw (idx, images, skipped): conditions drawn inside the step
     for step in range(3):
         inline.train_step(step, batches)
@@ -274,19 +276,19 @@ def test_conditions_drawn_ahead_in_a_thread_give_the_weights_of_drawing_in_the_s
 
 
 def test_stage_two_trains_chosen_blocks_from_a_stage_one_file(tmp_path, dataset):
-    stage1 = Trainer(config(tmp_path / "s1", dataset, max_steps=1), unet=tiny_unet()).train()
+    stage1 = Trainer(config(tmp_path / "s1", dataset, max_steps=1), tiny_parts()).train()
     block = "up_blocks.0.attentions.1"
     analysis = tmp_path / "analysis.json"
     analysis.write_text(json.dumps({"recommended": [block]}))
     t2 = Trainer(
         config(tmp_path / "s2", dataset, max_steps=1, stage=2, blocks_from=analysis, init_adapter=stage1["adapter"]),
-        unet=tiny_unet(),
+        tiny_parts(),
     )
     assert t2.palette_model.adapter.blocks == [block]
     s1 = load_adapter(stage1["adapter"])
     assert torch.equal(t2.palette_model.adapter.color_proj.weight.detach(), s1.color_proj.weight)
     with pytest.raises(Exception, match="give --blocks or --blocks-from"):
-        Trainer(config(tmp_path / "s3", dataset, stage=2), unet=tiny_unet())
+        Trainer(config(tmp_path / "s3", dataset, stage=2), tiny_parts())
 
 
 def test_validation_logs_palette_emd_and_analysis_ranks_every_block(tmp_path, dataset):
@@ -295,7 +297,7 @@ def test_validation_logs_palette_emd_and_analysis_ranks_every_block(tmp_path, da
 
     trainer = Trainer(
         config(tmp_path / "v", dataset, max_steps=1, validate_every=1, val_palettes=["#ff0000, #00ff00"], val_steps=2),
-        unet=tiny_unet(),
+        tiny_parts(),
     )
     trainer.train()
     rows = (tmp_path / "v" / "validation.csv").read_text().splitlines()
@@ -331,16 +333,67 @@ def test_cli_flags_map_onto_the_config(tmp_path):
             "0.5",
             "--palette-resize",
             "0",
-            "--pixel-scale",
-            "2",
             "--no-progress",
         ]
     )
     cfg = config_from_args(args)
-    assert cfg.pixel_scale == 2.0
     assert cfg.blocks == ["up_blocks.0.attentions.1", "mid_block.attentions.0"]
     assert cfg.mixed_precision == "bf16" and cfg.gradient_checkpointing and cfg.grad_accum == 4
     assert cfg.recipe.p_palette == 0.5 and cfg.recipe.palette_resize is None and not cfg.progress
+
+
+TOY_FLAGS = {
+    "--pixel-space": None,
+    "--pixel-patch": "2",
+    "--pixel-scale": "2",
+    "--constant-text": "zeros",
+    "--text-tokens": "2",
+    "--stop-after": "1",
+    "--any-text-width": None,
+}
+
+
+def test_the_sdxl_trainer_has_no_toy_switches_and_the_toy_trains_through_its_parts(tmp_path, dataset, capsys):
+    """TrainConfig and the trainer's CLI carry no toy switch; the toy's CLI trains a toy base through ModelParts."""
+    from dataclasses import fields
+
+    from train import train_palette_adapter
+    from train.toy import train_adapter
+    from train.toy.train_base import toy_scheduler
+
+    toy_fields = {"pixel_space", "pixel_patch", "pixel_scale", "constant_text", "text_tokens", "stop_after"}
+    assert not {f.name for f in fields(TrainConfig)} & (toy_fields | {"sdxl_only"})
+    assert not {"WordText", "ConstantText", "PixelCodec"} & set(vars(train_palette_adapter))
+    required = ["--data", str(dataset), "--model", "m"]
+    for flag, value in TOY_FLAGS.items():
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*required, flag, *([value] if value else [])])
+    assert "unrecognized arguments: --any-text-width" in capsys.readouterr().err
+
+    base = tmp_path / "base"  # a toy base as train_base writes it: UNet, scheduler and pixel codec record
+    tiny_unet().save_pretrained(base)
+    toy_scheduler("sample").save_pretrained(base / "scheduler")
+    PixelCodec(1, 2.0).save(base)
+    run = tmp_path / "run"
+    argv = [*("--model", str(base), "--data", str(dataset), "--output", str(run), "--resolution", str(SIZE)),
+            *("--batch-size", "4", "--max-steps", "2", "--checkpoint-every", "1", "--validate-every", "0"),
+            *("--palette-resize", "0", "--no-progress", "--constant-text", "zeros", "--text-tokens", "2")]  # fmt: skip
+    args = train_adapter.build_parser().parse_args([*argv, "--pixel-scale", "2"])
+    assert (args.pixel_patch, args.pixel_scale, args.constant_text, args.text_tokens) == (1, 2.0, "zeros", 2)
+    assert config_from_args(args).lr == 1e-4 and config_from_args(args).resolution == SIZE  # the trainer's flags
+
+    assert train_adapter.main([*argv, "--pixel-scale", "1"]) == 2  # contradicts the base's record: refused
+    assert train_adapter.main([*argv, "--stop-after", "1"]) == 0
+    stopped = json.loads(capsys.readouterr().out)
+    assert stopped["stopped"] and stopped["step"] == 1
+    assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [1]
+    assert train_adapter.main(argv) == 0  # resumed
+    result = json.loads(capsys.readouterr().out)
+    assert result["step"] == 2 and not result["stopped"]
+    adapter = load_adapter(result["adapter"], model_layers=diffusers_unet_layers(tiny_unet(), CTX))
+    assert adapter.context_dim == CTX and len(adapter.layer_dims) == 11  # the toy's own text width, every layer
+    rows = (run / "train_log.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == ["1", "2"] and all(math.isfinite(float(r.split(",")[1])) for r in rows)
 
 
 def test_condition_batches_broadcast_into_cfg_halves():
@@ -399,8 +452,7 @@ def test_install_refuses_an_adapter_that_does_not_fit():
 
 
 def test_pixel_codec_round_trips_and_word_text_is_deterministic():
-    from train.data import WordText
-    from train.models import PixelCodec
+    from train.toy.parts import WordText
 
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     codec = PixelCodec(4)
@@ -423,7 +475,7 @@ def test_pixel_codec_round_trips_and_word_text_is_deterministic():
 
 def test_word_text_colour_words_are_a_smooth_function_of_the_colour():
     from palette_core.palette import to_hex
-    from train.data import WordText
+    from train.toy.parts import WordText
     from train.toy.train_base import _shape_words
 
     words = WordText(tokens=4, dim=2048)
@@ -496,13 +548,15 @@ def test_toy_base_trains_v_prediction_on_scaled_pixels_and_records_its_codec(tmp
     codec = base_codec(out)
     assert (codec.factor, codec.scale) == (2, 2.0)
     from palette_core.errors import PaletteError
+    from train.toy.parts import toy_base_parts
 
-    common = dict(output=tmp_path / "run", data=manifest, model=out, pixel_space=True, constant_text="words")
-    common.update(text_tokens=12, resolution=16, validate_every=0, progress=False)
-    trainer = Trainer(TrainConfig(pixel_patch=2, **common))  # the adapter trains on the base's own scale
+    cfg = TrainConfig(
+        output=tmp_path / "run", data=manifest, model=out, resolution=16, validate_every=0, progress=False
+    )
+    trainer = Trainer(cfg, toy_base_parts(out, 2, text="words", tokens=12))  # the adapter trains on the base's scale
     assert trainer.codec.scale == 2.0 and trainer.scheduler.config.prediction_type == "v_prediction"
     with pytest.raises(PaletteError, match="--pixel-scale 2"):
-        Trainer(TrainConfig(pixel_patch=2, pixel_scale=1.0, **common))
+        toy_base_parts(out, 2, 1.0, text="words", tokens=12)
     (out / "pixel_codec.json").unlink()
     with pytest.raises(FileNotFoundError, match="train it again"):
         base_codec(out)

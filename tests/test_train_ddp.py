@@ -4,7 +4,8 @@ The fast tests check the pieces in this process: the sampler's shards, seeds tha
 in the step's global batch, and the gradient over images that loaded. ``test_ddp_two_processes_...``
 starts ``accelerate launch`` with two CPU processes (gloo) on the tiny UNet twice (a run killed with
 SIGKILL after its first checkpoint, then its resumption) and compares it with one-process runs here; it
-takes 30-60 s on two shared cores; deselect it with ``-k "not ddp_two"``. With PALETTE_SLOW_TESTS=1 a
+takes 30-60 s on two shared cores; deselect it with ``-k "not ddp_two"``. Every run is the trainer with the
+toy's parts, as train/toy/train_adapter.py runs it. With PALETTE_SLOW_TESTS=1 a
 third test checks that a resume on the same two processes is bit-identical to an uninterrupted run.
 """
 
@@ -32,8 +33,9 @@ from palette_core.errors import PaletteError  # noqa: E402
 from train.data import BatchInfo, ImageDataset, ManifestError, Record, SampleKey, StepBatches, collate  # noqa: E402
 from train.models import build_unet, tiny_unet_config  # noqa: E402
 from train.toy.shapes import write_dataset  # noqa: E402
+from train.toy.train_adapter import build_parser, parts_from_args  # noqa: E402
 from train.toy.train_base import toy_scheduler  # noqa: E402
-from train.train_palette_adapter import Trainer, build_parser, config_from_args  # noqa: E402
+from train.train_palette_adapter import Trainer, config_from_args  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 16
@@ -122,7 +124,7 @@ def setup(tmp_path_factory):
 def argv(setup, out: Path, batch: int, steps: int = 8, *extra: str) -> list[str]:
     model, data = setup
     return [
-        *("--model", str(model), "--data", str(data), "--output", str(out), "--pixel-space", "--any-text-width"),
+        *("--model", str(model), "--data", str(data), "--output", str(out)),
         *("--constant-text", "zeros", "--text-tokens", "2", "--resolution", str(SIZE), "--palette-resize", "0"),
         *("--batch-size", str(batch), "--max-steps", str(steps), "--lr", "1e-2", "--checkpoint-every", "2"),
         *("--keep-checkpoints", "10", "--validate-every", "0", "--no-progress", "--mixed-precision", "no", *extra),
@@ -130,7 +132,9 @@ def argv(setup, out: Path, batch: int, steps: int = 8, *extra: str) -> list[str]
 
 
 def trainer(setup, out: Path, batch: int, *extra: str) -> Trainer:
-    return Trainer(config_from_args(build_parser().parse_args(argv(setup, out, batch, 8, *extra))))
+    """The trainer that the toy's command line (train/toy/train_adapter.py) with these flags runs."""
+    args = build_parser().parse_args(argv(setup, out, batch, 8, *extra))
+    return Trainer(config_from_args(args), parts_from_args(args))
 
 
 def test_the_trainer_refuses_an_empty_batch_or_accumulation(setup, tmp_path):
@@ -208,12 +212,12 @@ def _free_port() -> int:
 
 
 def launch(args: list[str], tmp: Path) -> subprocess.Popen:
-    """``accelerate launch`` of the trainer on two CPU processes (gloo; no accelerate config of the user's)."""
+    """``accelerate launch`` of the toy's trainer on two CPU processes (gloo; no accelerate config of the user's)."""
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", ACCELERATE_USE_CPU="true", HF_HOME=str(tmp / "hf"))
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    cmd += ["--main_process_port", str(_free_port()), str(REPO / "train" / "train_palette_adapter.py"), *args]
+    cmd += ["--main_process_port", str(_free_port()), str(REPO / "train" / "toy" / "train_adapter.py"), *args]
     return subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

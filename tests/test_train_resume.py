@@ -17,7 +17,7 @@ pytest.importorskip("accelerate")
 
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
-from test_train import SIZE, config, tiny_unet  # noqa: E402
+from test_train import SIZE, config, tiny_parts  # noqa: E402
 
 from palette_core.adapter import init_adapter  # noqa: E402
 from palette_core.errors import AdapterError  # noqa: E402
@@ -172,13 +172,13 @@ def test_the_trainer_resumes_past_a_cut_checkpoint_to_the_weights_of_an_uninterr
     monkeypatch.setattr("palette_core.distance.quadratic_chi", lambda a, b: (a - b).abs().sum(-1))
     data = write_dataset(tmp_path / "toy", 8, SIZE, seed=0)
     run = tmp_path / "run"
-    full = Trainer(config(run, data, max_steps=2, checkpoint_every=1, batch_size=1), unet=tiny_unet())
+    full = Trainer(config(run, data, max_steps=2, checkpoint_every=1, batch_size=1), tiny_parts())
     full.train()
     done = {k: v.clone() for k, v in full.palette_model.adapter.file_tensors().items()}
     assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [1, 2]
     truncate(checkpoint_path(run / "checkpoints", 2), 0.6)
 
-    resumed = Trainer(config(run, data, max_steps=2, checkpoint_every=1, batch_size=1), unet=tiny_unet())
+    resumed = Trainer(config(run, data, max_steps=2, checkpoint_every=1, batch_size=1), tiny_parts())
     with caplog.at_level(logging.INFO):
         assert resumed.train()["step"] == 2
     messages = [r.getMessage() for r in caplog.records]

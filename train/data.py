@@ -25,9 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from palette_core.adapter import CONTEXT_DIM
-from palette_core.color import srgb_to_lab
-from palette_core.errors import PaletteError, PaletteFormatError
-from palette_core.palette import parse_hex
+from palette_core.errors import PaletteError
 
 from .models import POOLED_DIM
 
@@ -270,67 +268,6 @@ class ConstantText:
     def empty(self, batch: int) -> tuple[Tensor, Tensor]:
         """The embedding of the empty caption."""
         return torch.zeros(batch, self.tokens, self.dim), torch.zeros(batch, POOLED_DIM)
-
-
-class WordText:
-    """A text "encoder" without a model (toy runs): each word is a fixed pseudo-random vector.
-
-    A caption becomes its first ``tokens`` words' vectors (zero-padded), the pooled embedding is zero and
-    the empty caption is all zeros. Word vectors depend only on the word and ``seed``.
-
-    A colour word ``#rrggbb`` (``bg-#rrggbb`` for a background) is a smooth function of its CIELAB colour
-    (random Fourier features: two colours 10 Delta E apart have cosine 0.6, 20 apart 0.14), as a real text
-    encoder places "crimson" near "red"; a model can then learn colour as a continuum, not as unrelated
-    names. ``bg-`` binds the colour to its role by a fixed sign flip.
-    """
-
-    colour_scale = 0.1  # Fourier frequency per Delta E unit: kernel exp(-(0.1 d)^2 / 2)
-
-    def __init__(self, tokens: int = 8, seed: int = 0, dim: int = CONTEXT_DIM) -> None:
-        self.tokens, self.seed, self.dim = tokens, seed, dim
-        self._words: dict[str, Tensor] = {}
-        g = torch.Generator().manual_seed(seed + 1_000_003)
-        self._freq = torch.randn(dim, 3, generator=g, dtype=torch.float64) * self.colour_scale
-        self._phase = torch.rand(dim, generator=g, dtype=torch.float64) * 2 * np.pi
-        self._bg_sign = torch.randint(0, 2, (dim,), generator=g).float() * 2 - 1
-
-    def colour_vector(self, rgb: Tensor) -> Tensor:
-        """The vector of the colour word of sRGB ``rgb [3]`` in [0, 1] (unit variance per dimension)."""
-        lab = srgb_to_lab(rgb.double().reshape(1, 3))[0]
-        return (np.sqrt(2.0) * torch.cos(self._freq @ lab + self._phase)).float()
-
-    def _word(self, word: str) -> Tensor:
-        if word not in self._words:
-            rgb = _colour_of(word.removeprefix("bg-"))
-            if rgb is not None:
-                vec = self.colour_vector(rgb)
-                self._words[word] = vec * self._bg_sign if word.startswith("bg-") else vec
-            else:
-                key = int(hashlib.sha1(f"{self.seed}:{word}".encode()).hexdigest()[:15], 16)
-                self._words[word] = torch.randn(self.dim, generator=torch.Generator().manual_seed(key))
-        return self._words[word]
-
-    def embed(self, captions: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """``(text [B, tokens, dim], pooled zeros [B, 1280])``."""
-        out = torch.zeros(len(captions), self.tokens, self.dim)
-        for i, caption in enumerate(captions):
-            for j, word in enumerate(caption.lower().split()[: self.tokens]):
-                out[i, j] = self._word(word)
-        return out, torch.zeros(len(captions), POOLED_DIM)
-
-    def empty(self, batch: int) -> tuple[Tensor, Tensor]:
-        """The embedding of the empty caption (zeros)."""
-        return self.embed([""] * batch)
-
-
-def _colour_of(word: str) -> Tensor | None:
-    """sRGB in [0, 1] of a ``#rrggbb`` caption word; None for any other word."""
-    if not word.startswith("#"):
-        return None
-    try:
-        return torch.tensor(parse_hex(word), dtype=torch.float64) / 255.0
-    except PaletteFormatError:
-        return None
 
 
 def caption_key(caption: str) -> str:

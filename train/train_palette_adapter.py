@@ -29,11 +29,12 @@ import math
 import shutil
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -57,22 +58,14 @@ from train.checkpoint import resume_newest, save_checkpoint
 from train.data import (
     BatchInfo,
     CachedText,
-    ConstantText,
     ImageDataset,
     LatentCache,
     StepBatches,
-    WordText,
     collate,
     read_manifest,
     step_seed,
 )
-from train.models import (
-    PixelCodec,
-    VaeCodec,
-    load_unet,
-    load_vae,
-    noise_scheduler,
-)
+from train.models import VaeCodec, load_unet, load_vae, noise_scheduler
 from train.processor import PaletteUNet, generate, time_ids
 from train.recipe import DrawnConditions, Recipe, draw_conditions
 
@@ -98,12 +91,7 @@ class TrainConfig:
     data: Path | None = None
     model: Path | None = None
     vae: Path | None = None
-    pixel_space: bool = False
-    pixel_patch: int = 1  # pixel space: fold f x f patches into channels (toy models)
-    pixel_scale: float | None = None  # pixel space: latents = scale x [-1, 1] pixels (None: as the model records, or 1)
     text_cache: Path | None = None
-    constant_text: str | None = None  # "zeros", "random" or "words": no text encoder (toy runs, tests)
-    text_tokens: int = 77
     resolution: int = 512
     min_size: int | None = None
     stage: int = 1
@@ -135,9 +123,21 @@ class TrainConfig:
     recipe_ahead: int | None = None  # micro-steps of recipe drawn ahead in a thread (None: 2 on a GPU, 0 on CPU)
     latent_cache: Path | None = None
     restart: bool = False
-    stop_after: int | None = None  # stop as if killed after this many steps (tests resume)
     progress: bool = True
-    sdxl_only: bool = True  # False: accept any cross-attention width (toy models, tests; such adapters do not fit SDXL)
+
+
+@dataclass
+class ModelParts:
+    """What the trainer trains on, given in place of the SDXL parts from ``--model``, ``--vae`` and ``--text-cache``.
+
+    The one way in for other models: the toy's pixel-space UNet, codec and encoder-free text
+    (train/toy/parts.py), the tests' tiny UNet, the benchmarks' stand-ins.
+    """
+
+    unet: torch.nn.Module  # a diffusers UNet2DConditionModel with SDXL's layout
+    codec: Any  # images <-> latents: encode/decode, and moments/sample for a VAE (what --latent-cache stores)
+    text: Any  # embed(captions) and empty(batch): (text [B, L, width], pooled [B, 1280])
+    context_dim: int | None = CONTEXT_DIM  # the adapter's text width; None: the UNet's own (it then fits no SDXL)
 
 
 def _weight_dtype(mixed_precision: str) -> torch.dtype:
@@ -172,9 +172,9 @@ def chosen_blocks(config: TrainConfig) -> list[str] | None:
 
 
 class Trainer:
-    """One training run. ``unet``/``codec``/``text`` may be given directly (tests, toy runs)."""
+    """One training run, on SDXL from the config's paths or on the given ``parts`` (toy runs, tests)."""
 
-    def __init__(self, config: TrainConfig, unet=None, codec=None, text=None, records=None) -> None:
+    def __init__(self, config: TrainConfig, parts: ModelParts | None = None, records=None) -> None:
         from accelerate import Accelerator, DistributedDataParallelKwargs
 
         self.config = c = config
@@ -194,15 +194,11 @@ class Trainer:
                     shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
             self.out.mkdir(parents=True, exist_ok=True)
 
-        if unet is None:
-            if c.model is None:
-                raise PaletteError("give --model (a diffusers SDXL folder or a single-file .safetensors checkpoint)")
-            unet = load_unet(c.model)
-        self.unet = unet.requires_grad_(False).eval().to(self.device, self.weight_dtype)
+        parts = self._sdxl_parts() if parts is None else parts
+        self.unet = parts.unet.requires_grad_(False).eval().to(self.device, self.weight_dtype)
         if c.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
-        context = CONTEXT_DIM if c.sdxl_only else int(self.unet.config.cross_attention_dim)
-        self.layers = diffusers_unet_layers(self.unet, context).select(chosen_blocks(c))
+        self.layers = diffusers_unet_layers(self.unet, parts.context_dim).select(chosen_blocks(c))
         self.adapter = build_adapter(self.unet, self.layers, c.seed, c.init_adapter).to(self.device).train()
         self.adapter.requires_grad_(True)
         self.model = PaletteUNet(self.unet, self.adapter)
@@ -215,13 +211,13 @@ class Trainer:
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self.model, frozen)
         self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
         self.scheduler = noise_scheduler(c.model)
-        if codec is None:
-            codec = PixelCodec.for_model(c.model, c.pixel_patch, c.pixel_scale) if c.pixel_space else self._vae_codec()
-        self.codec = codec
-        self.text = text if text is not None else self._text()
+        self.codec = parts.codec
+        self.text = parts.text
         self.records = records if records is not None else read_manifest(self._need(c.data, "--data"))
         self.dataset = ImageDataset(self.records, c.resolution, c.min_size)
-        self.latents = LatentCache(c.latent_cache, c.resolution) if c.latent_cache and not c.pixel_space else None
+        # only a VAE's encoder is worth caching (a pixel codec's "encoding" is a reshape)
+        cache = c.latent_cache and hasattr(self.codec, "moments")
+        self.latents = LatentCache(c.latent_cache, c.resolution) if cache else None
         self.skipped = 0
         self.skipped_paths: set[str] = set()
         self.base_emd: float | None = None
@@ -247,25 +243,15 @@ class Trainer:
         except (RuntimeError, ValueError):
             return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
 
-    def _vae_codec(self) -> VaeCodec:
+    def _sdxl_parts(self) -> ModelParts:
+        """SDXL's UNet, VAE and cached text embeddings from ``--model``, ``--vae`` and ``--text-cache``."""
         c = self.config
-        src = c.vae or c.model
-        if src is None:
-            raise PaletteError("give --vae (or --model), or --pixel-space for a pixel-space toy model")
-        return VaeCodec(load_vae(src), self.device)
-
-    def _text(self):
-        c = self.config
-        if c.text_cache is not None:
-            return CachedText(c.text_cache)
-        dim = int(self.unet.config.cross_attention_dim)
-        if c.constant_text == "words":
-            return WordText(c.text_tokens, 0, dim)
-        if c.constant_text in ("zeros", "random"):
-            return ConstantText(c.text_tokens, None if c.constant_text == "zeros" else c.seed, dim)
-        raise PaletteError(
-            "give --text-cache (captions encoded with encode_text_cache) or --constant-text zeros|random|words"
-        )
+        if c.model is None:
+            raise PaletteError("give --model (a diffusers SDXL folder or a single-file .safetensors checkpoint)")
+        if c.text_cache is None:
+            raise PaletteError("give --text-cache (captions encoded with encode_text_cache)")
+        unet = load_unet(c.model)
+        return ModelParts(unet, VaeCodec(load_vae(c.vae or c.model), self.device), CachedText(c.text_cache))
 
     @property
     def palette_model(self) -> PaletteUNet:
@@ -508,8 +494,12 @@ class Trainer:
             meta["trained_on"] = Path(c.model).name
         return save_adapter(self.palette_model.adapter, path or self.out / ADAPTER_FILE, trained_steps=step, **meta)
 
-    def train(self) -> dict:
-        """Run (or resume) to ``max_steps``; returns a summary."""
+    def train(self, stop: Callable[[int], bool] | None = None) -> dict:
+        """Run (or resume) to ``max_steps``; returns a summary.
+
+        ``stop(step)``, asked after each step is logged and checkpointed, ends the run there when true, as a
+        kill would (how the tests and the toy's ``--stop-after`` try resuming).
+        """
         c = self.config
         acc = self.accelerator
         start = self._resume()
@@ -526,11 +516,11 @@ class Trainer:
             self.validate(0)
         ahead = c.recipe_ahead if c.recipe_ahead is not None else (2 if self.device.type != "cpu" else 0)
         if ahead <= 0:  # on a CPU a recipe thread only competes with the step for the same cores
-            return self._loop(start, self.loader(start))
+            return self._loop(start, self.loader(start), stop)
         with closing(self.prepared(self.loader(start), start * c.grad_accum, ahead)) as batches:
-            return self._loop(start, batches)
+            return self._loop(start, batches, stop)
 
-    def _loop(self, start: int, batches: Iterator) -> dict:
+    def _loop(self, start: int, batches: Iterator, stop: Callable[[int], bool] | None) -> dict:
         from tqdm.auto import tqdm
 
         c = self.config
@@ -565,7 +555,7 @@ class Trainer:
                     self.validate(step)
                 if step % c.checkpoint_every == 0 or step == c.max_steps:
                     self.save(step)
-            if c.stop_after is not None and step >= c.stop_after and step < c.max_steps:
+            if stop is not None and step < c.max_steps and stop(step):
                 bar.close()
                 return {"step": step, "stopped": True, "loss": last_loss, "skipped": self.skipped}
         bar.close()
@@ -806,21 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--data", type=Path, help="manifest (JSONL/CSV with image, caption[, weight]) or a folder of images + .txt")
     a("--model", type=Path, help="SDXL UNet: a diffusers folder (pipeline or unet/) or a single .safetensors file")
     a("--vae", type=Path, help="VAE folder or .safetensors (default: from --model)")
-    a("--pixel-space", action="store_true", help="no VAE: the UNet works on RGB pixels (toy models)")
-    a("--pixel-patch", type=int, default=d.pixel_patch, help="pixel space: f x f patches become channels")
-    a(
-        "--pixel-scale",
-        type=float,
-        default=d.pixel_scale,
-        help="pixel space: latents = scale x pixels in [-1, 1] (default: as the model folder records, else 1)",
-    )
     a("--text-cache", type=Path, help="precomputed text embeddings (.safetensors from encode_text_cache)")
-    a(
-        "--constant-text",
-        choices=("zeros", "random", "words"),
-        help="no text encoder: one fixed embedding for every caption, or hashed word vectors (toy runs)",
-    )
-    a("--text-tokens", type=int, default=d.text_tokens, help="sequence length of --constant-text embeddings")
     a("--resolution", type=int, default=d.resolution, help="training image size (square centre crop)")
     a("--min-size", type=int, help="skip images whose shorter side is below this (default resolution/2)")
     a("--stage", type=int, choices=(1, 2), default=1, help="1: all cross-attention layers; 2: the chosen blocks")
@@ -865,13 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--num-workers", type=int, default=d.num_workers, help="image-loading worker processes")
     a("--latent-cache", type=Path, help="folder caching VAE encoder moments per image")
     a("--restart", action="store_true", help="ignore and delete earlier checkpoints and logs in --output")
-    a("--stop-after", type=int, help="stop after this many steps as if killed (to try resuming)")
     a("--no-progress", action="store_true")
-    a(
-        "--any-text-width",
-        action="store_true",
-        help="toy models: accept a UNet whose text width is not SDXL's 2048 (the adapter will not fit SDXL)",
-    )
     return p
 
 
@@ -889,9 +859,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         p_drop_entropy=args.p_drop_entropy,
         palette_resize=args.palette_resize or None,
     )
-    names = {f.name for f in fields(TrainConfig)} - {"recipe", "progress", "val_palettes", "val_prompts", "sdxl_only"}
+    names = {f.name for f in fields(TrainConfig)} - {"recipe", "progress", "val_palettes", "val_prompts"}
     values = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    cfg = TrainConfig(**values, recipe=recipe, progress=not args.no_progress, sdxl_only=not args.any_text_width)
+    cfg = TrainConfig(**values, recipe=recipe, progress=not args.no_progress)
     if args.val_palettes:
         cfg.val_palettes = args.val_palettes
     if args.val_prompts:
@@ -899,14 +869,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point."""
+def run(
+    config: TrainConfig,
+    parts: Callable[[], ModelParts] | None = None,
+    stop: Callable[[int], bool] | None = None,
+) -> int:
+    """Train as the command line does: on ``parts()`` if given (else SDXL), the summary printed; the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
     trainer = None
     try:
-        trainer = Trainer(config_from_args(args))
-        result = trainer.train()
+        trainer = Trainer(config, parts() if parts is not None else None)
+        result = trainer.train(stop)
     except (PaletteError, AdapterError) as e:
         log.error("%s", e)
         return 2
@@ -916,6 +889,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if trainer.accelerator.is_main_process:
         print(json.dumps(result, indent=2))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point."""
+    return run(config_from_args(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

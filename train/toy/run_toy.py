@@ -38,6 +38,7 @@ from train.data import read_manifest
 from train.models import PixelCodec
 from train.processor import PaletteUNet, generate
 from train.recipe import Recipe
+from train.toy.parts import toy_base_parts
 from train.toy.shapes import draw, random_palette, write_dataset
 from train.toy.train_base import base_codec, load_images, train_base
 from train.train_palette_adapter import TrainConfig, Trainer, mean_emd, save_grid
@@ -386,11 +387,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         output=out / "adapter",
         data=manifest,
         model=base_dir,
-        pixel_space=True,
-        pixel_patch=codec.factor,
-        pixel_scale=codec.scale,
-        constant_text="words",
-        text_tokens=12,
         resolution=SIZE,
         min_size=SIZE // 2,
         batch_size=args.adapter_batch,
@@ -406,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         val_guidance=3.0,
     )
     cfg.data = curated  # sample by the curation's colour-balancing weights
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, toy_base_parts(base_dir, codec.factor, codec.scale, text="words", tokens=12))
     trained = trainer.train()
     seconds["adapter"] = time.perf_counter() - t
 

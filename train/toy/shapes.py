@@ -7,7 +7,7 @@ low-entropy (flat) and high-entropy (textured) colour histograms, which the entr
 Two captions: ``caption`` names only the shapes ("three circle rectangle"); ``color_caption`` adds the
 exact colours as ``#rrggbb`` words and the texture ("bg-#2b4d17 #e65c2f #52221c three circle rectangle flat").
 The base model learns from the second, so that, as in SDXL, its cross-attention understands colour (the
-word vectors of :class:`~train.data.WordText` place near colours near each other, as a text encoder places
+word vectors of :class:`~train.toy.parts.WordText` place near colours near each other, as a text encoder places
 "crimson" near "red"); the adapter trains with the first, so the colours have to come from the palette and
 the texture from the entropy setting.
 """

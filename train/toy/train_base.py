@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from train.data import WordText, load_image, read_manifest
+from train.data import load_image, read_manifest
 from train.models import PixelCodec, build_unet, tiny_unet_config
 from train.processor import time_ids
+from train.toy.parts import WordText
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def train_base(
 ) -> Path:
     """Train and save the base UNet (diffusers folder with its scheduler); returns the folder.
 
-    The colour captions go through :class:`~train.data.WordText`; a caption is replaced by its shape-only
+    The colour captions go through :class:`~train.toy.parts.WordText`; a caption is replaced by its shape-only
     form or by the empty caption ``caption_drop`` of the time each, so both sample without colour words.
     Random draws come from CPU generators, so a run on ``device`` sees the same batches as on the CPU.
 
