@@ -5,7 +5,9 @@ ordered-dither tables and the blue-noise map are built then), then ``--rounds`` 
 order rotated each round, so that a busy spell of the machine hits all variants alike. The anchor is
 ``Image.quantize(palette=..., dither=Image.Dither.FLOYDSTEINBERG)`` on the 8-bit PIL image (its bare call).
 A second anchor line shows what a ComfyUI node built on Pillow would pay: float tensor to 8 bits, the
-quantize, and back to floats. Ratios are medians against the bare anchor.
+quantize, and back to floats. Ours is timed as the node calls it (a float tensor in, a float tensor out), on
+the compiled kernels where numba is installed and on the numpy paths (``PALETTE_NO_JIT=1``). Ratios are
+medians against the bare anchor.
 Targets: ordered dithering >= 5x faster than the anchor; error diffusion <= 3x its time.
 
 Quality (``--quality``): mean CIEDE2000 between the input and the output, both blurred with a 1.5-pixel
@@ -22,6 +24,7 @@ Run from the repository root: ``python bench/bench_quantize.py [--quality] [--sp
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -33,6 +36,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from palette_core import _jit  # noqa: E402
 from palette_core import quantize as qz  # noqa: E402
 from palette_core.color import ciede2000, srgb_to_lab  # noqa: E402
 from palette_core.extract import extract_palette  # noqa: E402
@@ -111,21 +115,33 @@ def bench_speed(size: int, rounds: int, threads: int) -> None:
 
     fns = {"Pillow FS (anchor)": lambda: pil.quantize(palette=pal, dither=Image.Dither.FLOYDSTEINBERG)}
     fns["Pillow FS as a node"] = pillow_node
-    for dither, distance in OURS:
-        fns[f"ours {dither} {distance}"] = lambda d=dither, m=distance: qz.quantize(
-            tensor, palette, dither=d, distance=m
-        )
+    paths = ["compiled", "numpy"] if _jit.kernels() is not None else ["numpy"]
+    for path in paths:
+        for dither, distance in OURS:
+            fns[f"ours {dither} {distance} {path}"] = lambda d=dither, m=distance, p=path: quantize_on(
+                p, tensor, palette, d, m
+            )
     times = time_interleaved(fns, rounds)
     anchor = statistics.median(times["Pillow FS (anchor)"])
     print(f"== speed: {u8.shape[1]}x{u8.shape[0]} photo, {len(palette)} colours, {rounds} interleaved rounds, CPU")
-    print(f"{'variant':<34} {'median ms':>10} {'min ms':>9} {'x anchor':>9}  target")
+    print(f"{'variant':<43} {'median ms':>10} {'min ms':>9} {'x anchor':>9}  target")
     for label, ts in times.items():
         med = statistics.median(ts)
         target = ""
         if label.startswith("ours"):
             dither = label.split()[1]
             target = "<= 0.20 (5x faster)" if dither in ORDERED else ("<= 3" if dither in qz.ERROR_KERNELS else "")
-        print(f"{label:<34} {med * 1e3:>10.1f} {min(ts) * 1e3:>9.1f} {med / anchor:>9.2f}  {target}")
+        print(f"{label:<43} {med * 1e3:>10.1f} {min(ts) * 1e3:>9.1f} {med / anchor:>9.2f}  {target}")
+
+
+def quantize_on(path: str, tensor: torch.Tensor, palette: np.ndarray, dither: str, distance: str) -> torch.Tensor:
+    """The node's call on the compiled kernels (numba) or on the numpy paths (``PALETTE_NO_JIT=1``)."""
+    if path == "numpy":
+        os.environ["PALETTE_NO_JIT"] = "1"
+    try:
+        return qz.quantize(tensor, palette, dither=dither, distance=distance)
+    finally:
+        os.environ.pop("PALETTE_NO_JIT", None)
 
 
 def photos(size: int) -> list[tuple[str, np.ndarray, np.ndarray]]:

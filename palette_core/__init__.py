@@ -19,8 +19,9 @@ Modules, by what they hold:
   guidance), :mod:`.negative` (an automatic negative palette from an image), :mod:`.latent_family` and
   :mod:`.latent_rgb` (what the training-free code knows of a family's latents);
 * support: :mod:`.errors` (the pack's error types), :mod:`.image_file` (image and table files for the
-  command lines), and the private :mod:`._backend` (numpy or torch by argument type) and
-  :mod:`._checks` (argument validation).
+  command lines), and the private :mod:`._backend` (numpy or torch by argument type),
+  :mod:`._checks` (argument validation) and :mod:`._jit` (the quantiser's loops compiled where numba is
+  installed).
 
 The ``palette`` command line is the separate package :mod:`palette_cli` (``python -m palette_core`` runs
 it). Importing this package imports neither torch nor numpy, so that the command line starts fast;

@@ -213,6 +213,12 @@ def test_pyproject_makes_websocket_client_the_queue_extra():
     assert "websocket" not in requirements  # nothing inside ComfyUI needs it
 
 
+def test_numba_is_only_the_fast_extra():
+    assert not any(d.startswith("numba") for d in PROJECT["dependencies"])
+    assert PROJECT["optional-dependencies"]["fast"] == ["numba>=0.60"]
+    assert "numba" not in (REPO / "requirements.txt").read_text()  # it pins numpy: never forced on a ComfyUI
+
+
 def test_palette_queue_imports_and_dry_runs_without_websocket_client(tmp_path):
     (tmp_path / "jobs.csv").write_text("seed\n1\n2\n")
     workflow = EXAMPLES / "api" / "colorize_with_palette.api.json"

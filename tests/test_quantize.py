@@ -29,6 +29,17 @@ def rng_palette(seed: int, n: int) -> np.ndarray:
     return np.random.default_rng(seed + 1000).random((n, 3)).astype(np.float32)
 
 
+@pytest.fixture(params=["numpy", "compiled"])
+def both_paths(request, monkeypatch):
+    """Runs a test on the numpy paths and on the compiled kernels (numba, optional: docs/craft.md)."""
+    if request.param == "numpy":
+        monkeypatch.setenv("PALETTE_NO_JIT", "1")
+    else:
+        pytest.importorskip("numba")
+        monkeypatch.delenv("PALETTE_NO_JIT", raising=False)
+    return request.param
+
+
 def colours_of(img: np.ndarray) -> set[tuple[float, ...]]:
     return {tuple(c) for c in img.reshape(-1, img.shape[-1])[:, :3].tolist()}
 
@@ -71,6 +82,7 @@ def test_perceptual_and_rgb_nearest_differ_where_lab_says_so():
     assert d[0, 1] < d[0, 0]
 
 
+@pytest.mark.usefixtures("both_paths")
 def test_fast_lab_matches_colour_module():
     x = rng_image(3, (50_000, 3))
     x[:256] = np.arange(256, dtype=np.float32)[:, None] / 255  # every grey level, across the linear segment
@@ -99,6 +111,7 @@ def loop_diffusion(work: np.ndarray, palette: np.ndarray, lo, hi, kernel: dict) 
 
 @pytest.mark.parametrize("kernel", ["floyd-steinberg", "atkinson"])
 @pytest.mark.parametrize("distance", ["perceptual", "rgb"])
+@pytest.mark.usefixtures("both_paths")
 def test_error_diffusion_equals_the_pixel_loop(kernel, distance):
     img = rng_image(4, (2, 11, 17, 3))
     palette = rng_palette(4, 6)
@@ -121,6 +134,7 @@ def test_error_diffusion_in_bands_of_rows_is_the_same(monkeypatch):
 
 
 @pytest.mark.parametrize("level", [0.1, 0.3, 0.5, 0.8])
+@pytest.mark.usefixtures("both_paths")
 def test_error_diffusion_keeps_the_tone_in_its_space(level):
     grey = np.full((48, 48, 3), level, dtype=np.float32)
     for distance, expected in [("rgb", level), ("perceptual", float(srgb_to_lab(np.float64([level] * 3))[0]) / 100)]:
@@ -157,6 +171,7 @@ def test_blue_noise_is_a_deterministic_blue_noise_permutation():
 
 
 @pytest.mark.parametrize("dither", ["bayer-2", "bayer-4", "bayer-8", "blue-noise"])
+@pytest.mark.usefixtures("both_paths")
 def test_ordered_dithering_reproduces_grey_levels(dither):
     n = qz.threshold_map(dither).shape[0]
     for level in (0.1, 0.3, 0.5, 0.77):
@@ -219,6 +234,7 @@ def test_outputs_are_palette_colours_of_the_input_shape(case, alpha):
 
 @settings(max_examples=25, deadline=None)
 @given(image_cases)
+@pytest.mark.usefixtures("both_paths")
 def test_batch_images_are_independent(case):
     seed, b, h, w, n, dither, distance, size = case
     img = rng_image(seed, (3, h, w, 3))
@@ -308,6 +324,7 @@ def test_bad_input_is_refused_clearly(kwargs, error, message):
         qz.quantize(args.pop("image"), args.pop("colors"), args.pop("weights"), **args)
 
 
+@pytest.mark.usefixtures("both_paths")
 def test_edge_sizes_and_palettes_work():
     full = rng_palette(11, 256)
     out = qz.quantize(rng_image(11, (3, 5, 3)), full, dither="atkinson")

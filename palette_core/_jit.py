@@ -1,0 +1,188 @@
+"""Compiled loops for :mod:`.quantize` when numba is installed (docs/craft.md, "Speed").
+
+The functions below are plain Python loops over pixels, the textbook form of each algorithm; with numba
+they are compiled once (cached on disk beside this file) and run at C speed. Without numba, or with the
+environment variable ``PALETTE_NO_JIT=1``, :func:`kernels` returns ``None`` and :mod:`.quantize` runs its
+vectorised numpy paths, which give the same indices (tests/test_quantize.py holds both to the same loop).
+numba is optional (``pip install numba``, the pyproject extra ``fast``): it pins numpy's version, and a node
+pack must not move the numpy of the ComfyUI it is installed into.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from types import SimpleNamespace
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_STATE: dict[str, SimpleNamespace | None] = {}
+
+
+def diffuse(
+    work: np.ndarray,
+    palette: np.ndarray,
+    norms: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    taps: np.ndarray,
+    weights: np.ndarray,
+    offsets: np.ndarray,
+    candidates: np.ndarray,
+    inverse_step: np.ndarray,
+    g: int,
+    out: np.ndarray,
+) -> None:
+    """Error diffusion of one image ``work [H, W, 3]`` into ``out [H, W]`` (Floyd & Steinberg 1976; docs/craft.md).
+
+    Raster order; each value (pixel plus the errors pushed to it) is clipped to ``[lo, hi]``, takes the
+    colour of highest score ``v.p - |p|^2 / 2`` (the nearest; ties to the lower index) among the
+    ``candidates[offsets[c]:offsets[c + 1]]`` of its cell ``c`` of the ``g^3`` grid over the box (cells
+    ``1 / inverse_step`` wide; :func:`.quantize.nearest_cells`), and
+    pushes its error ``v - p`` to the neighbours ``taps[i] = (dy, dx)`` with ``weights[i]``. Errors live in
+    a ring of ``max dy + 1`` rows padded by 2 columns on each side (the taps reach 2 columns at most).
+    """
+    h, w = work.shape[0], work.shape[1]
+    n_taps = taps.shape[0]
+    ring = 1
+    for i in range(n_taps):
+        ring = max(ring, taps[i, 0] + 1)
+    pad = 2
+    errors = np.zeros((ring, w + 2 * pad, 3), dtype=np.float32)
+    tap_row = np.empty(n_taps, dtype=np.int64)
+    tap_weight = np.empty(n_taps, dtype=np.float32)
+    l0, l1, l2, h0, h1, h2 = lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]
+    s0, s1, s2 = inverse_step[0], inverse_step[1], inverse_step[2]
+    for y in range(h):
+        r = y % ring
+        for i in range(n_taps):
+            tap_row[i] = (y + taps[i, 0]) % ring
+            tap_weight[i] = weights[i] if y + taps[i, 0] < h else np.float32(0.0)
+        for x in range(w):
+            xp = x + pad
+            v0 = min(max(work[y, x, 0] + errors[r, xp, 0], l0), h0)
+            v1 = min(max(work[y, x, 1] + errors[r, xp, 1], l1), h1)
+            v2 = min(max(work[y, x, 2] + errors[r, xp, 2], l2), h2)
+            c0 = min(int((v0 - l0) * s0), g - 1)
+            c1 = min(int((v1 - l1) * s1), g - 1)
+            c2 = min(int((v2 - l2) * s2), g - 1)
+            cell = (c0 * g + c1) * g + c2
+            first, end = offsets[cell], offsets[cell + 1]
+            best = candidates[first]
+            if end - first > 1:
+                top = v0 * palette[best, 0] + v1 * palette[best, 1] + v2 * palette[best, 2] - norms[best]
+                for q in range(first + 1, end):
+                    j = candidates[q]
+                    score = v0 * palette[j, 0] + v1 * palette[j, 1] + v2 * palette[j, 2] - norms[j]
+                    if score > top:  # candidates ascend, so a tie keeps the lower index
+                        top = score
+                        best = j
+            out[y, x] = best
+            e0 = v0 - palette[best, 0]
+            e1 = v1 - palette[best, 1]
+            e2 = v2 - palette[best, 2]
+            errors[r, xp, 0] = 0.0
+            errors[r, xp, 1] = 0.0
+            errors[r, xp, 2] = 0.0
+            for i in range(n_taps):
+                tr, tx, tw = tap_row[i], xp + taps[i, 1], tap_weight[i]
+                errors[tr, tx, 0] += tw * e0
+                errors[tr, tx, 1] += tw * e1
+                errors[tr, tx, 2] += tw * e2
+        for rr in range(ring):  # what spilled past the edges is dropped
+            for p in range(pad):
+                for c in range(3):
+                    errors[rr, p, c] = 0.0
+                    errors[rr, w + pad + p, c] = 0.0
+
+
+def ordered(
+    rgb: np.ndarray, table: np.ndarray, scale: np.float32, offset: np.ndarray, side: int, out: np.ndarray
+) -> None:
+    """Ordered dithering of ``rgb [H, W, 3]`` into ``out [H, W]``: the table's entry for ``rgb * scale + offset``.
+
+    ``offset [n, n]`` is the threshold tile times the spread in cells (docs/craft.md); values are
+    non-negative, so the integer conversion is the floor, exactly as the numpy path's ``np.floor``.
+    """
+    h, w = rgb.shape[0], rgb.shape[1]
+    n = offset.shape[0]
+    for y in range(h):
+        ty, tx = y % n, 0
+        for x in range(w):
+            o = offset[ty, tx]
+            tx = tx + 1 if tx + 1 < n else 0  # no modulo per pixel: it would cost as much as the rest
+            i0 = int(rgb[y, x, 0] * scale + o)
+            i1 = int(rgb[y, x, 1] * scale + o)
+            i2 = int(rgb[y, x, 2] * scale + o)
+            out[y, x] = table[(i0 * side + i1) * side + i2]
+
+
+def lab100(
+    rgb: np.ndarray, decode: np.ndarray, f_table: np.ndarray, to_xyz: np.ndarray, to_lab: np.ndarray, out: np.ndarray
+) -> None:
+    """CIELAB / 100 of flat sRGB ``rgb [N, 3]`` into ``out [N, 3]`` through two curve tables (docs/craft.md).
+
+    ``decode [M + 1]`` samples the sRGB decoding on ``[0, 1]`` and ``f_table [M + 1]`` CIELAB's ``f`` on
+    ``[0, 1 + 1/64]`` (XYZ over the white); both are read with linear interpolation, which is where the
+    numpy path calls ``power`` and ``cbrt``. ``to_xyz`` is the sRGB-to-XYZ/white matrix and ``to_lab``
+    the ``f``-to-Lab/100 one (L less 0.16).
+    """
+    m = decode.shape[0] - 1
+    top = np.float32(m)
+    f_scale = np.float32(m / (1.0 + 1.0 / 64.0))
+    for i in range(rgb.shape[0]):
+        c0, c1, c2 = rgb[i, 0] * top, rgb[i, 1] * top, rgb[i, 2] * top
+        k0 = min(max(int(c0), 0), m - 1)
+        k1 = min(max(int(c1), 0), m - 1)
+        k2 = min(max(int(c2), 0), m - 1)
+        r = decode[k0] + (c0 - np.float32(k0)) * (decode[k0 + 1] - decode[k0])
+        g = decode[k1] + (c1 - np.float32(k1)) * (decode[k1 + 1] - decode[k1])
+        b = decode[k2] + (c2 - np.float32(k2)) * (decode[k2 + 1] - decode[k2])
+        t0 = (to_xyz[0, 0] * r + to_xyz[0, 1] * g + to_xyz[0, 2] * b) * f_scale
+        t1 = (to_xyz[1, 0] * r + to_xyz[1, 1] * g + to_xyz[1, 2] * b) * f_scale
+        t2 = (to_xyz[2, 0] * r + to_xyz[2, 1] * g + to_xyz[2, 2] * b) * f_scale
+        j0 = min(max(int(t0), 0), m - 1)
+        j1 = min(max(int(t1), 0), m - 1)
+        j2 = min(max(int(t2), 0), m - 1)
+        f0 = f_table[j0] + (t0 - np.float32(j0)) * (f_table[j0 + 1] - f_table[j0])
+        f1 = f_table[j1] + (t1 - np.float32(j1)) * (f_table[j1 + 1] - f_table[j1])
+        f2 = f_table[j2] + (t2 - np.float32(j2)) * (f_table[j2 + 1] - f_table[j2])
+        out[i, 0] = to_lab[0, 0] * f0 + to_lab[1, 0] * f1 + to_lab[2, 0] * f2 - np.float32(0.16)
+        out[i, 1] = to_lab[0, 1] * f0 + to_lab[1, 1] * f1 + to_lab[2, 1] * f2
+        out[i, 2] = to_lab[0, 2] * f0 + to_lab[1, 2] * f1 + to_lab[2, 2] * f2
+
+
+def colours_of(palette: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = palette[index[i]]`` for flat ``index [N]`` and ``out [N, 3]`` (a palette look-up)."""
+    for i in range(index.shape[0]):
+        k = index[i]
+        out[i, 0] = palette[k, 0]
+        out[i, 1] = palette[k, 1]
+        out[i, 2] = palette[k, 2]
+
+
+def kernels() -> SimpleNamespace | None:
+    """The compiled kernels (diffuse, ordered, lab100, colours_of); None without numba or with PALETTE_NO_JIT=1."""
+    if os.environ.get("PALETTE_NO_JIT", "").strip() not in ("", "0"):
+        return None
+    if "kernels" not in _STATE:
+        _STATE["kernels"] = _compile()
+    return _STATE["kernels"]
+
+
+def _compile() -> SimpleNamespace | None:
+    try:
+        import numba
+    except ImportError:
+        log.info("numba is not installed: quantising with numpy (pip install numba makes dithering 2-3x faster)")
+        return None
+    try:
+        jit = numba.njit(cache=True, nogil=True)
+        return SimpleNamespace(
+            diffuse=jit(diffuse), ordered=jit(ordered), lab100=jit(lab100), colours_of=jit(colours_of)
+        )
+    except Exception as exc:  # noqa: BLE001 - any numba failure (no writable cache, an old LLVM) falls back to numpy
+        log.warning("numba could not set up the quantiser's kernels (%s); quantising with numpy", exc)
+        return None
