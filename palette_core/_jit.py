@@ -180,9 +180,28 @@ def _compile() -> SimpleNamespace | None:
         return None
     try:
         jit = numba.njit(cache=True, nogil=True)
-        return SimpleNamespace(
+        compiled = SimpleNamespace(
             diffuse=jit(diffuse), ordered=jit(ordered), lab100=jit(lab100), colours_of=jit(colours_of)
         )
+        _warm_up(compiled)
     except Exception as exc:  # noqa: BLE001 - any numba failure (no writable cache, an old LLVM) falls back to numpy
         log.warning("numba could not set up the quantiser's kernels (%s); quantising with numpy", exc)
         return None
+    return compiled
+
+
+def _warm_up(compiled: SimpleNamespace) -> None:
+    """Compile every kernel for the argument types the quantiser passes, so that a failure shows here, once."""
+    f32 = np.float32
+    rgb = np.zeros((2, 3, 3), dtype=f32)
+    palette = np.eye(3, dtype=f32)
+    for index in (np.uint8, np.uint16):
+        out = np.zeros((2, 3), dtype=index)
+        cells = (np.array([0, 3], dtype=np.int64), np.arange(3, dtype=np.int64), np.ones(3, dtype=f32))
+        taps = np.array([[0, 1], [1, -1]], dtype=np.int64)
+        compiled.diffuse(
+            rgb, palette, np.full(3, 0.5, f32), np.zeros(3, f32), np.ones(3, f32), taps, np.ones(2, f32), *cells, 1, out
+        )
+        compiled.ordered(rgb, np.zeros(8, dtype=index), f32(1.0), np.zeros((2, 2), f32), 2, out)
+        compiled.colours_of(palette, out.reshape(-1), np.zeros((6, 3), dtype=f32))
+    compiled.lab100(rgb.reshape(-1, 3), np.zeros(3, f32), np.zeros(3, f32), palette, palette, np.zeros((6, 3), f32))

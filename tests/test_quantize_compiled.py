@@ -117,3 +117,31 @@ def test_the_switch_turns_the_kernels_off(monkeypatch):
     if _jit.kernels() is None:
         pytest.importorskip("numba")
         raise AssertionError("PALETTE_NO_JIT=0 must leave the kernels on")
+
+
+def test_the_warm_up_compiles_every_signature_the_quantiser_uses(compiled):
+    before = {name: len(getattr(compiled, name).signatures) for name in ("diffuse", "ordered", "lab100", "colours_of")}
+    img = np.random.default_rng(1).random((2, 9, 11, 4)).astype(np.float32)
+    for palette in (np.random.default_rng(2).random((5, 3)), np.random.default_rng(3).random((256, 3))):
+        for dither in ("floyd-steinberg", "atkinson", "bayer-4", "blue-noise"):
+            for distance in ("perceptual", "rgb"):
+                qz.quantize(img, palette.astype(np.float32), dither=dither, distance=distance)
+    after = {name: len(getattr(compiled, name).signatures) for name in before}
+    assert after == before  # nothing compiled on the way: a numba failure would have shown in the warm-up
+
+
+def test_a_kernel_numba_cannot_compile_leaves_the_numpy_paths(monkeypatch, caplog):
+    pytest.importorskip("numba")
+
+    def broken(compiled):
+        raise TypeError("No matching definition for argument type(s)")
+
+    monkeypatch.setattr(_jit, "_warm_up", broken)
+    monkeypatch.setattr(_jit, "_STATE", {})
+    monkeypatch.delenv("PALETTE_NO_JIT", raising=False)
+    with caplog.at_level(logging.WARNING, logger="palette_core._jit"):
+        assert _jit.kernels() is None
+    assert "could not set up" in caplog.text and "No matching definition" in caplog.text
+    img = np.random.default_rng(4).random((7, 8, 3)).astype(np.float32)
+    out = qz.quantize(img, np.eye(3, dtype=np.float32), dither="bayer-2")
+    assert set(np.unique(out)) <= {0.0, 1.0}
