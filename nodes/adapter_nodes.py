@@ -199,7 +199,7 @@ class EntropyDistanceControl(io.ComfyNode):
                     max=12.0,
                     step=0.1,
                     tooltip="Bits: the target entropy (absolute) or the change from the reference "
-                    "(relative, e.g. -3 for flat graphics, +2 for rich detail).",
+                    "(relative, e.g. -3 for flat graphics, +2 for rich detail; reference + change stops at 0).",
                 ),
                 io.Float.Input(
                     "entropy_reference",
@@ -223,7 +223,8 @@ class EntropyDistanceControl(io.ComfyNode):
                     max=1.5,
                     step=0.01,
                     tooltip="Quadratic-Chi distance to the palette: the target (absolute) or the change "
-                    "from the reference (relative). Palettes of real images sit around 0.5-0.7.",
+                    "from the reference (relative; reference + change stops at 0). Palettes of real images sit "
+                    "around 0.5-0.7.",
                 ),
                 io.Float.Input(
                     "distance_reference",
