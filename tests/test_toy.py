@@ -17,11 +17,7 @@ pytest.importorskip("accelerate")
 
 from train.toy import run_toy  # noqa: E402
 
-ARGS = [
-    "--train-images", "12", "--base-steps", "3", "--base-batch", "4", "--base-channels", "32",
-    "--adapter-steps", "2", "--adapter-batch", "4", "--eval-palettes", "2", "--eval-seeds", "1",
-    "--validate-every", "0",
-]  # fmt: skip
+ARGS = ["--smoke", "--device", "cpu"]
 
 
 def test_seen_palettes_are_uniform_median_cuts_of_the_training_images():
@@ -42,23 +38,35 @@ def test_toy_run_chains_its_phases_reports_every_claim_and_resumes(tmp_path):
     assert run_toy.main(["--out", str(out), *ARGS]) == 0
     result = json.loads((out / "results.json").read_text())
     e = result["eval"]
-    assert e["palettes"] == 2 and e["images_per_setting"] == 2
-    keys = ("emd_without_adapter", "emd_with_adapter", "emd_seen_without_adapter", "emd_seen_with_adapter")
-    for key in (*keys, "emd_base_colour_captions", "emd_base_colour_captions_cfg1"):
+    assert e["palettes"] == 2 and e["images_per_setting"] == 2 and set(e["by_cfg"]) == {"cfg1", "cfg3"}
+    assert result["device"] == "cpu" and result["preset"] == "cpu" and result["base_steps"] == 3
+    for key in ("emd_without_adapter", "emd_seen_without_adapter"):
         assert math.isfinite(e[key]) and 0.0 <= e[key] <= 2.0, key
-    assert e["emd_ratio"] == pytest.approx(e["emd_with_adapter"] / e["emd_without_adapter"])
-    assert 0.0 <= e["negative_near_share_with"] <= 1.0
+    for tag, c in e["by_cfg"].items():
+        for key in ("emd_with_adapter", "emd_base_colour_captions", "emd_seen_with_adapter"):
+            assert math.isfinite(c[key]) and 0.0 <= c[key] <= 2.0, (tag, key)
+        for key in [k for k in c if k.startswith(("entropy_", "base_entropy_"))]:
+            assert 0.0 <= c[key] <= 6.0, (tag, key)  # 8 x 8 pixels: at most 6 bits
+        for key in [k for k in c if "far_share" in k]:
+            assert 0.0 <= c[key] <= 1.0, (tag, key)
+    # relative controls differ from absolute ones only through the uncond branch: measured with guidance only
+    assert "entropy_relative_low" not in e["by_cfg"]["cfg1"] and "far_share_relative_high" in e["by_cfg"]["cfg3"]
+    assert "negative_near_share_with" in e["by_cfg"]["cfg3"] and "negative_near_share_with" not in e["by_cfg"]["cfg1"]
     assert e["emd_data_in_palette"] < e["emd_data_other_palettes"]
+    assert e["entropy_textured"] > e["entropy_flat"] + 2.0  # the data's range, which the controls should span
+    lo, mid, hi = e["training_scalars"]["entropy"]
+    assert lo <= mid <= hi
     assert result["adapter_steps"] == 2 and (out / "adapter" / "palette_adapter.safetensors").is_file()
     report = (out / "results.md").read_text()
-    assert "negative colour" in report and "median-cut palettes" in report and "the best reachable" in report
-    assert "exact colours as caption words" in report
-    assert "What the EMD is made of" in report and "'textured' vs 'flat'" in report
-    for name, b in {**e["colour_breakdown"], "data": e["colour_breakdown_data"]}.items():
+    rows = run_toy.targets(e)
+    assert len(rows) == 2 * 2 + 1 + 2 + 1 + 2 + 1  # EMD x 2 per CFG, entropy and distance per mode, negative
+    for row in rows:
+        assert f"| {row['claim']} | {row['measured']} |" in report
+    assert "the best reachable" in report and "What the EMD is made of" in report and "'flat' / 'textured'" in report
+    for name, b in {"base": e["colour_breakdown_base"], "data": e["colour_breakdown_data"]}.items():
         assert 0.0 <= b["colours_not_drawn"] <= 1.0 and 0.0 <= b["area_gap"] <= 1.0, name
         assert 0.0 <= b["pixel_distance"] <= 3**0.5, name
-    assert set(e["base_entropy_bits_by_texture_word"]) == {"flat", "textured"}
-    for name in ("base", "adapter", "negative", "seen_palettes", "entropy_low", "entropy_high"):
+    for name in ("base", "adapter_cfg3", "negative_cfg3", "seen_palettes_cfg1", "entropy_relative_high_cfg3"):
         assert (out / f"eval_{name}.png").is_file(), name
 
     base_mtime = (out / "base" / "config.json").stat().st_mtime_ns
@@ -68,9 +76,50 @@ def test_toy_run_chains_its_phases_reports_every_claim_and_resumes(tmp_path):
     assert again["eval"] == e  # same models, same seeds: the same figures
 
 
+def test_gpu_preset_resolves_its_sizes_and_flags_override_them():
+    args = run_toy.parse_args(["--device", "cpu", "--preset", "gpu", "--base-steps", "7"])
+    assert args.base_steps == 7 and args.base_batch == run_toy.PRESETS["gpu"]["base_batch"]
+    assert run_toy.parse_args(["--device", "cpu"]).base_steps == run_toy.PRESETS["cpu"]["base_steps"]
+    smoke = run_toy.parse_args(["--device", "cpu", "--preset", "gpu", "--smoke"])
+    assert (smoke.preset, smoke.base_steps, smoke.eval_seeds) == ("gpu", 3, 1)
+
+
+def test_targets_mark_each_claim_against_its_threshold():
+    c = {
+        "emd_with_adapter": 0.20, "emd_base_colour_captions": 0.19,
+        "entropy_absolute_low": 1.5, "entropy_absolute_high": 2.4,
+        "far_share_absolute_low": 0.10, "far_share_absolute_high": 0.21,
+        "base_entropy_flat": 1.2, "base_entropy_textured": 4.5, "base_far_share_flat": 0.05,
+        "base_far_share_textured": 0.6, "negative_near_share_without": 0.09, "negative_near_share_with": 0.05,
+    }  # fmt: skip
+    e = {"emd_without_adapter": 0.30, "emd_data_in_palette": 0.1, "emd_data_other_palettes": 0.4,
+         "entropy_flat": 1.0, "entropy_textured": 4.8, "far_share_flat": 0.0, "far_share_textured": 0.7,
+         "by_cfg": {"cfg3": c}}  # fmt: skip
+    met = {row["claim"].split(",")[0]: row["met"] for row in run_toy.targets(e)}
+    assert met == {
+        "palette EMD with the adapter <= 1.1 x the base told the exact colours": True,  # 0.20 <= 0.209
+        "palette EMD with the adapter <= 0.75 x without it": True,  # 0.20 <= 0.225
+        "output entropy": False,  # +0.9 bits < 1
+        "share of pixels > ΔE 10 from every palette colour": True,  # 0.21 >= 2 x 0.10
+        "negative palette: >= 2 x fewer pixels within 0.2 (RGB) of the negative colour": False,  # 2 x 0.05 > 0.09
+    }
+
+
+def test_far_share_counts_pixels_beyond_delta_e_10_of_every_palette_colour():
+    from palette_core.palette import Palette
+
+    palette = Palette.from_colors(torch.tensor([[0.5, 0.5, 0.5], [1.0, 0.0, 0.0]]))
+    img = torch.empty(4, 4, 3)
+    img[:] = torch.tensor([0.5, 0.5, 0.5])
+    img[0, :2] = torch.tensor([0.52, 0.5, 0.5])  # ΔE about 3 from the grey: near
+    img[1] = torch.tensor([0.0, 0.0, 1.0])  # blue: far from both
+    assert run_toy.far_share(img[None], [palette], 1) == pytest.approx(4 / 16)
+
+
 def test_reference_emd_separates_images_drawn_in_the_palette_from_images_in_other_palettes():
     ref = run_toy.reference_emd(run_toy.held_out_palettes(4), per=4)
-    assert 0.0 < ref["emd_data_in_palette"] < 0.5 * ref["emd_data_other_palettes"]
+    # half of the images are shaded away from their palette colours: about x 0.5 (x 0.34 with the old data)
+    assert 0.0 < ref["emd_data_in_palette"] < 0.6 * ref["emd_data_other_palettes"]
     assert ref == run_toy.reference_emd(run_toy.held_out_palettes(4), per=4)  # seeded
 
 
@@ -103,3 +152,27 @@ def test_texture_word_replaces_the_last_word_of_a_colour_caption():
     assert caption.split()[-1] in ("flat", "textured")
     flat = run_toy.with_texture_word(caption, "flat")
     assert flat.split()[:-1] == caption.split()[:-1] and flat.split()[-1] == "flat"
+
+
+@pytest.mark.parametrize("size", [8, 16])
+def test_toy_data_spans_flat_and_textured_entropies_and_shows_every_palette_colour(size):
+    import numpy as np
+
+    from palette_core.histogram import entropy, image_histogram
+    from train.toy.shapes import draw, random_palette
+
+    rng = np.random.default_rng(3)
+    flat, textured = [], []
+    for _ in range(40):
+        palette = random_palette(rng)
+        image, caption, colour_caption = draw(palette, rng, size, textured=False)
+        pixels = torch.from_numpy(image).reshape(-1, 3).float() / 255.0
+        nearest = torch.cdist(pixels, torch.from_numpy(palette).float()).min(0).values
+        assert float(nearest.max()) < 0.01  # a flat image holds every palette colour exactly
+        assert colour_caption.endswith(f"{caption} flat") and caption.split()[0] == "two"
+        flat.append(image)
+        textured.append(draw(palette, rng, size, textured=True)[0])
+    bits = [
+        float(entropy(image_histogram(torch.from_numpy(np.stack(x)).float() / 255.0)).mean()) for x in (flat, textured)
+    ]
+    assert bits[0] < 1.6 and bits[1] > bits[0] + 3.0, bits  # >= 1 bit to show, with room for the base's noise

@@ -494,19 +494,6 @@ def test_word_text_colour_words_are_a_smooth_function_of_the_colour():
     assert _shape_words("bg-#102030 #ff8000 two circle flat") == "two circle flat"
 
 
-def test_toy_blotches_upsample_bilinearly():
-    from train.toy.shapes import _upsample
-
-    grid = np.arange(2 * 2 * 1, dtype=float).reshape(2, 2, 1)  # [[0, 1], [2, 3]]
-    up = _upsample(grid, 4)
-    assert up.shape == (4, 4, 1)
-    assert np.allclose(_upsample(np.full((4, 4, 3), 0.7), 16), 0.7)
-    # pixel centres at 0.25 and 0.75 of a grid cell: edge pixels clamp, inner ones interpolate
-    assert np.allclose(
-        up[:, :, 0], [[0, 0.25, 0.75, 1], [0.5, 0.75, 1.25, 1.5], [1.5, 1.75, 2.25, 2.5], [2, 2.25, 2.75, 3]]
-    )
-
-
 def test_toy_base_trains_and_saves_a_loadable_model_with_its_scheduler(tmp_path):
     from diffusers import DDPMScheduler
 

@@ -1,16 +1,20 @@
-"""Toy-scale proof that Palette-Adapter training learns (docs/training.md "Toy run").
+"""Toy-scale proof that Palette-Adapter training learns and its controls act (docs/training.md "Toy run").
 
-1. synthetic 16 px images of shapes in random palettes, with shape and colour captions (a few broken files);
+1. synthetic 8 px images of two shapes in random 3-colour palettes, flat or shaded, with shape and colour
+   captions (a few broken files);
 2. colour-balance curation of that set (curate_dataset);
 3. a small SDXL-layout base UNet trained from scratch on it (pixel space, word-vector captions with colours);
 4. the Palette-Adapter trained on top with train_palette_adapter (stage 1, all 11 blocks, shape-only captions);
-5. evaluation on held-out palettes: palette EMD with vs without the adapter, the share of pixels near a
-   negative palette's colour with vs without it, and output entropy under a low vs high entropy setting;
+5. evaluation on held-out palettes at CFG 1 and 3, each claim beside the base's own bound: palette EMD with
+   vs without the adapter, output entropy under low vs high entropy settings and the share of pixels far
+   from the palette under low vs high distance settings (absolute and relative modes), and the share of
+   pixels near a negative palette's colour with vs without it;
 6. optionally the block analysis of the adapter (``--analyse``).
 
 Every phase resumes: a finished phase is reused, an interrupted adapter run continues from its last
-checkpoint. ``python train/toy/run_toy.py --out train/toy/out --threads 2`` (CPU: about 30 minutes on 2 cores).
-Both trainings use a CUDA GPU when one is visible (``CUDA_VISIBLE_DEVICES=`` keeps them on the CPU).
+checkpoint. ``python train/toy/run_toy.py --out train/toy/out --threads 1`` trains on the CPU (about 30 minutes
+on 2 cores); ``--device cuda`` takes the GPU preset (under 8 minutes on one H100-class GPU); ``--smoke``
+checks every phase at tiny sizes. Flags override a preset's sizes.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import argparse
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +36,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from palette_core.adapter import ColorCondition, negative_condition, palette_condition
+from palette_core.adapter import (
+    ColorCondition,
+    apply_controls,
+    image_scalars,
+    negative_condition,
+    palette_condition,
+)
 from palette_core.histogram import entropy, image_histogram
 from palette_core.palette import Palette
 from train.data import read_manifest
@@ -45,10 +56,11 @@ from train.train_palette_adapter import TrainConfig, Trainer, mean_emd, save_gri
 
 log = logging.getLogger("run_toy")
 
-SIZE = 16
-PATCH = 2  # 16 px images as 8 x 8 latents of 12 channels
+SIZE = 8
+PATCH = 1  # 8 px images are the 8 x 8 latents: no patch grid for the base to leave in its samples
 NEAR = 0.2  # RGB distance counted as "near" a negative colour
 DRAWN = 0.15  # RGB distance within which some pixel must lie for a palette colour to count as drawn
+FAR = 10.0  # CIE76 ΔE beyond which a pixel is far from every palette colour (the distance claim)
 
 
 def held_out_palettes(n: int, seed: int = 12345) -> list[Palette]:
@@ -143,6 +155,56 @@ def near_share(images: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
     return (d.min(-1).values < NEAR).float().mean(-1)
 
 
+def far_share(images: torch.Tensor, palettes: Sequence[Palette], per: int) -> float:
+    """Mean share of pixels farther than ΔE FAR (CIE76) from every colour of their palette (``per`` images each)."""
+    from palette_core.color import srgb_to_lab
+
+    shares = []
+    for i in range(images.shape[0]):
+        lab = srgb_to_lab(images[i].reshape(-1, 3).double().clamp(0, 1))
+        colours = srgb_to_lab(palettes[i // per].colors.double())
+        shares.append((torch.cdist(lab, colours).min(1).values > FAR).double().mean())
+    return float(torch.stack(shares).mean())
+
+
+def mean_entropy(images: torch.Tensor) -> float:
+    """Mean histogram entropy in bits (paper §3.4) of ``images [B, H, W, 3]``: the report's entropy measure."""
+    return float(entropy(image_histogram(images.float().clamp(0, 1))).mean())
+
+
+def training_scalars(images: torch.Tensor, n: int = 256, colours: int = 3) -> dict[str, list[float]]:
+    """10/50/90 % quantiles of the entropy and the palette distance of the first ``n`` training images ``[N, 3, H, W]``.
+
+    The distance is the recipe's: the Quadratic-Chi distance of a uniform median cut of ``colours`` colours
+    to the image's histogram (train/recipe.py), the values the adapter saw in training.
+    """
+    from train.recipe import median_cut_histogram
+
+    x = images[:n].permute(0, 2, 3, 1).float()
+    hists = image_histogram(x)
+    cond = torch.stack([median_cut_histogram(im, colours, None) for im in x])
+    qc, ent = image_scalars(hists, cond)
+    q = torch.tensor([0.1, 0.5, 0.9])
+    return {"entropy": torch.quantile(ent, q).tolist(), "distance": torch.quantile(qc, q).tolist()}
+
+
+def data_bounds(palettes: Sequence[Palette], per: int = 4, seed: int = 2718) -> dict[str, float]:
+    """The data generator's own flat and textured images in these palettes: entropy and far share (the range)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for word, textured in (("flat", False), ("textured", True)):
+        images = torch.stack(
+            [
+                torch.from_numpy(draw(p.colors.double().numpy(), rng, SIZE, textured)[0]).float() / 255.0
+                for p in palettes
+                for _ in range(per)
+            ]
+        )
+        out[f"entropy_{word}"] = mean_entropy(images)
+        out[f"far_share_{word}"] = far_share(images, palettes, per)
+    return out
+
+
 def evaluate(
     model: PaletteUNet,
     codec: PixelCodec,
@@ -151,139 +213,227 @@ def evaluate(
     palettes: Sequence[Palette],
     per: int,
     out: Path,
-    entropy_low: float,
-    entropy_high: float,
-    entropy_ref: float,
-    guidance: float = 3.0,
+    scalars: dict[str, list[float]],
+    guidances: Sequence[float] = (1.0, 3.0),
     steps: int = 25,
     seen: Sequence[Palette] = (),
 ) -> dict:
-    """The three toy claims on held-out palettes (same seeds for every setting).
+    """The toy's claims on held-out palettes, each at every CFG of ``guidances``, with the base's bounds.
 
-    With ``seen`` palettes (from training images, as many as ``palettes``) the EMD is also measured on
-    them: how well the adapter follows conditions like those it trained on, apart from new palettes.
+    Same seeds for every setting. ``scalars``: the training images' entropy and distance quantiles
+    (:func:`training_scalars`); the low and high settings are the 10 % and 90 % quantiles, the relative
+    mode's reference the median. At CFG 1 the uncond branch is not evaluated, so a relative setting equals
+    the absolute one there; relative is measured at the other CFGs. With ``seen`` palettes (from training
+    images) the EMD is also measured on them: conditions like those trained on, apart from new palettes.
     """
     b = len(palettes) * per
     emb, empty = text.embed([""] * b), text.empty(b)
     seeds = [7919 * i + s for i in range(len(palettes)) for s in range(per)]
     pos = _conditions(palettes, per)
+    captions = [c for c in colour_captions(palettes) for _ in range(per)]
+    grids: dict[str, torch.Tensor] = {}
 
-    def gen(positive, negative=None, g=guidance, words=emb):
+    def gen(positive, negative=None, g=1.0, words=emb):
         return generate(model, codec, scheduler_config, words, empty, seeds, SIZE, positive, negative, g, steps)
 
-    base = gen(None, g=1.0)
-    adapted = gen(pos)
-    emd_base, emd_adapter = mean_emd(base, palettes, per), mean_emd(adapted, palettes, per)
-    captions = [c for c in colour_captions(palettes) for _ in range(per)]
-    colour_words = text.embed(captions)
-    worded = gen(None, words=colour_words)
-    worded_cfg1 = gen(None, g=1.0, words=colour_words)
-    adapted_cfg1 = gen(pos, g=1.0)
-    emd_worded_cfg1, emd_adapter_cfg1 = mean_emd(worded_cfg1, palettes, per), mean_emd(adapted_cfg1, palettes, per)
-    first = torch.stack([p.colors[0].float() for p in palettes for _ in range(per)])
-    neg = ColorCondition.cat([negative_condition(c[None], weight=1.0) for c in first])
-    negated = gen(pos, neg)
-    share_plain = torch.stack([near_share(adapted[i : i + 1], first[i : i + 1]) for i in range(b)]).mean()
-    share_neg = torch.stack([near_share(negated[i : i + 1], first[i : i + 1]) for i in range(b)]).mean()
-    low = gen(pos.with_controls(entropy=entropy_low, null_entropy=entropy_ref))
-    high = gen(pos.with_controls(entropy=entropy_high, null_entropy=entropy_ref))
-    ent = {k: float(entropy(image_histogram(v)).mean()) for k, v in (("plain", adapted), ("low", low), ("high", high))}
+    def told(word: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return text.embed([c if word is None else with_texture_word(c, word) for c in captions])
 
-    def base_entropy(word: str) -> float:
-        told = text.embed([with_texture_word(c, word) for c in captions])
-        return float(entropy(image_histogram(gen(None, words=told))).mean())
-
-    # the entropy claim's bound: does the base itself draw flat and textured scenes apart when told in words?
-    base_ent = {word: base_entropy(word) for word in ("flat", "textured")}
-    grids = {"base": base, "base_colour_captions": worded, "adapter": adapted, "negative": negated}
-    seen_result = {}
-    if seen:
-        seen_pos = _conditions(seen, per)
-        on_seen = gen(seen_pos)
-        grids["seen_palettes"] = on_seen
-        seen_result = {
-            "emd_seen_without_adapter": mean_emd(base, seen, per),
-            "emd_seen_with_adapter": mean_emd(on_seen, seen, per),
-            "emd_seen_with_adapter_cfg1": mean_emd(gen(seen_pos, g=1.0), seen, per),
-        }
-    for name, imgs in {**grids, "entropy_low": low, "entropy_high": high}.items():
-        save_grid(imgs, seen if name == "seen_palettes" else palettes, per, out / f"eval_{name}.png")
-    return {
+    base = gen(None)  # the empty caption: CFG changes nothing without the adapter
+    grids["base"] = base
+    r: dict = {
         "palettes": len(palettes),
         "images_per_setting": b,
-        "guidance": guidance,
+        "guidances": list(guidances),
         "sampling_steps": steps,
-        "emd_without_adapter": emd_base,
-        "emd_with_adapter": emd_adapter,
-        "emd_ratio": emd_adapter / emd_base,
-        "emd_with_adapter_cfg1": emd_adapter_cfg1,
-        "emd_ratio_cfg1": emd_adapter_cfg1 / emd_base,
-        "emd_base_colour_captions": mean_emd(worded, palettes, per),
-        "emd_base_colour_captions_cfg1": emd_worded_cfg1,
-        "negative_near_share_without": float(share_plain),
-        "negative_near_share_with": float(share_neg),
-        "entropy_setting": {"low": entropy_low, "high": entropy_high, "null_reference": entropy_ref},
-        "output_entropy_bits": ent,
-        "base_entropy_bits_by_texture_word": base_ent,
-        "colour_breakdown": {
-            "base": colour_breakdown(base, palettes, per),
-            "base_colour_captions_cfg1": colour_breakdown(worded_cfg1, palettes, per),
-            "adapter_cfg1": colour_breakdown(adapted_cfg1, palettes, per),
-            "adapter": colour_breakdown(adapted, palettes, per),
-        },
-        **seen_result,
-        **reference_emd(palettes),
+        "emd_without_adapter": mean_emd(base, palettes, per),
+        "output_entropy_without_adapter": mean_entropy(base),
+        "training_scalars": scalars,
+        "by_cfg": {},
     }
+    (e_lo, e_mid, e_hi), (d_lo, d_mid, d_hi) = scalars["entropy"], scalars["distance"]
+    for g in guidances:
+        tag = f"cfg{g:g}"
+        adapted, worded = gen(pos, g=g), gen(None, g=g, words=told(None))
+        grids[f"adapter_{tag}"], grids[f"base_colour_captions_{tag}"] = adapted, worded
+        c: dict = {
+            "emd_with_adapter": mean_emd(adapted, palettes, per),
+            "emd_base_colour_captions": mean_emd(worded, palettes, per),
+            "colour_breakdown_adapter": colour_breakdown(adapted, palettes, per),
+            "colour_breakdown_base_colour_captions": colour_breakdown(worded, palettes, per),
+            "far_share_plain": far_share(adapted, palettes, per),
+            "entropy_plain": mean_entropy(adapted),
+        }
+        modes = ("absolute",) if g == 1.0 else ("absolute", "relative")
+        for mode in modes:
+            for level, value in (("low", e_lo), ("high", e_hi)):
+                cond = apply_controls(
+                    pos,
+                    entropy_mode=mode,
+                    entropy=value if mode == "absolute" else value - e_mid,
+                    entropy_reference=e_mid,
+                )
+                imgs = gen(cond, g=g)
+                c[f"entropy_{mode}_{level}"] = mean_entropy(imgs)
+                grids[f"entropy_{mode}_{level}_{tag}"] = imgs
+            for level, value in (("low", d_lo), ("high", d_hi)):
+                cond = apply_controls(
+                    pos,
+                    distance_mode=mode,
+                    distance=value if mode == "absolute" else value - d_mid,
+                    distance_reference=d_mid,
+                )
+                imgs = gen(cond, g=g)
+                c[f"far_share_{mode}_{level}"] = far_share(imgs, palettes, per)
+                grids[f"distance_{mode}_{level}_{tag}"] = imgs
+        # the bound of both controls: does the base itself draw flat and textured apart when told in words?
+        for word in ("flat", "textured"):
+            imgs = gen(None, g=g, words=told(word))
+            c[f"base_entropy_{word}"] = mean_entropy(imgs)
+            c[f"base_far_share_{word}"] = far_share(imgs, palettes, per)
+        if g != 1.0:  # the negative palette acts through the uncond branch: only with guidance
+            first = torch.stack([p.colors[0].float() for p in palettes for _ in range(per)])
+            neg = ColorCondition.cat([negative_condition(col[None], weight=1.0) for col in first])
+            negated = gen(pos, neg, g=g)
+            grids[f"negative_{tag}"] = negated
+            c["negative_near_share_without"] = float(
+                torch.stack([near_share(adapted[i : i + 1], first[i : i + 1]) for i in range(b)]).mean()
+            )
+            c["negative_near_share_with"] = float(
+                torch.stack([near_share(negated[i : i + 1], first[i : i + 1]) for i in range(b)]).mean()
+            )
+        if seen:
+            on_seen = gen(_conditions(seen, per), g=g)
+            grids[f"seen_palettes_{tag}"] = on_seen
+            c["emd_seen_with_adapter"] = mean_emd(on_seen, seen, per)
+        r["by_cfg"][tag] = c
+    if seen:
+        r["emd_seen_without_adapter"] = mean_emd(base, seen, per)
+    r["colour_breakdown_base"] = colour_breakdown(base, palettes, per)
+    for name, imgs in grids.items():
+        save_grid(imgs, seen if name.startswith("seen_palettes") else palettes, per, out / f"eval_{name}.png")
+    return {**r, **reference_emd(palettes), **data_bounds(palettes)}
+
+
+def _mark(ok: bool) -> str:
+    return "✔" if ok else "✘"
+
+
+def targets(e: dict) -> list[dict]:
+    """Issue 27's targets, each with its measured figures, the base's bound and whether it is met."""
+    rows = []
+    none = e["emd_without_adapter"]
+    for tag, c in e["by_cfg"].items():
+        cfg = tag.removeprefix("cfg")
+        adapter, bound = c["emd_with_adapter"], c["emd_base_colour_captions"]
+        rows.append(
+            {
+                "claim": f"palette EMD with the adapter <= 1.1 x the base told the exact colours, CFG {cfg}",
+                "measured": f"{adapter:.4f} vs {bound:.4f} (x {adapter / bound:.2f})",
+                "bound": f"the base told the colours: {bound:.4f} (x {bound / none:.2f} of no adapter)",
+                "met": adapter <= 1.1 * bound,
+            }
+        )
+        rows.append(
+            {
+                "claim": f"palette EMD with the adapter <= 0.75 x without it, CFG {cfg}",
+                "measured": f"{adapter:.4f} vs {none:.4f} (x {adapter / none:.2f})",
+                "bound": f"x {bound / none:.2f} (the base told the colours); the data x "
+                f"{e['emd_data_in_palette'] / e['emd_data_other_palettes']:.2f}",
+                "met": adapter <= 0.75 * none,
+            }
+        )
+        base_gap = c["base_entropy_textured"] - c["base_entropy_flat"]
+        for mode in ("absolute", "relative"):
+            if f"entropy_{mode}_low" not in c:
+                continue
+            lo, hi = c[f"entropy_{mode}_low"], c[f"entropy_{mode}_high"]
+            rows.append(
+                {
+                    "claim": f"output entropy, low vs high {mode} entropy setting differ by >= 1 bit, CFG {cfg}",
+                    "measured": f"{lo:.2f} vs {hi:.2f} bits ({hi - lo:+.2f})",
+                    "bound": f"the base told 'flat' / 'textured': {c['base_entropy_flat']:.2f} / "
+                    f"{c['base_entropy_textured']:.2f} ({base_gap:+.2f}); the data {e['entropy_flat']:.2f} / "
+                    f"{e['entropy_textured']:.2f}",
+                    "met": hi - lo >= 1.0,
+                }
+            )
+        for mode in ("absolute", "relative"):
+            if f"far_share_{mode}_low" not in c:
+                continue
+            lo, hi = c[f"far_share_{mode}_low"], c[f"far_share_{mode}_high"]
+            rows.append(
+                {
+                    "claim": f"share of pixels > ΔE {FAR:g} from every palette colour, low vs high {mode} distance "
+                    f"setting: >= 2 x, CFG {cfg}",
+                    "measured": f"{lo:.3f} vs {hi:.3f} (x {hi / max(lo, 1e-9):.1f})",
+                    "bound": f"the base told 'flat' / 'textured': {c['base_far_share_flat']:.3f} / "
+                    f"{c['base_far_share_textured']:.3f}; the data {e['far_share_flat']:.3f} / "
+                    f"{e['far_share_textured']:.3f}",
+                    "met": hi >= 2.0 * lo,
+                }
+            )
+        if "negative_near_share_with" in c:
+            w, wo = c["negative_near_share_with"], c["negative_near_share_without"]
+            rows.append(
+                {
+                    "claim": f"negative palette: >= 2 x fewer pixels within {NEAR} (RGB) of the negative colour, "
+                    f"CFG {cfg}",
+                    "measured": f"{wo:.3f} -> {w:.3f} ({f'/ {wo / w:.1f}' if w > 0 else 'none left'})",
+                    "bound": "",
+                    "met": w * 2.0 <= wo,
+                }
+            )
+    return rows
 
 
 def results_text(r: dict) -> str:
     """Markdown summary of the toy run."""
     e = r["eval"]
-    ent = e["output_entropy_bits"]
-    s = e["entropy_setting"]
-    base_ent = e["base_entropy_bits_by_texture_word"]
-    worded_ratio = e["emd_base_colour_captions_cfg1"] / e["emd_without_adapter"]
+    s = e["training_scalars"]
     lines = [
         "# Toy run results",
         "",
         f"Held-out palettes: {e['palettes']}, {e['images_per_setting']} images per setting, "
-        f"CFG {e['guidance']}, {e['sampling_steps']} DDIM steps.",
+        f"CFG {' and '.join(f'{g:g}' for g in e['guidances'])}, {e['sampling_steps']} DDIM steps. Settings from "
+        f"the training images: entropy low / reference / high {s['entropy'][0]:.2f} / {s['entropy'][1]:.2f} / "
+        f"{s['entropy'][2]:.2f} bits, distance {s['distance'][0]:.3f} / {s['distance'][1]:.3f} / "
+        f"{s['distance'][2]:.3f} (10 / 50 / 90 % quantiles; relative mode: reference + change).",
         "",
-        "| claim | without | with | target |",
+        "| target | measured | bound (what the base / the data can do) | met |",
         "|---|---|---|---|",
-        f"| palette EMD (lower = closer) | {e['emd_without_adapter']:.4f} | {e['emd_with_adapter']:.4f} "
-        f"(ratio {e['emd_ratio']:.2f}) | ratio <= 0.6 |",
-        f"| palette EMD at CFG 1 | {e['emd_without_adapter']:.4f} | {e['emd_with_adapter_cfg1']:.4f} "
-        f"(ratio {e['emd_ratio_cfg1']:.2f}) | ratio <= 0.6 |",
-        f"| palette EMD of the base model given the palette's exact colours as caption words, CFG {e['guidance']} / "
-        f"CFG 1 | {e['emd_without_adapter']:.4f} | {e['emd_base_colour_captions']:.4f} / "
-        f"{e['emd_base_colour_captions_cfg1']:.4f} (ratio {worded_ratio:.2f}) | (how well the base draws) |",
-        f"| share of pixels within {NEAR} of a negative colour | {e['negative_near_share_without']:.3f} | "
-        f"{e['negative_near_share_with']:.3f} | lower with |",
-        f"| output entropy, setting {s['low']:.2f} vs {s['high']:.2f} bits (null {s['null_reference']:.2f}) | "
-        f"{ent['high']:.2f} (high) | {ent['low']:.2f} (low) | low < high |",
-        f"| output entropy of the base given its colour caption ending in 'textured' vs 'flat', CFG {e['guidance']} | "
-        f"{base_ent['textured']:.2f} (textured) | {base_ent['flat']:.2f} (flat) | (what the base can draw) |",
+        *(f"| {t['claim']} | {t['measured']} | {t['bound']} | {_mark(t['met'])} |" for t in targets(e)),
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| palette EMD without the adapter (empty caption) | {e['emd_without_adapter']:.4f} |",
         f"| palette EMD of the data generator's own images in other palettes / in these palettes (the best "
-        f"reachable) | {e['emd_data_other_palettes']:.4f} | {e['emd_data_in_palette']:.4f} (ratio "
-        f"{e['emd_data_in_palette'] / e['emd_data_other_palettes']:.2f}) | (what a perfect model scores) |",
+        f"reachable) | {e['emd_data_other_palettes']:.4f} / {e['emd_data_in_palette']:.4f} (x "
+        f"{e['emd_data_in_palette'] / e['emd_data_other_palettes']:.2f}) |",
+        f"| output entropy: without the adapter / data flat / data textured | "
+        f"{e['output_entropy_without_adapter']:.2f} / {e['entropy_flat']:.2f} / {e['entropy_textured']:.2f} bits |",
     ]
-    if "emd_seen_with_adapter" in e:
-        ratio, ratio1 = (
-            e[k] / e["emd_seen_without_adapter"] for k in ("emd_seen_with_adapter", "emd_seen_with_adapter_cfg1")
-        )
+    for tag, c in e["by_cfg"].items():
+        cfg = tag.removeprefix("cfg")
         lines.append(
-            f"| palette EMD on training images' own median-cut palettes (conditions like those trained on), "
-            f"CFG {e['guidance']} / CFG 1 | {e['emd_seen_without_adapter']:.4f} | {e['emd_seen_with_adapter']:.4f} / "
-            f"{e['emd_seen_with_adapter_cfg1']:.4f} (ratio {ratio:.2f} / {ratio1:.2f}) | (learnt vs generalised) |"
+            f"| CFG {cfg}: with the adapter, no control set: entropy / share > ΔE {FAR:g} | "
+            f"{c['entropy_plain']:.2f} bits / {c['far_share_plain']:.3f} |"
         )
+        if "emd_seen_with_adapter" in c:
+            seen_ratio = c["emd_seen_with_adapter"] / e["emd_seen_without_adapter"]
+            lines.append(
+                f"| CFG {cfg}: palette EMD on training images' own median-cut palettes (conditions like those "
+                f"trained on), without / with the adapter | {e['emd_seen_without_adapter']:.4f} / "
+                f"{c['emd_seen_with_adapter']:.4f} (x {seen_ratio:.2f}) |"
+            )
     parts = {
         "the data generator's images in these palettes": e["colour_breakdown_data"],
-        "base, no caption, CFG 1": e["colour_breakdown"]["base"],
-        "base given the exact colours as words, CFG 1": e["colour_breakdown"]["base_colour_captions_cfg1"],
-        "with the adapter, CFG 1": e["colour_breakdown"]["adapter_cfg1"],
-        f"with the adapter, CFG {e['guidance']}": e["colour_breakdown"]["adapter"],
+        "base, no caption": e["colour_breakdown_base"],
     }
+    for tag, c in e["by_cfg"].items():
+        cfg = tag.removeprefix("cfg")
+        parts[f"base given the exact colours as words, CFG {cfg}"] = c["colour_breakdown_base_colour_captions"]
+        parts[f"with the adapter, CFG {cfg}"] = c["colour_breakdown_adapter"]
     lines += [
         "",
         f"What the EMD is made of: palette colours with no pixel within {DRAWN}, a pixel's mean RGB distance to "
@@ -296,9 +446,7 @@ def results_text(r: dict) -> str:
             for name, b in parts.items()
         ),
         "",
-        f"Output entropy without an entropy setting: {ent['plain']:.2f} bits.",
-        "",
-        "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items()),
+        "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items()) + f" (device: {r['device']}).",
         f"Adapter steps {r['adapter_steps']}, base steps {r['base_steps']}, training images {r['train_images']} "
         f"({r['skipped_images']} broken files skipped by the trainer).",
     ]
@@ -307,38 +455,123 @@ def results_text(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+PRESETS = {
+    # 2 CPU cores, about 30 minutes (docs/training.md "Toy run")
+    "cpu": {
+        "train_images": 2000,
+        "base_steps": 4000,
+        "base_batch": 32,
+        "base_channels": 16,
+        "adapter_steps": 600,
+        "adapter_batch": 32,
+        "eval_palettes": 16,
+        "validate_every": 200,
+    },
+    # one GPU, under 8 minutes: the base is launch-bound (a few steps/s whatever the batch), so it gets
+    # 16 x the CPU's batch at the CPU's tested width and rate rather than more steps
+    "gpu": {
+        "train_images": 10000,
+        "base_steps": 1200,
+        "base_batch": 512,
+        "base_channels": 16,
+        "adapter_steps": 600,
+        "adapter_batch": 64,
+        "eval_palettes": 32,
+        "validate_every": 0,
+    },
+}
+SMOKE = {  # every phase at a size a test can afford; the figures mean nothing
+    "train_images": 12,
+    "base_steps": 3,
+    "base_batch": 4,
+    "base_channels": 16,
+    "adapter_steps": 2,
+    "adapter_batch": 4,
+    "eval_palettes": 2,
+    "eval_seeds": 1,
+    "sampling_steps": 3,
+    "validate_every": 0,
+}
+
+
+def resolve_device(device: str) -> str:
+    """``auto``: CUDA when a GPU is visible, else the CPU; ``cuda`` without a GPU is refused."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("run_toy: --device cuda, but torch sees no CUDA GPU (use --device cpu)")
+    return device
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, sizes filled from the device's preset (or ``--smoke``) where not given."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
-    p.add_argument("--train-images", type=int, default=2000)
-    p.add_argument("--base-steps", type=int, default=880)
-    p.add_argument("--base-batch", type=int, default=128)
-    p.add_argument("--base-channels", type=int, default=32, help="UNet width (levels c, 2c, 4c)")
-    p.add_argument("--base-lr", type=float, default=5e-4)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where both trainings run")
+    p.add_argument(
+        "--preset", choices=tuple(PRESETS), help="sizes of a CPU or GPU run (default: the device's); flags override"
+    )
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that every phase runs (no figures)")
+    p.add_argument("--train-images", type=int)
+    p.add_argument("--base-steps", type=int)
+    p.add_argument("--base-batch", type=int)
+    p.add_argument("--base-channels", type=int, help="UNet width (levels c, 2c, 4c)")
+    p.add_argument("--base-lr", type=float, default=2e-3)
     p.add_argument(
         "--base-prediction",
         choices=("sample", "v_prediction"),
-        default="v_prediction",
+        default="sample",
         help="what the base UNet predicts",
     )
-    p.add_argument("--pixel-scale", type=float, default=2.0, help="latents = scale x [-1, 1] pixels")
+    p.add_argument("--pixel-scale", type=float, default=1.0, help="latents = scale x [-1, 1] pixels")
     p.add_argument(
         "--base-lognormal-share", type=float, default=0.0, help="share of base timesteps at EDM-like noise levels"
     )
     p.add_argument("--base-min-snr", type=float, default=5.0, help="Min-SNR gamma of the base's loss weights (0: none)")
-    p.add_argument("--adapter-steps", type=int, default=600)
-    p.add_argument("--adapter-batch", type=int, default=32)
+    p.add_argument("--adapter-steps", type=int)
+    p.add_argument("--adapter-batch", type=int)
     p.add_argument("--adapter-lr", type=float, default=1e-3)
-    p.add_argument("--eval-palettes", type=int, default=16)
+    p.add_argument("--eval-palettes", type=int)
     p.add_argument("--eval-seeds", type=int, default=2)
-    p.add_argument("--validate-every", type=int, default=200)
+    p.add_argument("--sampling-steps", type=int, default=25, help="DDIM steps of the evaluation")
+    p.add_argument("--validate-every", type=int)
     p.add_argument("--analyse", action="store_true", help="also rank the blocks of the trained adapter")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default; 1 on a busy machine)"
+    )
     args = p.parse_args(argv)
+    args.device = resolve_device(args.device)
+    preset = args.preset or ("gpu" if args.device == "cuda" else "cpu")
+    sizes = {**PRESETS[preset], **(SMOKE if args.smoke else {})}
+    for key, value in sizes.items():
+        if getattr(args, key) is None or (args.smoke and key in ("eval_seeds", "sampling_steps")):
+            setattr(args, key, value)
+    args.preset = preset
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # the adapter trainer's Accelerator would take a visible GPU otherwise (for this run only)
+    hide_gpu = args.device == "cpu" and torch.cuda.is_available()
+    before = os.environ.get("ACCELERATE_USE_CPU")
+    if hide_gpu:
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+    try:
+        return run(args)
+    finally:
+        if hide_gpu and before is None:
+            del os.environ["ACCELERATE_USE_CPU"]
+        elif hide_gpu:
+            os.environ["ACCELERATE_USE_CPU"] = before
+
+
+def run(args: argparse.Namespace) -> int:
+    """Every phase of the toy run with the parsed ``args`` (each finished phase is reused)."""
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -354,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not curated.is_file():
         from train.curate_dataset import curate
 
-        report = curate(read_manifest(manifest), out / "curated", size=SIZE, workers=0, min_size=16)
+        report = curate(read_manifest(manifest), out / "curated", size=SIZE, workers=0, min_size=SIZE // 2)
         log.info("curation: %s", json.dumps({k: report[k] for k in ("usable", "skipped", "before", "after")}))
     seconds["curation"] = time.perf_counter() - t
 
@@ -374,7 +607,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lognormal_share=args.base_lognormal_share,
             snr_weight_max=args.base_min_snr or None,
             pixel_scale=args.pixel_scale,
-            device="cuda" if torch.cuda.is_available() else "cpu",
+            progress=not args.smoke,
+            device=args.device,
         )
     else:
         log.info("reusing the base in %s with the settings it was trained with (delete it to train another)", base_dir)
@@ -409,8 +643,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = time.perf_counter()
     model = trainer.palette_model.eval()
     train_images, _ = load_images(manifest, SIZE)
-    ent = entropy(image_histogram(train_images.permute(0, 2, 3, 1)))
-    q = torch.quantile(ent, torch.tensor([0.1, 0.5, 0.9]))
     result = {
         "eval": evaluate(
             model,
@@ -420,13 +652,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             held_out_palettes(args.eval_palettes),
             args.eval_seeds,
             out,
-            float(q[0]),
-            float(q[2]),
-            float(q[1]),
-            seen=seen_palettes(train_images, args.eval_palettes),
+            training_scalars(train_images),
+            steps=args.sampling_steps,
+            seen=seen_palettes(train_images, args.eval_palettes, size=3),
         ),
         "adapter_steps": trained["step"],
         "base_steps": args.base_steps,
+        "device": args.device,
+        "preset": args.preset,
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "train_images": int(train_images.shape[0]),
         "skipped_images": trained["skipped"],
         "adapter_file": trained.get("adapter"),

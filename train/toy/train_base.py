@@ -1,7 +1,7 @@
 """Train a small SDXL-layout base UNet from scratch on the toy images (pixel space, word-vector captions).
 
-The UNet sees 16 px images as 8 x 8 "latents" of 2 x 2 pixel patches (12 channels): SDXL's layout at a
-cost a CPU can train in minutes.
+The UNet sees the toy's images as 8 x 8 "latents": its 8 px images themselves (run_toy's default), or
+larger images as f x f pixel patches in the channels; SDXL's layout at a cost a CPU can train in minutes.
 
 Like SDXL, the base model learns colour from its captions (the exact colours as words) and can also sample
 without them; the Palette-Adapter trained on top of it sees only shape words, so colour has to come from
