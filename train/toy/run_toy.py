@@ -265,27 +265,21 @@ def evaluate(
             "entropy_plain": mean_entropy(adapted),
         }
         modes = ("absolute",) if g == 1.0 else ("absolute", "relative")
+        controls = (
+            ("entropy", "entropy", (e_lo, e_mid, e_hi), mean_entropy),
+            ("distance", "far_share", (d_lo, d_mid, d_hi), lambda x: far_share(x, palettes, per)),
+        )
         for mode in modes:
-            for level, value in (("low", e_lo), ("high", e_hi)):
-                cond = apply_controls(
-                    pos,
-                    entropy_mode=mode,
-                    entropy=value if mode == "absolute" else value - e_mid,
-                    entropy_reference=e_mid,
-                )
-                imgs = gen(cond, g=g)
-                c[f"entropy_{mode}_{level}"] = mean_entropy(imgs)
-                grids[f"entropy_{mode}_{level}_{tag}"] = imgs
-            for level, value in (("low", d_lo), ("high", d_hi)):
-                cond = apply_controls(
-                    pos,
-                    distance_mode=mode,
-                    distance=value if mode == "absolute" else value - d_mid,
-                    distance_reference=d_mid,
-                )
-                imgs = gen(cond, g=g)
-                c[f"far_share_{mode}_{level}"] = far_share(imgs, palettes, per)
-                grids[f"distance_{mode}_{level}_{tag}"] = imgs
+            for control, key, (lo, mid, hi), measure in controls:
+                for level, value in (("low", lo), ("high", hi)):
+                    setting = {
+                        f"{control}_mode": mode,
+                        control: value if mode == "absolute" else value - mid,
+                        f"{control}_reference": mid,
+                    }
+                    imgs = gen(apply_controls(pos, **setting), g=g)
+                    c[f"{key}_{mode}_{level}"] = measure(imgs)
+                    grids[f"{control}_{mode}_{level}_{tag}"] = imgs
         # the bound of both controls: does the base itself draw flat and textured apart when told in words?
         for word in ("flat", "textured"):
             imgs = gen(None, g=g, words=told(word))
