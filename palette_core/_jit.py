@@ -119,41 +119,6 @@ def ordered(
             out[y, x] = table[(i0 * side + i1) * side + i2]
 
 
-def lab100(
-    rgb: np.ndarray, decode: np.ndarray, f_table: np.ndarray, to_xyz: np.ndarray, to_lab: np.ndarray, out: np.ndarray
-) -> None:
-    """CIELAB / 100 of flat sRGB ``rgb [N, 3]`` into ``out [N, 3]`` through two curve tables (docs/craft.md).
-
-    ``decode [M + 1]`` samples the sRGB decoding on ``[0, 1]`` and ``f_table [M + 1]`` CIELAB's ``f`` on
-    ``[0, 1 + 1/64]`` (XYZ over the white); both are read with linear interpolation, which is where the
-    numpy path calls ``power`` and ``cbrt``. ``to_xyz`` is the sRGB-to-XYZ/white matrix and ``to_lab``
-    the ``f``-to-Lab/100 one (L less 0.16).
-    """
-    m = decode.shape[0] - 1
-    top = np.float32(m)
-    f_scale = np.float32(m / (1.0 + 1.0 / 64.0))
-    for i in range(rgb.shape[0]):
-        c0, c1, c2 = rgb[i, 0] * top, rgb[i, 1] * top, rgb[i, 2] * top
-        k0 = min(max(int(c0), 0), m - 1)
-        k1 = min(max(int(c1), 0), m - 1)
-        k2 = min(max(int(c2), 0), m - 1)
-        r = decode[k0] + (c0 - np.float32(k0)) * (decode[k0 + 1] - decode[k0])
-        g = decode[k1] + (c1 - np.float32(k1)) * (decode[k1 + 1] - decode[k1])
-        b = decode[k2] + (c2 - np.float32(k2)) * (decode[k2 + 1] - decode[k2])
-        t0 = (to_xyz[0, 0] * r + to_xyz[0, 1] * g + to_xyz[0, 2] * b) * f_scale
-        t1 = (to_xyz[1, 0] * r + to_xyz[1, 1] * g + to_xyz[1, 2] * b) * f_scale
-        t2 = (to_xyz[2, 0] * r + to_xyz[2, 1] * g + to_xyz[2, 2] * b) * f_scale
-        j0 = min(max(int(t0), 0), m - 1)
-        j1 = min(max(int(t1), 0), m - 1)
-        j2 = min(max(int(t2), 0), m - 1)
-        f0 = f_table[j0] + (t0 - np.float32(j0)) * (f_table[j0 + 1] - f_table[j0])
-        f1 = f_table[j1] + (t1 - np.float32(j1)) * (f_table[j1 + 1] - f_table[j1])
-        f2 = f_table[j2] + (t2 - np.float32(j2)) * (f_table[j2 + 1] - f_table[j2])
-        out[i, 0] = to_lab[0, 0] * f0 + to_lab[1, 0] * f1 + to_lab[2, 0] * f2 - np.float32(0.16)
-        out[i, 1] = to_lab[0, 1] * f0 + to_lab[1, 1] * f1 + to_lab[2, 1] * f2
-        out[i, 2] = to_lab[0, 2] * f0 + to_lab[1, 2] * f1 + to_lab[2, 2] * f2
-
-
 def colours_of(palette: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
     """``out[i] = palette[index[i]]`` for flat ``index [N]`` and ``out [N, 3]`` (a palette look-up)."""
     for i in range(index.shape[0]):
@@ -164,7 +129,7 @@ def colours_of(palette: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
 
 
 def kernels() -> SimpleNamespace | None:
-    """The compiled kernels (diffuse, ordered, lab100, colours_of); None without numba or with PALETTE_NO_JIT=1."""
+    """The compiled kernels (diffuse, ordered, colours_of); None without numba or with PALETTE_NO_JIT=1."""
     if os.environ.get("PALETTE_NO_JIT", "").strip() not in ("", "0"):
         return None
     if "kernels" not in _STATE:
@@ -180,9 +145,7 @@ def _compile() -> SimpleNamespace | None:
         return None
     try:
         jit = numba.njit(cache=True, nogil=True)
-        compiled = SimpleNamespace(
-            diffuse=jit(diffuse), ordered=jit(ordered), lab100=jit(lab100), colours_of=jit(colours_of)
-        )
+        compiled = SimpleNamespace(diffuse=jit(diffuse), ordered=jit(ordered), colours_of=jit(colours_of))
         _warm_up(compiled)
     except Exception as exc:  # noqa: BLE001 - any numba failure (no writable cache, an old LLVM) falls back to numpy
         log.warning("numba could not set up the quantiser's kernels (%s); quantising with numpy", exc)
@@ -204,4 +167,3 @@ def _warm_up(compiled: SimpleNamespace) -> None:
         )
         compiled.ordered(rgb, np.zeros(8, dtype=index), f32(1.0), np.zeros((2, 2), f32), 2, out)
         compiled.colours_of(palette, out.reshape(-1), np.zeros((6, 3), dtype=f32))
-    compiled.lab100(rgb.reshape(-1, 3), np.zeros(3, f32), np.zeros(3, f32), palette, palette, np.zeros((6, 3), f32))

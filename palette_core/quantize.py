@@ -84,9 +84,6 @@ _F_TO_LAB100 = (np.array([[0.0, 500.0, 0.0], [116.0, -500.0, 200.0], [0.0, 0.0, 
 # Matrix products are kept below 2^18 multiply-adds, where OpenBLAS runs them on one thread: its threads,
 # woken for every call of the diffusion's thousands of small steps or slices, made a busy machine 4-10x
 # slower (FS on 1024^2: 0.2 s with OPENBLAS_NUM_THREADS=1, 0.8 s without, at a load of 6 on two cores).
-# The compiled CIELAB conversion reads the sRGB decoding and CIELAB's f from tables of this many segments,
-# with linear interpolation: within 3e-7 of the formulas in Lab / 100 (3e-5 ΔE) where f bends most.
-LAB_TABLE = 1 << 14
 _LAB_ROWS = 1 << 14  # pixels per slice of the float32 Lab conversion (x 9)
 _NEAREST_CHUNK = 1 << 16  # pixel x colour pairs per slice of nearest searches (x 3)
 _SCORE_PAIRS = 1 << 16  # pixel x colour pairs per product in a diffusion step (x 4)
@@ -174,30 +171,14 @@ def _work_space(rgb: np.ndarray, distance: str) -> np.ndarray:
     return srgb_to_lab(rgb) / 100.0
 
 
-@functools.cache
-def _lab_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The compiled CIELAB conversion's tables: sRGB decoding and CIELAB's f sampled at LAB_TABLE + 1 points."""
-    s = np.linspace(0.0, 1.0, LAB_TABLE + 1)
-    decode = srgb_to_linear(s).astype(np.float32)
-    t = np.linspace(0.0, 1.0 + 1.0 / 64.0, LAB_TABLE + 1)
-    f = np.where(t > LAB_EPSILON, np.cbrt(t), (LAB_KAPPA * t + 16.0) / 116.0).astype(np.float32)
-    return decode, f, np.ascontiguousarray(_RGB_TO_XYZ_WHITE), np.ascontiguousarray(_F_TO_LAB100)
-
-
 def lab100_float32(rgb: np.ndarray) -> np.ndarray:
     """CIELAB / 100 of float32 sRGB ``[..., 3]``: :func:`.color.srgb_to_lab`'s formulas, in fewer float32 passes.
 
     Agrees with it to about 1e-6 (1e-4 ΔE); error diffusion's working copy of the image, where the
-    float64 conversion would cost half as much as the diffusion itself. Slices stay in cache. Where numba
-    is installed the curves are read from tables instead (:func:`._jit.lab100`, :data:`LAB_TABLE` points,
-    within 3e-6 of the formulas).
+    float64 conversion would cost half as much as the diffusion itself. Slices stay in cache.
     """
     flat = np.ascontiguousarray(rgb, dtype=np.float32).reshape(-1, 3)
     out = np.empty_like(flat)
-    compiled = compiled_kernels()
-    if compiled is not None:
-        compiled.lab100(flat, *_lab_tables(), out)
-        return out.reshape(np.shape(rgb))
     rows = max(1, min(len(flat), _LAB_ROWS))
     curve, cube, root = (np.empty((rows, 3), dtype=np.float32) for _ in range(3))
     low = np.empty((rows, 3), dtype=bool)
