@@ -407,8 +407,8 @@ class Palette:
         Each weight gets the fewest significant digits (at least 6) that parse back to the same float32
         weights, so ``Palette.parse(p.to_text())`` reproduces ``p`` and its text exactly.
         """
-        if self.is_uniform:
-            return ", ".join(self.hex)
+        if self.is_uniform and np.array_equal(Palette.from_colors(self.colors_array).weights_array, self.weights_array):
+            return ", ".join(self.hex)  # only weights that parse back from no weights at all may be left out
         ratios = self._weight_ratios()
         texts = _format_weights(ratios, 17)
         for digits in range(6, 18):
