@@ -21,7 +21,8 @@ Dithering.
   :data:`CLIP_MARGIN` (10 ΔE): without a bound, a colour the palette cannot reach piles up error
   without end (streaks); a box without margin throws away error the palette could still show.
   Sequential as it is, the diffusion runs on diagonal wavefronts (pixels with equal ``2y + x`` do
-  not depend on each other), each a handful of vectorised numpy operations.
+  not depend on each other), each a handful of vectorised numpy operations; with numba, as a compiled
+  pixel loop while worker threads convert the rows ahead of it (docs/craft.md, "Speed").
 * ``bayer-2``, ``bayer-4``, ``bayer-8`` and ``blue-noise``: ordered dithering. Each pixel's sRGB value
   moves by ``spread * (t - 1/2)`` on all three channels, ``t`` in (0, 1) from a threshold map (Bayer's
   recursive matrices; a 64x64 blue-noise map made by void-and-cluster), then takes the nearest colour.
@@ -39,6 +40,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
+from concurrent.futures import wait
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -47,6 +50,8 @@ from numpy.lib.stride_tricks import as_strided
 from ._backend import is_tensor
 from ._checks import RANGE_TOLERANCE, as_numpy, check_colors, check_image, check_weights
 from ._jit import kernels as compiled_kernels
+from ._jit import pool as thread_pool
+from ._jit import split_rows
 from .color import D65_XYZ, LAB_EPSILON, LAB_KAPPA, linear_to_srgb, srgb_to_lab, srgb_to_linear
 from .errors import InputShapeError, PaletteError
 from .palette import MAX_COLORS
@@ -62,6 +67,7 @@ ERROR_KERNELS = {
     "atkinson": {(0, 1): 1 / 8, (0, 2): 1 / 8, (1, -1): 1 / 8, (1, 0): 1 / 8, (1, 1): 1 / 8, (2, 0): 1 / 8},
 }
 BAYER_SIZES = {"bayer-2": 2, "bayer-4": 4, "bayer-8": 8}
+ORDERED_DITHERS = ("bayer-2", "bayer-4", "bayer-8", "blue-noise")
 # Error diffusion clips the values it carries to the palette's box widened by this much, in working units
 # (CIELAB / 100, so 10 ΔE; sRGB values for "rgb"). On the photos of bench_quantize a margin of 0 lost to
 # Pillow on 3 of 8 images; 0.1 and 0.2 were better on all 8, 0.1 by a hair the most (docs/craft.md).
@@ -91,6 +97,11 @@ _SCORE_PAIRS = 1 << 16  # pixel x colour pairs per product in a diffusion step (
 # cells a side over the clipping box: 32^3 cells held 1.7 candidates on average for 16 colours of a photo.
 NEAREST_CELLS = 32
 _ORDERED_ROWS = 64  # rows per slice of ordered dithering: a slice's temporaries stay in cache; all maps tile it
+# The compiled paths run on threads (palette_core._jit.threads): error diffusion converts bands of this many
+# rows to CIELAB on workers while it diffuses the band before; ordered dithering and the colour look-up hand
+# out chunks of this many rows (of 1024 pixels for the look-up), about 0.1 ms of work each.
+_DIFFUSION_BAND = 64
+_PARALLEL_ROWS = 16
 
 
 def _choice(value: str, options: tuple[str, ...], name: str) -> str:
@@ -171,14 +182,18 @@ def _work_space(rgb: np.ndarray, distance: str) -> np.ndarray:
     return srgb_to_lab(rgb) / 100.0
 
 
-def lab100_float32(rgb: np.ndarray) -> np.ndarray:
+def lab100_float32(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """CIELAB / 100 of float32 sRGB ``[..., 3]``: :func:`.color.srgb_to_lab`'s formulas, in fewer float32 passes.
 
     Agrees with it to about 1e-6 (1e-4 ΔE); error diffusion's working copy of the image, where the
-    float64 conversion would cost half as much as the diffusion itself. Slices stay in cache.
+    float64 conversion would cost half as much as the diffusion itself. Slices stay in cache. ``out``: a
+    C-contiguous float32 array of ``rgb``'s shape to write into.
     """
     flat = np.ascontiguousarray(rgb, dtype=np.float32).reshape(-1, 3)
-    out = np.empty_like(flat)
+    result = np.empty(np.shape(rgb), dtype=np.float32) if out is None else out
+    if result.shape != np.shape(rgb) or result.dtype != np.float32 or not result.flags.c_contiguous:
+        raise InputShapeError(f"lab100_float32: out must be C-contiguous float32 of shape {np.shape(rgb)}")
+    out = result.reshape(-1, 3)
     rows = max(1, min(len(flat), _LAB_ROWS))
     curve, cube, root = (np.empty((rows, 3), dtype=np.float32) for _ in range(3))
     low = np.empty((rows, 3), dtype=bool)
@@ -198,7 +213,7 @@ def lab100_float32(rgb: np.ndarray) -> np.ndarray:
             np.copyto(f, (np.float32(LAB_KAPPA) * t + np.float32(16)) / np.float32(116), where=m)
         np.matmul(f, _F_TO_LAB100, out=out[s : s + n])
     out[:, 0] -= np.float32(0.16)
-    return out.reshape(np.shape(rgb))
+    return result
 
 
 def nearest_indices(pixels: np.ndarray, palette: np.ndarray, distance: str = "perceptual") -> np.ndarray:
@@ -224,14 +239,20 @@ def nearest_indices(pixels: np.ndarray, palette: np.ndarray, distance: str = "pe
 # --- threshold maps -----------------------------------------------------------------------------------
 
 
+@functools.cache
 def bayer_matrix(n: int) -> np.ndarray:
-    """Bayer's ``n x n`` ordered-dither thresholds ``(M + 1/2) / n²`` in (0, 1), n a power of 2 (Bayer 1973)."""
+    """Bayer's ``n x n`` ordered-dither thresholds ``(M + 1/2) / n²`` in (0, 1), n a power of 2 (Bayer 1973).
+
+    Made once per size; read-only.
+    """
     if n < 1 or n & (n - 1):
         raise PaletteError(f"bayer size: {n} must be a power of 2")
     m = np.zeros((1, 1), dtype=np.int64)
     while m.shape[0] < n:
         m = np.block([[4 * m, 4 * m + 2], [4 * m + 3, 4 * m + 1]])
-    return ((m + 0.5) / (n * n)).astype(np.float32)
+    out = ((m + 0.5) / (n * n)).astype(np.float32)
+    out.flags.writeable = False
+    return out
 
 
 @functools.cache
@@ -305,7 +326,13 @@ def threshold_map(dither: str) -> np.ndarray:
 
 def dither_spread(palette: np.ndarray) -> float:
     """Ordered-dither amplitude: median nearest-neighbour sRGB distance of the colours over sqrt(3), at most 1."""
-    p = np.asarray(palette, dtype=np.float64)
+    p = np.ascontiguousarray(palette, dtype=np.float64).reshape(-1, 3)
+    return _spread(p.tobytes(), len(p))
+
+
+@functools.lru_cache(maxsize=16)
+def _spread(palette_bytes: bytes, k: int) -> float:
+    p = np.frombuffer(palette_bytes, dtype=np.float64).reshape(k, 3)
     if len(p) < 2:
         return 0.0
     d = np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(-1))
@@ -335,8 +362,13 @@ def _ordered_table(palette_bytes: bytes, k: int, distance: str, spread: float) -
     return table, scale
 
 
-def _ordered(rgb: np.ndarray, palette: np.ndarray, thresholds: np.ndarray, distance: str) -> np.ndarray:
-    """Ordered dithering: indices ``[B, H, W]`` of ``rgb + spread (t - 1/2)``'s nearest colours (table look-up)."""
+def _ordered(
+    rgb: np.ndarray, palette: np.ndarray, thresholds: np.ndarray, distance: str, colours: np.ndarray | None = None
+) -> np.ndarray:
+    """Ordered dithering: indices ``[B, H, W]`` of ``rgb + spread (t - 1/2)``'s nearest colours (table look-up).
+
+    ``colours``: float32 ``[B, H, W, 3]`` to fill with the colours too (the compiled pass writes both at once).
+    """
     b, h, w, _ = rgb.shape
     spread = dither_spread(palette)
     table, scale = _ordered_table(palette.tobytes(), len(palette), distance, spread)
@@ -346,8 +378,15 @@ def _ordered(rgb: np.ndarray, palette: np.ndarray, thresholds: np.ndarray, dista
     per_cell = thresholds * np.float32(spread * scale)
     compiled = compiled_kernels()
     if compiled is not None:
+        p = np.ascontiguousarray(palette, dtype=np.float32)
+        fill = np.empty((b, 0, w, 3), dtype=np.float32) if colours is None else colours
         for i in range(b):
-            compiled.ordered(np.ascontiguousarray(rgb[i]), table, np.float32(scale), per_cell, side, out[i])
+            image = np.ascontiguousarray(rgb[i])
+
+            def rows(first: int, end: int, image: np.ndarray = image, i: int = i) -> None:
+                compiled.ordered(image, table, np.float32(scale), per_cell, side, p, out[i], fill[i], first, end)
+
+            split_rows(rows, h, _PARALLEL_ROWS)
         return out
     rows = min(_ORDERED_ROWS, h)
     n = thresholds.shape[0]
@@ -366,6 +405,8 @@ def _ordered(rgb: np.ndarray, palette: np.ndarray, thresholds: np.ndarray, dista
             np.matmul(u[:r], weights, out=flat[:r])
             index[:r] = flat[:r]
             np.take(table, index[:r], out=out[i, y0 : y0 + r])
+    if colours is not None:
+        palette_colours(palette, out, colours)
     return out
 
 
@@ -425,7 +466,13 @@ def nearest_cells(
 
 
 def error_diffusion(
-    work: np.ndarray, palette: np.ndarray, lo: np.ndarray, hi: np.ndarray, kernel: str = "floyd-steinberg"
+    work: np.ndarray,
+    palette: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    kernel: str = "floyd-steinberg",
+    *,
+    convert: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Error-diffusion indices ``[B, H, W]`` of ``work [B, H, W, 3]`` to ``palette [K, 3]`` (Floyd & Steinberg 1976).
 
@@ -436,7 +483,9 @@ def error_diffusion(
     pixel-by-pixel loop. Batches run side by side; images too large for DIFFUSION_BUFFER_BYTES run in
     bands of rows that hand their last rows' errors down. Where numba is installed, the pixel loop itself
     runs compiled instead (:func:`._jit.diffuse`, the nearest colour among its cell's candidates,
-    :func:`nearest_cells`), with the same results.
+    :func:`nearest_cells`), with the same results. ``convert(rows, out)``, when given, maps rows of ``work``
+    into the palette's space first; the compiled path converts the next band of rows on worker threads
+    while it diffuses the band before.
     """
     taps = ERROR_KERNELS[_choice(kernel, tuple(ERROR_KERNELS), "kernel")]
     a, rows, reach = _diffusion_geometry(taps)
@@ -444,8 +493,10 @@ def error_diffusion(
     out = np.empty((b, h, w), dtype=np.uint8 if len(palette) <= 256 else np.uint16)
     compiled = compiled_kernels()
     if compiled is not None:
-        _diffuse_compiled(compiled, work, palette, lo, hi, taps, out)
+        _diffuse_compiled(compiled, work, palette, lo, hi, taps, out, convert)
         return out
+    if convert is not None:
+        work = convert(work, np.empty(work.shape, dtype=np.float32))
     per_image = _buffer_bytes(1, h, w, a, rows, reach)
     group = max(1, DIFFUSION_BUFFER_BYTES // per_image)
     band = h
@@ -472,18 +523,39 @@ def _diffuse_compiled(
     hi: np.ndarray,
     taps: dict[tuple[int, int], float],
     out: np.ndarray,
+    convert: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
 ) -> None:
+    """The compiled loop, band by band; with ``convert``, the bands are converted ahead on the worker pool."""
     p = np.ascontiguousarray(palette, dtype=np.float32)
     norms = np.ascontiguousarray(0.5 * (p * p).sum(1), dtype=np.float32)  # as the numpy path's scores
     lo32, hi32 = np.asarray(lo, dtype=np.float32), np.asarray(hi, dtype=np.float32)
-    offsets, candidates, inverse_step = nearest_cells(p, lo32, hi32)
+    cells = nearest_cells(p, lo32, hi32)
     tap_array = np.array(list(taps), dtype=np.int64)
     weights = np.array(list(taps.values()), dtype=np.float32)
-    for i in range(work.shape[0]):
-        image = np.ascontiguousarray(work[i], dtype=np.float32)
-        compiled.diffuse(
-            image, p, norms, lo32, hi32, tap_array, weights, offsets, candidates, inverse_step, NEAREST_CELLS, out[i]
-        )
+    b, h, w, _ = work.shape
+    ring = max(dy for dy, _ in taps) + 1
+    bands = [(y0, min(h, y0 + _DIFFUSION_BAND)) for y0 in range(0, h, _DIFFUSION_BAND)]
+    workers = thread_pool() if convert is not None and len(bands) > 1 else None
+    for i in range(b):
+        errors = np.zeros((ring, w + 4, 3), dtype=np.float32)
+        if convert is None:
+            image = np.ascontiguousarray(work[i], dtype=np.float32)
+        else:
+            image = np.empty((h, w, 3), dtype=np.float32)
+        jobs = [] if workers is None else [workers.submit(convert, work[i, y0:y1], image[y0:y1]) for y0, y1 in bands]
+        try:
+            for j, (y0, y1) in enumerate(bands):
+                if jobs and not jobs[j].cancel():
+                    jobs[j].result()
+                elif convert is not None:  # no worker has started on it yet: convert it here, now
+                    convert(work[i, y0:y1], image[y0:y1])
+                compiled.diffuse(
+                    image, p, norms, lo32, hi32, tap_array, weights, *cells, NEAREST_CELLS, out[i], errors, y0, y1
+                )
+        finally:  # on an error, stop converting bands nobody will read
+            for job in jobs:
+                job.cancel()
+            wait(jobs)
 
 
 def _diffuse_band(
@@ -577,36 +649,60 @@ def nearest_upsample(grid: np.ndarray, size: int, h: int, w: int) -> np.ndarray:
     return np.repeat(np.repeat(grid, size, axis=1), size, axis=2)[:, :h, :w]
 
 
-def palette_colours(palette: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """``palette[index]``: float32 colours ``[..., 3]`` of palette indices ``[...]`` (docs/craft.md)."""
+def palette_colours(palette: np.ndarray, index: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``palette[index]``: float32 colours ``[..., 3]`` of palette indices ``[...]`` (docs/craft.md); ``out``:
+    a C-contiguous float32 array of that shape to fill."""
     p = np.ascontiguousarray(palette, dtype=np.float32)
     flat = np.ascontiguousarray(index).reshape(-1)
+    shape = np.shape(index) + (3,)
+    result = np.empty(shape, dtype=np.float32) if out is None else out
+    if result.shape != shape or result.dtype != np.float32 or not result.flags.c_contiguous:
+        raise InputShapeError(f"palette_colours: out must be C-contiguous float32 of shape {shape}")
+    rows = result.reshape(-1, 3)
     compiled = compiled_kernels()
     if compiled is not None:
-        out = np.empty((flat.size, 3), dtype=np.float32)
-        compiled.colours_of(p, flat, out)
+
+        def part(first: int, end: int) -> None:
+            compiled.colours_of(p, flat[first:end], rows[first:end])
+
+        split_rows(part, flat.size, _PARALLEL_ROWS * 1024)
     else:  # one 12-byte item per colour: twice as fast as take(axis=0) on rows of three floats
-        out = p.view(np.dtype((np.void, 12))).ravel().take(flat).view(np.float32).reshape(-1, 3)
-    return out.reshape(np.shape(index) + (3,))
+        item = np.dtype((np.void, 12))
+        # mode="clip" (the indices are in range): with the default "raise", take copies through a buffer
+        p.view(item).ravel().take(flat, out=rows.view(item).reshape(-1), mode="clip")
+    return result
 
 
 # --- the public entry point -----------------------------------------------------------------------------
 
 
 def quantize_indices(
-    rgb: np.ndarray, palette: np.ndarray, dither: str = "floyd-steinberg", distance: str = "perceptual"
+    rgb: np.ndarray,
+    palette: np.ndarray,
+    dither: str = "floyd-steinberg",
+    distance: str = "perceptual",
+    *,
+    colours: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Palette indices ``[B, H, W]`` of images ``rgb [B, H, W, 3]`` (float32 sRGB) (docs/craft.md)."""
+    """Palette indices ``[B, H, W]`` of images ``rgb [B, H, W, 3]`` (float32 sRGB) (docs/craft.md).
+
+    ``colours``: a C-contiguous float32 ``[B, H, W, 3]`` to fill with the chosen colours as well (ordered
+    dithering writes both in one pass).
+    """
     dither = _choice(dither, DITHERS, "dither")
     distance = _choice(distance, DISTANCES, "distance")
+    if dither in ORDERED_DITHERS and len(palette) > 1:
+        return _ordered(rgb, palette, threshold_map(dither), distance, colours)
     if dither == "none" or len(palette) == 1:
-        return nearest_indices(rgb, palette, distance)
-    if dither in ERROR_KERNELS:
+        index = nearest_indices(rgb, palette, distance)
+    else:
         work_palette = _work_space(palette.astype(np.float64), distance)
         lo, hi = _diffusion_bounds(work_palette)
-        work = rgb if distance == "rgb" else lab100_float32(rgb)
-        return error_diffusion(work, work_palette, lo, hi, dither)
-    return _ordered(rgb, palette, threshold_map(dither), distance)
+        convert = None if distance == "rgb" else lab100_float32
+        index = error_diffusion(rgb, work_palette, lo, hi, dither, convert=convert)
+    if colours is not None:
+        palette_colours(palette, index, colours)
+    return index
 
 
 def quantize(
@@ -637,9 +733,10 @@ def quantize(
     b, h, w, _ = rgb.shape
     if size > 1:
         idx = nearest_upsample(quantize_indices(area_downsample(rgb, size), palette, dither, distance), size, h, w)
+        out = palette_colours(palette, idx)
     else:
-        idx = quantize_indices(rgb, palette, dither, distance)
-    out = palette_colours(palette, idx)
+        out = np.empty((b, h, w, 3), dtype=np.float32)
+        quantize_indices(rgb, palette, dither, distance, colours=out)
     if m is not None:
         out = out * m + rgb * (1.0 - m)  # exact at 0 and 1: q*1 + x*0 = q, q*0 + x*1 = x
     if alpha is not None:

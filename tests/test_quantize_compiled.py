@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -95,6 +97,9 @@ def test_compiled_ordered_dithering_and_colours_equal_numpy(compiled, monkeypatc
     monkeypatch.setenv("PALETTE_NO_JIT", "1")
     np.testing.assert_array_equal(colours, qz.palette_colours(palette, ours))
     np.testing.assert_array_equal(colours, palette.take(ours, axis=0))
+    monkeypatch.delenv("PALETTE_NO_JIT")
+    fused = qz.quantize(x, palette, dither=dither, distance=distance)  # indices and colours in one pass
+    np.testing.assert_array_equal(fused, colours)
 
 
 def test_without_numba_the_numpy_paths_run(monkeypatch, caplog):
@@ -145,3 +150,98 @@ def test_a_kernel_numba_cannot_compile_leaves_the_numpy_paths(monkeypatch, caplo
     img = np.random.default_rng(4).random((7, 8, 3)).astype(np.float32)
     out = qz.quantize(img, np.eye(3, dtype=np.float32), dither="bayer-2")
     assert set(np.unique(out)) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("kernel", ["floyd-steinberg", "atkinson"])
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_bands_converted_on_threads_equal_the_pixel_loop(compiled, monkeypatch, kernel, threads):
+    from test_quantize import loop_diffusion, rng_image, rng_palette
+
+    monkeypatch.setenv("PALETTE_THREADS", threads)
+    img = rng_image(7, (2, 150, 9, 3))  # 3 bands of rows: errors cross two band edges
+    palette = rng_palette(7, 7)
+    work_palette = qz._work_space(palette.astype(np.float64), "perceptual")
+    lo, hi = qz._diffusion_bounds(work_palette)
+    got = qz.quantize_indices(img, palette, kernel, "perceptual")
+    work = qz.lab100_float32(img)
+    for b in range(2):
+        np.testing.assert_array_equal(got[b], loop_diffusion(work[b], work_palette, lo, hi, qz.ERROR_KERNELS[kernel]))
+
+
+@pytest.mark.parametrize("dither", ["floyd-steinberg", "bayer-8", "blue-noise"])
+def test_threads_change_no_pixel(compiled, monkeypatch, dither):
+    u8 = photo_or_skip("coffee", 520)
+    img = u8[None].astype(np.float32) / 255  # 400 x 520 pixels: ordered dithering and the colours split
+    palette = qz.palette_array(extract_palette(u8, 11, method="median_cut").colors_array)
+    results = []
+    for threads in ("1", "2", "5"):
+        monkeypatch.setenv("PALETTE_THREADS", threads)
+        results.append(qz.quantize(img, palette, dither=dither))
+    np.testing.assert_array_equal(results[1], results[0])
+    np.testing.assert_array_equal(results[2], results[0])
+
+
+def test_thread_count_setting(monkeypatch, caplog):
+    monkeypatch.setenv("PALETTE_THREADS", "3")
+    assert _jit.threads() == 3
+    monkeypatch.delenv("PALETTE_THREADS")
+    default = _jit.threads()
+    assert 1 <= default <= _jit.MAX_THREADS
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("PALETTE_THREADS", bad)
+        with caplog.at_level(logging.WARNING, logger="palette_core._jit"):
+            assert _jit.threads() == default
+    assert "PALETTE_THREADS='two' is not a whole number" in caplog.text
+    monkeypatch.setenv("PALETTE_THREADS", "1")
+    assert _jit.pool() is None
+
+
+def test_split_rows_covers_every_row_once_and_raises_a_workers_error(monkeypatch):
+    monkeypatch.setenv("PALETTE_THREADS", "4")
+    seen = np.zeros(1000, dtype=int)
+
+    def mark(first: int, end: int) -> None:
+        seen[first:end] += 1
+
+    _jit.split_rows(mark, 1000, 30)
+    assert (seen == 1).all()
+    calls = []
+    _jit.split_rows(lambda first, end: calls.append((first, end)), 150, 100)
+    assert calls == [(0, 150)]  # too few rows to share
+    threads = set()
+
+    def slow(first: int, end: int) -> None:
+        threads.add(threading.get_ident())
+        time.sleep(0.01)
+
+    _jit.split_rows(slow, 1000, 100)
+    assert len(threads) > 1  # the workers took chunks too
+
+    def fail_late(first: int, end: int) -> None:
+        if first > 0:
+            raise ValueError(f"rows {first}:{end}")
+
+    with pytest.raises(ValueError, match="rows"):
+        _jit.split_rows(fail_late, 1000, 100)
+
+
+def test_a_failing_conversion_stops_the_diffusion_cleanly(compiled, monkeypatch):
+    monkeypatch.setenv("PALETTE_THREADS", "2")
+    img = np.random.default_rng(8).random((1, 300, 20, 3)).astype(np.float32)
+    calls = []
+
+    def convert(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise MemoryError("no room for band 2")
+        return qz.lab100_float32(rows, out)
+
+    palette = np.eye(3, dtype=np.float64)
+    lo, hi = qz._diffusion_bounds(qz._work_space(palette, "perceptual"))
+    with pytest.raises(MemoryError, match="band 2"):
+        qz.error_diffusion(img, qz._work_space(palette, "perceptual"), lo, hi, convert=convert)
+    # the pool is still good: the next call runs to the end
+    np.testing.assert_array_equal(
+        qz.error_diffusion(img, qz._work_space(palette, "perceptual"), lo, hi, convert=qz.lab100_float32),
+        qz.error_diffusion(qz.lab100_float32(img), qz._work_space(palette, "perceptual"), lo, hi),
+    )
