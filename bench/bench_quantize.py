@@ -6,7 +6,8 @@ order rotated each round, so that a busy spell of the machine hits all variants 
 ``Image.quantize(palette=..., dither=Image.Dither.FLOYDSTEINBERG)`` on the 8-bit PIL image (its bare call).
 A second anchor line shows what a ComfyUI node built on Pillow would pay: float tensor to 8 bits, the
 quantize, and back to floats. Ours is timed as the node calls it (a float tensor in, a float tensor out), on
-the compiled kernels where numba is installed and on the numpy paths (``PALETTE_NO_JIT=1``). Ratios are
+the compiled kernels where numba is installed (on palette_core._jit.threads() threads, and on one:
+``PALETTE_THREADS=1``) and on the numpy paths (``PALETTE_NO_JIT=1``). Ratios are
 medians against the bare anchor.
 Targets: ordered dithering >= 5x faster than the anchor; error diffusion <= 3x its time.
 
@@ -115,33 +116,42 @@ def bench_speed(size: int, rounds: int, threads: int) -> None:
 
     fns = {"Pillow FS (anchor)": lambda: pil.quantize(palette=pal, dither=Image.Dither.FLOYDSTEINBERG)}
     fns["Pillow FS as a node"] = pillow_node
-    paths = ["compiled", "numpy"] if _jit.kernels() is not None else ["numpy"]
+    paths = ["compiled", "compiled-1-thread", "numpy"] if _jit.kernels() is not None else ["numpy"]
     for path in paths:
-        for dither, distance in OURS:
+        for dither, distance in OURS if path != "compiled-1-thread" else OURS[:1] + OURS[2:4]:
             fns[f"ours {dither} {distance} {path}"] = lambda d=dither, m=distance, p=path: quantize_on(
                 p, tensor, palette, d, m
             )
     times = time_interleaved(fns, rounds)
     anchor = statistics.median(times["Pillow FS (anchor)"])
-    print(f"== speed: {u8.shape[1]}x{u8.shape[0]} photo, {len(palette)} colours, {rounds} interleaved rounds, CPU")
-    print(f"{'variant':<43} {'median ms':>10} {'min ms':>9} {'x anchor':>9}  target")
+    print(
+        f"== speed: {u8.shape[1]}x{u8.shape[0]} photo, {len(palette)} colours, {rounds} interleaved rounds, CPU, "
+        f"{_jit.threads()} quantiser thread(s)"
+    )
+    print(f"{'variant':<50} {'median ms':>10} {'min ms':>9} {'x anchor':>9}  target")
     for label, ts in times.items():
         med = statistics.median(ts)
         target = ""
         if label.startswith("ours"):
             dither = label.split()[1]
             target = "<= 0.20 (5x faster)" if dither in ORDERED else ("<= 3" if dither in qz.ERROR_KERNELS else "")
-        print(f"{label:<43} {med * 1e3:>10.1f} {min(ts) * 1e3:>9.1f} {med / anchor:>9.2f}  {target}")
+        print(f"{label:<50} {med * 1e3:>10.1f} {min(ts) * 1e3:>9.1f} {med / anchor:>9.2f}  {target}")
 
 
 def quantize_on(path: str, tensor: torch.Tensor, palette: np.ndarray, dither: str, distance: str) -> torch.Tensor:
-    """The node's call on the compiled kernels (numba) or on the numpy paths (``PALETTE_NO_JIT=1``)."""
-    if path == "numpy":
-        os.environ["PALETTE_NO_JIT"] = "1"
+    """The node's call on the compiled kernels (numba; on one thread: ``PALETTE_THREADS=1``) or on the numpy
+    paths (``PALETTE_NO_JIT=1``)."""
+    name, value = {"numpy": ("PALETTE_NO_JIT", "1"), "compiled-1-thread": ("PALETTE_THREADS", "1")}.get(path, ("", ""))
+    before = os.environ.get(name)
+    if name:
+        os.environ[name] = value
     try:
         return qz.quantize(tensor, palette, dither=dither, distance=distance)
     finally:
-        os.environ.pop("PALETTE_NO_JIT", None)
+        if name and before is None:
+            os.environ.pop(name, None)
+        elif name:
+            os.environ[name] = before
 
 
 def photos(size: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
