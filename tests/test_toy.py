@@ -176,3 +176,26 @@ def test_toy_data_spans_flat_and_textured_entropies_and_shows_every_palette_colo
         float(entropy(image_histogram(torch.from_numpy(np.stack(x)).float() / 255.0)).mean()) for x in (flat, textured)
     ]
     assert bits[0] < 1.6 and bits[1] > bits[0] + 3.0, bits  # >= 1 bit to show, with room for the base's noise
+
+
+def test_the_adapter_is_conditioned_on_three_colour_cuts_as_its_settings_are_measured():
+    """The toy's adapter sees 3-colour palettes (never full histograms, which carry the shading themselves),
+    and the evaluation's entropy and distance settings are quantiles of the same 3-colour cuts."""
+    import numpy as np
+
+    from palette_core.adapter import KIND_HISTOGRAM, KIND_PALETTE
+    from train.recipe import draw_conditions
+    from train.toy.shapes import draw, random_palette
+
+    rng = np.random.default_rng(3)
+    images = torch.stack(
+        [torch.from_numpy(draw(random_palette(rng, 3), rng, 8, textured)[0]).float() / 255 for textured in (0, 1) * 8]
+    )
+    drawn = draw_conditions(images, run_toy.ADAPTER_RECIPE, torch.Generator().manual_seed(0))
+    kinds = drawn.kind_drawn.tolist()
+    assert KIND_HISTOGRAM not in kinds and kinds.count(KIND_PALETTE) >= 12
+    colours = (drawn.condition.histogram[drawn.kind_drawn == KIND_PALETTE] > 0).sum(-1)
+    assert (colours <= 3).all() and (colours == 3).any()  # a flat 3-colour image's cut is its 3 colours
+    shaded = run_toy.training_scalars(images[1::2].permute(0, 3, 1, 2), colours=3)
+    flat = run_toy.training_scalars(images[::2].permute(0, 3, 1, 2), colours=3)
+    assert shaded["entropy"][0] > flat["entropy"][2] and shaded["distance"][1] > flat["distance"][1]
