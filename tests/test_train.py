@@ -586,3 +586,23 @@ def test_toy_base_lr_warms_up_then_decays_by_cosine_to_its_floor():
     assert base_lr(1000, 1000, 1.0) == pytest.approx(0.1)
     rates = [base_lr(s, 1000, 1.0) for s in range(100, 1001)]
     assert all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+def test_cpu_training_keeps_freed_memory_for_reuse(tmp_path, dataset, monkeypatch):
+    import platform
+
+    import train.train_palette_adapter as tpa
+
+    calls = []
+    monkeypatch.setattr(tpa, "reuse_freed_memory", lambda: calls.append(True) or True)
+    Trainer(config(tmp_path / "reuse", dataset), tiny_parts())
+    assert calls == [True]  # a CPU trainer sets the allocator up once, before any step
+    monkeypatch.undo()
+    if platform.libc_ver()[0] == "glibc":
+        assert tpa.reuse_freed_memory() is True
+
+    def no_libc(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(tpa.ctypes, "CDLL", no_libc)
+    assert tpa.reuse_freed_memory() is False  # musl, macOS, Windows: nothing to set, no error
