@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 
+import colour
+import numpy as np
 import pytest
 import torch
 
@@ -114,6 +116,11 @@ def test_far_share_counts_pixels_beyond_delta_e_10_of_every_palette_colour():
     img[0, :2] = torch.tensor([0.52, 0.5, 0.5])  # ΔE about 3 from the grey: near
     img[1] = torch.tensor([0.0, 0.0, 1.0])  # blue: far from both
     assert run_toy.far_share(img[None], [palette], 1) == pytest.approx(4 / 16)
+    # the mean distance: 10 exact pixels (0), 2 pixels ΔE ~3 from grey, 4 blue pixels at their nearest colour
+    lab = colour.XYZ_to_Lab(colour.sRGB_to_XYZ(np.array([[0.52, 0.5, 0.5], [0.5, 0.5, 0.5], [0, 0, 1.0], [1.0, 0, 0]])))
+    blue = min(np.linalg.norm(lab[2] - lab[1]), np.linalg.norm(lab[2] - lab[3]))
+    expected = (2 * np.linalg.norm(lab[0] - lab[1]) + 4 * blue) / 16
+    assert run_toy.mean_delta_e(img[None], [palette], 1) == pytest.approx(expected, rel=2e-3)
 
 
 def test_reference_emd_separates_images_drawn_in_the_palette_from_images_in_other_palettes():
@@ -181,8 +188,6 @@ def test_toy_data_spans_flat_and_textured_entropies_and_shows_every_palette_colo
 def test_the_adapter_is_conditioned_on_three_colour_cuts_as_its_settings_are_measured():
     """The toy's adapter sees 3-colour palettes (never full histograms, which carry the shading themselves),
     and the evaluation's entropy and distance settings are quantiles of the same 3-colour cuts."""
-    import numpy as np
-
     from palette_core.adapter import KIND_HISTOGRAM, KIND_PALETTE
     from train.recipe import draw_conditions
     from train.toy.shapes import draw, random_palette

@@ -155,16 +155,26 @@ def near_share(images: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
     return (d.min(-1).values < NEAR).float().mean(-1)
 
 
-def far_share(images: torch.Tensor, palettes: Sequence[Palette], per: int) -> float:
-    """Mean share of pixels farther than ΔE FAR (CIE76) from every colour of their palette (``per`` images each)."""
+def nearest_delta_e(images: torch.Tensor, palettes: Sequence[Palette], per: int) -> torch.Tensor:
+    """``[N, pixels]``: each pixel's ΔE (CIE76) to the nearest colour of its image's palette (``per`` images each)."""
     from palette_core.color import srgb_to_lab
 
-    shares = []
+    rows = []
     for i in range(images.shape[0]):
         lab = srgb_to_lab(images[i].reshape(-1, 3).double().clamp(0, 1))
         colours = srgb_to_lab(palettes[i // per].colors.double())
-        shares.append((torch.cdist(lab, colours).min(1).values > FAR).double().mean())
-    return float(torch.stack(shares).mean())
+        rows.append(torch.cdist(lab, colours).min(1).values)
+    return torch.stack(rows)
+
+
+def far_share(images: torch.Tensor, palettes: Sequence[Palette], per: int) -> float:
+    """Mean share of pixels farther than ΔE FAR (CIE76) from every colour of their palette (``per`` images each)."""
+    return float((nearest_delta_e(images, palettes, per) > FAR).double().mean())
+
+
+def mean_delta_e(images: torch.Tensor, palettes: Sequence[Palette], per: int) -> float:
+    """Mean ΔE (CIE76) from a pixel to its palette's nearest colour: the distance measure that does not saturate."""
+    return float(nearest_delta_e(images, palettes, per).mean())
 
 
 def mean_entropy(images: torch.Tensor) -> float:
@@ -279,12 +289,15 @@ def evaluate(
                     }
                     imgs = gen(apply_controls(pos, **setting), g=g)
                     c[f"{key}_{mode}_{level}"] = measure(imgs)
+                    if control == "distance":
+                        c[f"delta_e_{mode}_{level}"] = mean_delta_e(imgs, palettes, per)
                     grids[f"{control}_{mode}_{level}_{tag}"] = imgs
         # the bound of both controls: does the base itself draw flat and textured apart when told in words?
         for word in ("flat", "textured"):
             imgs = gen(None, g=g, words=told(word))
             c[f"base_entropy_{word}"] = mean_entropy(imgs)
             c[f"base_far_share_{word}"] = far_share(imgs, palettes, per)
+            c[f"base_delta_e_{word}"] = mean_delta_e(imgs, palettes, per)
         if g != 1.0:  # the negative palette acts through the uncond branch: only with guidance
             first = torch.stack([p.colors[0].float() for p in palettes for _ in range(per)])
             neg = ColorCondition.cat([negative_condition(col[None], weight=1.0) for col in first])
@@ -413,6 +426,12 @@ def results_text(r: dict) -> str:
             f"| CFG {cfg}: with the adapter, no control set: entropy / share > ΔE {FAR:g} | "
             f"{c['entropy_plain']:.2f} bits / {c['far_share_plain']:.3f} |"
         )
+        if "delta_e_absolute_low" in c:
+            lines.append(
+                f"| CFG {cfg}: mean ΔE to the nearest palette colour, low / high distance setting (absolute); the "
+                f"base told 'flat' / 'textured' | {c['delta_e_absolute_low']:.1f} / {c['delta_e_absolute_high']:.1f}; "
+                f"{c['base_delta_e_flat']:.1f} / {c['base_delta_e_textured']:.1f} |"
+            )
         if "emd_seen_with_adapter" in c:
             seen_ratio = c["emd_seen_with_adapter"] / e["emd_seen_without_adapter"]
             lines.append(
