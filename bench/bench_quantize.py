@@ -53,7 +53,6 @@ OURS = [
     ("floyd-steinberg", "rgb"),
     ("bayer-8", "rgb"),
 ]
-ORDERED = ("bayer-2", "bayer-4", "bayer-8", "blue-noise")
 
 
 def load_photo(name: str, size: int) -> np.ndarray:
@@ -134,7 +133,8 @@ def bench_speed(size: int, rounds: int, threads: int) -> None:
         target = ""
         if label.startswith("ours"):
             dither = label.split()[1]
-            target = "<= 0.20 (5x faster)" if dither in ORDERED else ("<= 3" if dither in qz.ERROR_KERNELS else "")
+            ordered, diffused = dither in qz.ORDERED_DITHERS, dither in qz.ERROR_KERNELS
+            target = "<= 0.20 (5x faster)" if ordered else ("<= 3" if diffused else "")
         print(f"{label:<50} {med * 1e3:>10.1f} {min(ts) * 1e3:>9.1f} {med / anchor:>9.2f}  {target}")
 
 

@@ -67,7 +67,7 @@ ERROR_KERNELS = {
     "atkinson": {(0, 1): 1 / 8, (0, 2): 1 / 8, (1, -1): 1 / 8, (1, 0): 1 / 8, (1, 1): 1 / 8, (2, 0): 1 / 8},
 }
 BAYER_SIZES = {"bayer-2": 2, "bayer-4": 4, "bayer-8": 8}
-ORDERED_DITHERS = ("bayer-2", "bayer-4", "bayer-8", "blue-noise")
+ORDERED_DITHERS = (*BAYER_SIZES, "blue-noise")
 # Error diffusion clips the values it carries to the palette's box widened by this much, in working units
 # (CIELAB / 100, so 10 ΔE; sRGB values for "rgb"). On the photos of bench_quantize a margin of 0 lost to
 # Pillow on 3 of 8 images; 0.1 and 0.2 were better on all 8, 0.1 by a hair the most (docs/craft.md).
@@ -175,6 +175,15 @@ def _check_mask(mask: Tensor | np.ndarray, shape: tuple[int, ...]) -> np.ndarray
     return np.broadcast_to(np.clip(m, 0.0, 1.0)[..., None], (b, h, w, 1))
 
 
+def _float32_out(out: np.ndarray | None, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """``out`` checked to be a C-contiguous float32 array of ``shape``, or a new one when None."""
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise InputShapeError(f"{name}: out must be C-contiguous float32 of shape {shape}")
+    return out
+
+
 def _work_space(rgb: np.ndarray, distance: str) -> np.ndarray:
     """Coordinates whose Euclidean distance is the chosen distance: CIELAB / 100, or sRGB itself."""
     if distance == "rgb":
@@ -190,9 +199,7 @@ def lab100_float32(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray
     C-contiguous float32 array of ``rgb``'s shape to write into.
     """
     flat = np.ascontiguousarray(rgb, dtype=np.float32).reshape(-1, 3)
-    result = np.empty(np.shape(rgb), dtype=np.float32) if out is None else out
-    if result.shape != np.shape(rgb) or result.dtype != np.float32 or not result.flags.c_contiguous:
-        raise InputShapeError(f"lab100_float32: out must be C-contiguous float32 of shape {np.shape(rgb)}")
+    result = _float32_out(out, np.shape(rgb), "lab100_float32")
     out = result.reshape(-1, 3)
     rows = max(1, min(len(flat), _LAB_ROWS))
     curve, cube, root = (np.empty((rows, 3), dtype=np.float32) for _ in range(3))
@@ -493,7 +500,7 @@ def error_diffusion(
     out = np.empty((b, h, w), dtype=np.uint8 if len(palette) <= 256 else np.uint16)
     compiled = compiled_kernels()
     if compiled is not None:
-        _diffuse_compiled(compiled, work, palette, lo, hi, taps, out, convert)
+        _diffuse_compiled(compiled, work, palette, lo, hi, taps, out, convert, rows + 1)
         return out
     if convert is not None:
         work = convert(work, np.empty(work.shape, dtype=np.float32))
@@ -524,8 +531,10 @@ def _diffuse_compiled(
     taps: dict[tuple[int, int], float],
     out: np.ndarray,
     convert: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    ring: int,
 ) -> None:
-    """The compiled loop, band by band; with ``convert``, the bands are converted ahead on the worker pool."""
+    """The compiled loop, band by band, errors in a ring of ``ring`` rows; with ``convert``, the bands are
+    converted ahead on the worker pool."""
     p = np.ascontiguousarray(palette, dtype=np.float32)
     norms = np.ascontiguousarray(0.5 * (p * p).sum(1), dtype=np.float32)  # as the numpy path's scores
     lo32, hi32 = np.asarray(lo, dtype=np.float32), np.asarray(hi, dtype=np.float32)
@@ -533,7 +542,6 @@ def _diffuse_compiled(
     tap_array = np.array(list(taps), dtype=np.int64)
     weights = np.array(list(taps.values()), dtype=np.float32)
     b, h, w, _ = work.shape
-    ring = max(dy for dy, _ in taps) + 1
     bands = [(y0, min(h, y0 + _DIFFUSION_BAND)) for y0 in range(0, h, _DIFFUSION_BAND)]
     workers = thread_pool() if convert is not None and len(bands) > 1 else None
     for i in range(b):
@@ -655,9 +663,7 @@ def palette_colours(palette: np.ndarray, index: np.ndarray, out: np.ndarray | No
     p = np.ascontiguousarray(palette, dtype=np.float32)
     flat = np.ascontiguousarray(index).reshape(-1)
     shape = np.shape(index) + (3,)
-    result = np.empty(shape, dtype=np.float32) if out is None else out
-    if result.shape != shape or result.dtype != np.float32 or not result.flags.c_contiguous:
-        raise InputShapeError(f"palette_colours: out must be C-contiguous float32 of shape {shape}")
+    result = _float32_out(out, shape, "palette_colours")
     rows = result.reshape(-1, 3)
     compiled = compiled_kernels()
     if compiled is not None:
