@@ -387,11 +387,13 @@ def _ordered(
     if compiled is not None:
         p = np.ascontiguousarray(palette, dtype=np.float32)
         fill = np.empty((b, 0, w, 3), dtype=np.float32) if colours is None else colours
+        n = per_cell.shape[1]
+        tiled = np.ascontiguousarray(np.tile(per_cell, (1, -(-w // n)))[:, :w])
         for i in range(b):
             image = np.ascontiguousarray(rgb[i])
 
             def rows(first: int, end: int, image: np.ndarray = image, i: int = i) -> None:
-                compiled.ordered(image, table, np.float32(scale), per_cell, side, p, out[i], fill[i], first, end)
+                compiled.ordered(image, table, np.float32(scale), tiled, side, p, out[i], fill[i], first, end)
 
             split_rows(rows, h, _PARALLEL_ROWS)
         return out
