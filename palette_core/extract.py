@@ -35,12 +35,14 @@ from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
+import PIL
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from ._checks import RANGE_TOLERANCE, as_tensor, check_image
+from ._jit import kernels, pool, sort_columns, split_rows
 from .errors import InputShapeError, PaletteError
 from .masks import fit_mask
 from .palette import MAX_COLORS, Palette
@@ -57,6 +59,9 @@ KMEANS_TOL = 1e-4
 _FINER_CELLS = 2048  # fewer occupied 32-level cells than this: use 64 levels
 _MIN_CELLS = 256  # fewer occupied grid cells than this: k-means++ seeds on the exact colours
 _MAX_PIXELS = 1 << 28  # 268 M pixels: beyond this a full-resolution extraction is refused
+_MIN_BAND = 128  # rows or columns: a resample band any smaller costs more in Pillow calls than a thread saves
+_PAIRED_SORT = 4096  # pixels: a smaller box is not worth a second thread
+_PILLOW_13 = int(PIL.__version__.split(".")[0]) >= 13  # Pillow 13 picks the order of its two passes
 
 
 def _check_method(method: str) -> str:
@@ -80,8 +85,12 @@ def _check_resize(resize: int | None) -> int | None:
     return int(resize)
 
 
-def _to_uint8(image: Tensor | np.ndarray) -> np.ndarray:
-    """Images ``[B, H, W, 3]`` as 8-bit sRGB numpy (uint8 input is kept, floats are rounded to 1/255 levels)."""
+def _to_uint8(image: Tensor | np.ndarray, keep_float: bool = False) -> np.ndarray:
+    """Images ``[B, H, W, 3]`` as 8-bit sRGB numpy (uint8 input is kept, floats are rounded to 1/255 levels).
+
+    ``keep_float``: float32/64 pixels come back as they are, for :func:`_resample` to round band by band
+    while it resamples (one pass over the image, not two; with the compiled kernels only).
+    """
     x = as_tensor(image, "image")
     if x.ndim in (3, 4) and x.shape[-1] in (3, 4) and x.numel() > 0:
         a = x.detach().cpu()
@@ -90,6 +99,8 @@ def _to_uint8(image: Tensor | np.ndarray) -> np.ndarray:
         if a.dtype == np.uint8:
             return np.ascontiguousarray(a)
         if a.dtype in (np.float32, np.float64):
+            if keep_float and kernels() is not None:
+                return a
             u8 = _float_to_uint8(a.reshape(-1, a.shape[-2], 3))
             if u8 is not None:
                 return u8.reshape(a.shape)
@@ -100,20 +111,50 @@ def _to_uint8(image: Tensor | np.ndarray) -> np.ndarray:
 def _float_to_uint8(a: np.ndarray, rows: int = 64) -> np.ndarray | None:
     """Rows of float pixels ``[R, W, 3]`` rounded to 8-bit, or None if any value is non-finite or out of range.
 
-    numpy in cache-sized blocks: one pass over memory, and no torch threads to stall on a busy CPU.
+    Bands of rows on threads: the compiled kernel (one pass), or numpy in cache-sized blocks (numpy lets go
+    of the GIL in each operation; no torch threads to stall on a busy CPU).
     """
     out = np.empty(a.shape, dtype=np.uint8)
-    buf = np.empty((rows, *a.shape[1:]), dtype=np.float32)
-    for i in range(0, a.shape[0], rows):
-        block, b = a[i : i + rows], buf[: min(rows, a.shape[0] - i)]
-        lo, hi = float(block.min()), float(block.max())  # NaN propagates: one test for both
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo >= -RANGE_TOLERANCE and hi <= 1 + RANGE_TOLERANCE):
-            return None
-        np.multiply(block, 255.0, out=b)
-        if lo < 0 or hi > 1:
-            np.clip(b, 0.0, 255.0, out=b)
-        out[i : i + rows] = np.rint(b, out=b)
-    return out
+    valid = [True]
+    jit = kernels()
+    if jit is not None:
+
+        def compiled(first: int, end: int) -> None:
+            if not _rows_to_uint8(a[first:end], out[first:end]):
+                valid[0] = False
+
+        split_rows(compiled, a.shape[0], _MIN_BAND)
+        return out if valid[0] else None
+
+    def band(first: int, end: int) -> None:
+        buf = np.empty((rows, *a.shape[1:]), dtype=np.float32)
+        for i in range(first, end, rows):
+            block, b = a[i : min(i + rows, end)], buf[: min(rows, end - i)]
+            lo, hi = float(block.min()), float(block.max())  # NaN propagates: one test for both
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo >= -RANGE_TOLERANCE and hi <= 1 + RANGE_TOLERANCE):
+                valid[0] = False
+                return
+            np.multiply(block, 255.0, out=b)
+            if lo < 0 or hi > 1:
+                np.clip(b, 0.0, 255.0, out=b)
+            out[i : i + len(b)] = np.rint(b, out=b)
+
+    split_rows(band, a.shape[0], max(_MIN_BAND, rows))
+    return out if valid[0] else None
+
+
+def _rows_to_uint8(a: np.ndarray, out: np.ndarray) -> bool:
+    """Float pixels ``a [R, W, 3]`` rounded into ``out`` by the compiled kernel; False if a value is out of range."""
+    rows = a.reshape(len(a), -1)  # a copy only if the rows are not contiguous (an RGBA image's RGB)
+    return kernels().to_uint8(rows, out.reshape(len(out), -1), RANGE_TOLERANCE, 0, len(rows))
+
+
+def _as_uint8(a: np.ndarray) -> np.ndarray:
+    """An image ``[H, W, 3]`` that :func:`_to_uint8` kept in floats, rounded; the usual error if out of range."""
+    if a.dtype == np.uint8:
+        return a
+    u8 = _float_to_uint8(a)
+    return u8 if u8 is not None else _to_uint8(a)[0]  # _to_uint8 raises check_image's error
 
 
 def resized_pixels(image: Tensor | np.ndarray, resize: int | None = DEFAULT_RESIZE) -> Tensor:
@@ -132,11 +173,68 @@ def _resample(u8: np.ndarray, resize: int | None) -> np.ndarray:
                 f"image: {u8.shape[0]}x{u8.shape[1]} pixels is too large for a full-resolution extraction; "
                 "pass resize=256 (or another side length)"
             )
-        return u8
+        return _as_uint8(u8)
     if u8.shape[0] == resize and u8.shape[1] == resize:
-        return u8  # Pillow returns a copy of an image already at the requested size
-    img = Image.fromarray(np.ascontiguousarray(u8))
-    return np.asarray(img.resize((resize, resize), Image.Resampling.BICUBIC))
+        return _as_uint8(u8)  # Pillow returns a copy of an image already at the requested size
+    try:
+        return _bicubic(u8, resize, resize)
+    except _OutOfRange:
+        return _as_uint8(u8)  # raises the error that says what is wrong
+
+
+def _bicubic(u8: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pillow's ``Image.resize((width, height), BICUBIC)`` of 8-bit RGB ``[H, W, 3]``, pixel for pixel, on threads.
+
+    Pillow resamples in two passes with an 8-bit image between them, horizontal first (Pillow >= 13: vertical
+    first when the height shrinks more than twice as much as the width). Each output row of the horizontal
+    pass reads one input row, each column of the vertical pass one column: here each pass is its own Pillow
+    call, the horizontal one on bands of rows and the vertical one on bands of columns, one per thread
+    (Pillow lets go of the GIL while it resamples), so the image is the one call's, bit for bit.
+    """
+    h, w = u8.shape[0], u8.shape[1]
+    vertical_first = _PILLOW_13 and 0 < h - height and h - height > 2 * (w - width)
+    passes = [_horizontal, _vertical] if not vertical_first else [_vertical, _horizontal]
+    out = u8 if u8.dtype == np.uint8 or (passes[0] is _horizontal and w != width) else _as_uint8(u8)
+    for run in passes:
+        out = run(out, width, height)
+    return out
+
+
+class _OutOfRange(ValueError):
+    """A band of float pixels holds a value out of range (the caller raises the error that says which)."""
+
+
+def _horizontal(u8: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pillow's horizontal pass to ``width`` (a resize that keeps the height), bands of rows on threads."""
+    if u8.shape[1] == width:
+        return u8
+    out = np.empty((u8.shape[0], width, 3), dtype=np.uint8)
+
+    def band(first: int, end: int) -> None:
+        rows = u8[first:end]
+        if rows.dtype != np.uint8:  # float pixels (see _to_uint8's keep_float): rounded here, while in cache
+            rows, floats = np.empty(rows.shape, dtype=np.uint8), rows
+            if not _rows_to_uint8(floats, rows):
+                raise _OutOfRange
+        img = Image.fromarray(np.ascontiguousarray(rows))
+        out[first:end] = np.asarray(img.resize((width, end - first), Image.Resampling.BICUBIC))
+
+    split_rows(band, u8.shape[0], _MIN_BAND)
+    return out
+
+
+def _vertical(u8: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pillow's vertical pass to ``height`` (a resize that keeps the width), bands of columns on threads."""
+    if u8.shape[0] == height:
+        return u8
+    out = np.empty((height, u8.shape[1], 3), dtype=np.uint8)
+
+    def band(first: int, end: int) -> None:
+        img = Image.fromarray(np.ascontiguousarray(u8[:, first:end]))
+        out[:, first:end] = np.asarray(img.resize((end - first, height), Image.Resampling.BICUBIC))
+
+    split_rows(band, u8.shape[1], _MIN_BAND)
+    return out
 
 
 def _pack(px: np.ndarray) -> np.ndarray:
@@ -147,6 +245,8 @@ def _pack(px: np.ndarray) -> np.ndarray:
 
 def _few_colours(px: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray] | None:
     """``(colours [M, 3] uint8, counts [M])`` by ``_pack`` key if at most ``size`` distinct colours, else None."""
+    if len(px) > 64 * size and len(np.unique(_pack(px[:: len(px) // (16 * size)]))) > size:
+        return None  # a sample already holds more colours: no pass over every pixel
     keys = _pack(px)
     if size > 16:  # one sort beats size + 1 passes over the pixels
         uniq, counts = np.unique(keys, return_counts=True)
@@ -166,10 +266,11 @@ def _few_colours(px: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray] | N
     return colours, counts.astype(np.int64)
 
 
-def _sorted_palette(colours: Tensor, counts: Tensor) -> Palette:
+def _sorted_palette(colours: Tensor | np.ndarray, counts: Tensor | np.ndarray) -> Palette:
     """Palette of ``colours [M, 3]`` in [0, 1] weighted by pixel ``counts``, largest share first (stable)."""
-    order = torch.sort(-counts.double(), stable=True).indices
-    return Palette.from_colors(colours[order].clamp(0.0, 1.0), counts[order].double())
+    colours, counts = np.asarray(colours, dtype=np.float64), np.asarray(counts, dtype=np.float64)
+    order = np.argsort(-counts, kind="stable")
+    return Palette.from_colors(np.clip(colours[order], 0.0, 1.0), counts[order])
 
 
 def _median_cut(px: np.ndarray, size: int, weights: np.ndarray | None = None) -> tuple[Tensor, Tensor]:
@@ -178,39 +279,53 @@ def _median_cut(px: np.ndarray, size: int, weights: np.ndarray | None = None) ->
     Boxes come in Pylette's list order; the mass is the pixel count. With ``weights [N] > 0``
     (docs/regions.md) a box splits where its cumulative weight passes half its total (unit weights split at
     ``len // 2``, as Pylette) and gets its weighted mean and total weight (float64) as its mass.
+
+    Two threads sort two boxes at once: the box to split now and the one of largest volume after it. Sorting
+    a box that is never split changes nothing (its integer sums do not depend on the order of its pixels),
+    and one that is split later is then already as its own sort would leave it. (Not with weights: their
+    float sums do depend on it.)
     """
     data = np.array(px.T, order="C")  # writable planar [3, N]: contiguous sort keys, cheap segment min/max
     # relative weights: equal ones become exactly 1 (exact sums)
     wt = None if weights is None else np.asarray(weights, dtype=np.float64) / np.max(weights)
-    lo, hi = data.min(axis=1), data.max(axis=1)
-    # A box: [start, end, min per channel, max per channel]; boxes stay in Pylette's list order.
-    boxes: list[tuple[int, int, np.ndarray, np.ndarray]] = [(0, data.shape[1], lo, hi)]
+    # A box: (start, end, widest channel, volume prod(max - min) over R, G, B, or -1 if it cannot split);
+    # boxes stay in Pylette's list order.
+    boxes = [_box(data, 0, data.shape[1])]
+    done: set[int] = set()  # starts of the boxes already sorted along their widest channel
+
+    def sort(box: tuple[int, int, int, int], parallel: bool = True) -> None:
+        s, e, ch, _ = box
+        order = sort_columns(data[:, s:e], ch, parallel)
+        if wt is not None:
+            wt[s:e] = wt[s:e][order]
+        done.add(s)
+
+    workers = pool()
     while len(boxes) < size:
-        best, best_vol = -1, -1
-        for i, (s, e, bmin, bmax) in enumerate(boxes):
-            # Pylette also splits single-colour boxes (listing a colour twice); they are skipped here.
-            if e - s >= 2 and (bmax != bmin).any():
-                vol = math.prod(int(v) for v in bmax.astype(np.int64) - bmin)
-                if vol > best_vol:
-                    best, best_vol = i, vol
-        if best < 0:
+        # the largest volume, the first in list order among equals
+        ranked = sorted((-b[3], i) for i, b in enumerate(boxes) if b[3] >= 0)
+        if not ranked:
             break
-        s, e, bmin, bmax = boxes[best]
-        ch = int(np.argmax(bmax - bmin))
-        seg = data[:, s:e]
-        order = seg[ch].argsort()
-        seg[:] = np.take(seg, order, axis=1)
+        best = ranked[0][1]
+        s, e = boxes[best][:2]
+        if s not in done:
+            others = [boxes[i] for _, i in ranked[1:] if boxes[i][0] not in done]
+            if wt is not None or workers is None or not others or others[0][1] - others[0][0] < _PAIRED_SORT:
+                sort(boxes[best])
+            else:
+                job = workers.submit(sort, others[0], False)
+                try:
+                    sort(boxes[best], False)
+                finally:
+                    if not job.cancel():  # a busy pool: the other box waits for its own turn
+                        job.result()
         if wt is None:
             m = s + (e - s) // 2
         else:
-            wt[s:e] = wt[s:e][order]
             cum = np.cumsum(wt[s:e])
             m = s + min(max(int(np.searchsorted(cum, cum[-1] / 2.0, side="right")), 1), e - s - 1)
-        left, right = data[:, s:m], data[:, m:e]
-        boxes[best : best + 1] = [
-            (s, m, left.min(axis=1), left.max(axis=1)),
-            (m, e, right.min(axis=1), right.max(axis=1)),
-        ]
+        boxes[best : best + 1] = [_box(data, s, m), _box(data, m, e)]
+        done.discard(s)
     starts = np.array([b[0] for b in boxes])
     if wt is None:
         mass = np.array([b[1] - b[0] for b in boxes], dtype=np.int64)
@@ -220,6 +335,15 @@ def _median_cut(px: np.ndarray, size: int, weights: np.ndarray | None = None) ->
         sums = np.add.reduceat(data * wt, starts, axis=1).T
     # Pylette's colour: the box mean rounded (half to even) to an 8-bit level, so palettes are bit-identical.
     return torch.from_numpy(np.round(sums / mass[:, None]) / 255.0), torch.from_numpy(mass)
+
+
+def _box(data: np.ndarray, s: int, e: int) -> tuple[int, int, int, int]:
+    """Median cut's box of the pixels ``data[:, s:e]``: ``(s, e, widest channel, volume)``; the volume is -1
+    for a box that is not split (one pixel, or one colour: Pylette splits those too, listing a colour twice)."""
+    seg = data[:, s:e]
+    span = seg.max(axis=1).astype(np.int64) - seg.min(axis=1)
+    splits = e - s >= 2 and bool(span.any())
+    return s, e, int(np.argmax(span)), math.prod(int(v) for v in span) if splits else -1
 
 
 def _unique_colours(px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -403,7 +527,7 @@ def extract_palette(
     ``mask`` (a MASK ``[H, W]`` or ``[1, H, W]``, docs/regions.md) restricts it to the pixels inside, weighted.
     """
     size, method, resize = _check_size(size), _check_method(method), _check_resize(resize)
-    u8 = _to_uint8(image)
+    u8 = _to_uint8(image, keep_float=True)
     if u8.shape[0] != 1:
         raise InputShapeError(
             f"image: batch of {u8.shape[0]} images; extract_palette takes one image, use extract_palettes for a batch"
