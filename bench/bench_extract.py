@@ -2,7 +2,8 @@
 
 Same 1024 x 1024 photo (scikit-image's astronaut, bicubic-upscaled), same resize setting (256). Ours gets the
 image as a ComfyUI IMAGE holds it (float32 tensor in [0, 1]); Pylette gets a PIL image, its native input.
-Calls alternate; prints the best wall time of each, the speed-up (target >= 3x), the CPU time per call, the
+Calls alternate; prints the best wall time of each, the speed-up (target >= 3x; ours on ``PALETTE_THREADS``
+threads, by default the usable cores, Pylette on one, so ours on one thread too), the CPU time per call, the
 same for Pylette with scikit-learn limited to one thread (its k-means threads stall on a shared, busy CPU,
 which inflates the default-setting ratio), and the quantisation error of each palette on the resized
 pixels (mean squared RGB distance to the nearest colour, sRGB in [0, 1]; target: ours <= Pylette's).
@@ -13,6 +14,7 @@ pixels (mean squared RGB distance to the nearest colour, sRGB in [0, 1]; target:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -50,6 +52,17 @@ def case(label: str, size: int, method: str, mode: str, image, pil, px, repeat: 
     def ours():
         return extract_palette(image, size=size, method=method, resize=256)
 
+    def ours_one_thread():
+        before = os.environ.get("PALETTE_THREADS")
+        os.environ["PALETTE_THREADS"] = "1"  # the resample bands and the sorts on the calling thread only
+        try:
+            return ours()
+        finally:
+            if before is None:
+                del os.environ["PALETTE_THREADS"]
+            else:
+                os.environ["PALETTE_THREADS"] = before
+
     def theirs():
         return extract_colors(pil, palette_size=size, resize=256, mode=mode)
 
@@ -57,9 +70,11 @@ def case(label: str, size: int, method: str, mode: str, image, pil, px, repeat: 
         with threadpool_limits(1):  # scikit-learn's OpenMP threads off: its work without waiting on a busy CPU
             return theirs()
 
-    (t_ours, c_ours), (t_theirs, c_theirs), (t_one, c_one) = alternate([ours, theirs, theirs_one_thread], repeat)
+    fns = [ours, theirs, theirs_one_thread, ours_one_thread]
+    (t_ours, c_ours), (t_theirs, c_theirs), (t_one, c_one), (t_ours1, _) = alternate(fns, repeat)
     report(f"{label} ({size} colours)", t_ours, t_theirs, "Pylette", ">= 3x")
     print(f"  CPU time per call: ours {c_ours * 1e3:.1f} ms, Pylette {c_theirs * 1e3:.1f} ms")
+    print(f"  ours on 1 thread (PALETTE_THREADS=1): {t_ours1 * 1e3:.1f} ms, speed-up {t_theirs / t_ours1:.1f}x")
     print(
         f"  Pylette with scikit-learn on 1 thread: {t_one * 1e3:.1f} ms (CPU {c_one * 1e3:.1f} ms), "
         f"speed-up {t_one / t_ours:.1f}x"
