@@ -328,36 +328,31 @@ def partition(items: np.ndarray, lo: int, hi: int) -> int:
     return i
 
 
+def sift_down(items: np.ndarray, base: int, i: int, n: int, item: np.int64) -> None:
+    """Sink ``item`` from place ``i`` of the heap ``items[base + 1 : base + n + 1]`` (numpy's heapsort step)."""
+    j = i << 1
+    while j <= n:
+        if j < n and items[base + j] >> 32 < items[base + j + 1] >> 32:
+            j += 1
+        if item >> 32 < items[base + j] >> 32:
+            items[base + i] = items[base + j]
+            i, j = j, j + j
+        else:
+            break
+    items[base + i] = item
+
+
 def heap_sort(items: np.ndarray, lo: int, hi: int) -> None:
     """numpy's heapsort argsort of ``items[lo:hi + 1]`` (``key << 32 | index``), its quicksort's fallback."""
     n = hi - lo + 1
     base = lo - 1  # the heap counts from 1
     for start in range(n >> 1, 0, -1):
-        item = items[base + start]
-        i, j = start, start << 1
-        while j <= n:
-            if j < n and items[base + j] >> 32 < items[base + j + 1] >> 32:
-                j += 1
-            if item >> 32 < items[base + j] >> 32:
-                items[base + i] = items[base + j]
-                i, j = j, j + j
-            else:
-                break
-        items[base + i] = item
+        sift_down(items, base, start, n, items[base + start])
     while n > 1:
         item = items[base + n]
         items[base + n] = items[base + 1]
         n -= 1
-        i, j = 1, 2
-        while j <= n:
-            if j < n and items[base + j] >> 32 < items[base + j + 1] >> 32:
-                j += 1
-            if item >> 32 < items[base + j] >> 32:
-                items[base + i] = items[base + j]
-                i, j = j, j + j
-            else:
-                break
-        items[base + i] = item
+        sift_down(items, base, 1, n, item)
 
 
 def quick_sort(items: np.ndarray, lo: int, hi: int, depth: int, checked: bool) -> None:
@@ -415,17 +410,18 @@ def _compile() -> SimpleNamespace | None:
         return None
     try:
         jit = numba.njit(cache=True, nogil=True)
-        helpers = {"partition": jit(partition), "heap_sort": jit(heap_sort)}
-        # quick_sort calls the other two: compiled, it must see their compiled versions
-        sort = types.FunctionType(quick_sort.__code__, {**globals(), **helpers}, "quick_sort")
+        # quick_sort calls partition and heap_sort, which calls sift_down: each must see the compiled callees
+        linked: dict[str, Callable] = {"sift_down": jit(sift_down), "partition": jit(partition)}
+        for fn in (heap_sort, quick_sort):
+            linked[fn.__name__] = jit(types.FunctionType(fn.__code__, {**globals(), **linked}, fn.__name__))
         compiled = SimpleNamespace(
             diffuse=jit(diffuse),
             ordered=jit(ordered),
             colours_of=jit(colours_of),
             to_uint8=jit(to_uint8),
             take_columns=jit(take_columns),
-            partition=helpers["partition"],
-            quick_sort=jit(sort),
+            partition=linked["partition"],
+            quick_sort=linked["quick_sort"],
         )
         _warm_up(compiled)
         compiled.numpy_order = _sorts_like_numpy(compiled)

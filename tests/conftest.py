@@ -35,3 +35,14 @@ def photos(request) -> dict:
     from sample_photos import photo_tensor
 
     return {name: photo_tensor(name, request.module.PHOTO_SIZE) for name in request.module.PHOTOS}
+
+
+@pytest.fixture(params=["numpy", "compiled"])
+def both_paths(request, monkeypatch):
+    """Runs a test on the numpy paths and on the compiled kernels (numba, optional: docs/craft.md)."""
+    if request.param == "numpy":
+        monkeypatch.setenv("PALETTE_NO_JIT", "1")
+    else:
+        pytest.importorskip("numba")
+        monkeypatch.delenv("PALETTE_NO_JIT", raising=False)
+    return request.param

@@ -24,17 +24,6 @@ from palette_core.extract import _bicubic, _float_to_uint8, _median_cut, _resamp
 pytest.importorskip("skimage.data")  # the photographs below
 
 
-@pytest.fixture(params=["numpy", "compiled"])
-def both_paths(request, monkeypatch):
-    """Runs a test on the numpy paths and on the compiled kernels (numba, optional: docs/craft.md)."""
-    if request.param == "numpy":
-        monkeypatch.setenv("PALETTE_NO_JIT", "1")
-    else:
-        pytest.importorskip("numba")
-        monkeypatch.delenv("PALETTE_NO_JIT", raising=False)
-    return request.param
-
-
 @pytest.fixture
 def compiled(monkeypatch):
     """The compiled kernels (the test is skipped without numba)."""

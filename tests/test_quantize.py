@@ -29,17 +29,6 @@ def rng_palette(seed: int, n: int) -> np.ndarray:
     return np.random.default_rng(seed + 1000).random((n, 3)).astype(np.float32)
 
 
-@pytest.fixture(params=["numpy", "compiled"])
-def both_paths(request, monkeypatch):
-    """Runs a test on the numpy paths and on the compiled kernels (numba, optional: docs/craft.md)."""
-    if request.param == "numpy":
-        monkeypatch.setenv("PALETTE_NO_JIT", "1")
-    else:
-        pytest.importorskip("numba")
-        monkeypatch.delenv("PALETTE_NO_JIT", raising=False)
-    return request.param
-
-
 def colours_of(img: np.ndarray) -> set[tuple[float, ...]]:
     return {tuple(c) for c in img.reshape(-1, img.shape[-1])[:, :3].tolist()}
 
