@@ -116,8 +116,7 @@ def _float_to_uint8(a: np.ndarray, rows: int = 64) -> np.ndarray | None:
     """
     out = np.empty(a.shape, dtype=np.uint8)
     valid = [True]
-    jit = kernels()
-    if jit is not None:
+    if kernels() is not None:
 
         def compiled(first: int, end: int) -> None:
             if not _rows_to_uint8(a[first:end], out[first:end]):
