@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -27,10 +28,19 @@ from palette_core.adapter import (  # noqa: E402
     read_adapter_metadata,
 )
 from palette_core.blocks import diffusers_unet_layers, text_kv  # noqa: E402
-from palette_core.errors import AdapterError  # noqa: E402
+from palette_core.errors import AdapterError, InputShapeError  # noqa: E402
 from palette_core.histogram import NUM_BINS, image_histogram  # noqa: E402
+from palette_core.palette import Palette  # noqa: E402
 from train.checkpoint import list_checkpoints  # noqa: E402
-from train.data import ConstantText, Record, StepBatches, read_manifest  # noqa: E402
+from train.data import (  # noqa: E402
+    ConstantText,
+    ManifestError,
+    Record,
+    StepBatches,
+    manifest_palettes,
+    read_manifest,
+    write_manifest,
+)
 from train.models import PixelCodec, build_unet, tiny_unet_config  # noqa: E402
 from train.processor import PaletteAttnProcessor, PaletteUNet, time_ids  # noqa: E402
 from train.recipe import Recipe, draw_conditions  # noqa: E402
@@ -191,6 +201,49 @@ def test_manifests_jsonl_csv_folder_and_step_batches(tmp_path, dataset):
     s1 = list(StepBatches([1.0, 0.0, 3.0], 4, seed=1, start=0, total=6))
     s2 = list(StepBatches([1.0, 0.0, 3.0], 4, seed=1, start=3, total=6))
     assert s1[3:] == s2 and all(1 not in b for b in s1)
+
+
+def test_manifest_palettes_are_checked_on_reading_and_written_back_as_given(tmp_path, dataset):
+    rows = read_manifest(dataset)
+    assert all(r.palette is not None for r in rows)  # the toy manifest names each image's palette
+    for value, match in (("#12345", r"bad.jsonl line 2: palette: .*12345"), (7, "neither palette text nor a list")):
+        bad = [{"image": "a.png"}, {"image": "b.png", "palette": value}]
+        (tmp_path / "bad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in bad))
+        with pytest.raises(ManifestError, match=match):
+            read_manifest(tmp_path / "bad.jsonl")
+    weighted = "#ff0000:3, #0000ff"
+    write_manifest([replace(rows[0], palette=weighted), rows[1]], tmp_path / "kept.jsonl")
+    back = read_manifest(tmp_path / "kept.jsonl")
+    assert back[0].palette == weighted and back[1].palette == rows[1].palette  # curation keeps them verbatim
+    assert torch.allclose(manifest_palettes(back)[0].weights, torch.tensor([0.75, 0.25]))
+    with pytest.raises(ManifestError, match="1 of 2 have none"):
+        manifest_palettes([rows[0], replace(rows[1], palette=None)])
+
+
+def test_the_manifest_palette_source_conditions_each_image_on_its_own_palette(tmp_path, dataset):
+    """Flat and shaded images drawn in one palette get the same condition: its histogram, with its weights."""
+    recipe = Recipe(1.0, 0.0, p_drop_text=0, p_drop_color=0, p_drop_both=0, palette_resize=None)
+    recipe = replace(recipe, palette_source="manifest")
+    pal = Palette.parse("#ff0000:3, #0000ff")
+    img = torch.rand(2, 8, 8, 3, generator=torch.Generator().manual_seed(0))
+    img[0] = torch.tensor([1.0, 0.0, 0.0])
+    d = draw_conditions(img, recipe, torch.Generator().manual_seed(1), [pal, pal])
+    assert torch.equal(d.condition.histogram, pal.histogram().float().expand(2, -1))
+    assert sorted(d.condition.histogram[0][d.condition.histogram[0] > 0].tolist()) == [0.25, 0.75]
+    assert d.condition.entropy[1] > d.condition.entropy[0] + 3  # the scalars still come from the image
+    assert d.condition.distance[1] > d.condition.distance[0]
+    with pytest.raises(InputShapeError, match="one palette per image"):
+        draw_conditions(img, recipe, torch.Generator().manual_seed(1))
+    with pytest.raises(InputShapeError, match="palette source 'kmeans'"):
+        Recipe(palette_source="kmeans")
+    trainer = Trainer(config(tmp_path / "m", dataset, recipe=recipe), tiny_parts())
+    idx = torch.tensor([3, 0])
+    drawn, _ = trainer.draw(0, torch.stack([trainer.dataset[int(i)][1] for i in idx]), None, idx)
+    rows = read_manifest(dataset)
+    for k, i in enumerate(idx.tolist()):
+        assert torch.equal(drawn.condition.histogram[k], manifest_palettes([rows[i]])[0].histogram().float())
+    args = build_parser().parse_args(["--data", "d.jsonl", "--model", "m", "--palette-source", "manifest"])
+    assert config_from_args(args).recipe.palette_source == "manifest"
 
 
 def _adapter_state(trainer):

@@ -1,9 +1,10 @@
 """Training data: manifests, images (unreadable or tiny ones skipped and counted), batches, text embeddings.
 
-A manifest is JSONL (one object per line with ``image`` and ``caption``, optional ``weight``), CSV (a header
-row with the same columns) or a folder of images with same-named ``.txt`` captions (docs/design.md §8). Relative
-image paths are resolved against the manifest's folder. ``weight`` (from ``curate_dataset.py``) is the
-per-image sampling weight.
+A manifest is JSONL (one object per line with ``image`` and ``caption``, optional ``weight`` and ``palette``),
+CSV (a header row with the same columns) or a folder of images with same-named ``.txt`` captions (docs/design.md
+§8). Relative image paths are resolved against the manifest's folder. ``weight`` (from ``curate_dataset.py``) is
+the per-image sampling weight; ``palette``, the palette the image was made from in any form of docs/palettes.md
+(text, or a JSON list), is checked on reading and kept as written.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from palette_core.adapter import CONTEXT_DIM
-from palette_core.errors import PaletteError
+from palette_core.errors import PaletteError, PaletteFormatError
+from palette_core.palette import Palette
 
 from .models import POOLED_DIM
 
@@ -44,11 +46,31 @@ class ManifestError(PaletteError):
 
 @dataclass(frozen=True)
 class Record:
-    """One training image: its path, caption and sampling weight."""
+    """One training image: its path, caption, sampling weight and palette as the manifest writes it (or None)."""
 
     image: Path
     caption: str = ""
     weight: float = 1.0
+    palette: str | list | None = None
+
+
+def parse_palette(value: str | list, where: str) -> Palette:
+    """A manifest row's ``palette`` (docs/palettes.md text or a JSON list) as a :class:`Palette`."""
+    try:
+        return Palette.parse(value if isinstance(value, str) else json.dumps(value))
+    except PaletteFormatError as e:
+        raise ManifestError(f"{where}: palette: {e}") from None
+
+
+def manifest_palettes(records: Sequence[Record]) -> list[Palette]:
+    """Every record's palette (the recipe's manifest palette source); an error names the rows without one."""
+    missing = [r.image.name for r in records if r.palette is None]
+    if missing:
+        raise ManifestError(
+            f"the manifest palette source needs a palette on every row: {len(missing)} of {len(records)} have "
+            f"none (first: {missing[0]}); add a 'palette' column, or take palettes by median cut"
+        )
+    return [parse_palette(r.palette, str(r.image)) for r in records]
 
 
 def _record(row: dict, base: Path, where: str) -> Record:
@@ -62,8 +84,15 @@ def _record(row: dict, base: Path, where: str) -> Record:
         raise ManifestError(f"{where}: weight {row.get('weight')!r} is not a number") from None
     if not weight >= 0:
         raise ManifestError(f"{where}: weight {weight} must be >= 0")
+    palette = row.get("palette")
+    if palette in (None, ""):
+        palette = None
+    elif not isinstance(palette, (str, list)):
+        raise ManifestError(f"{where}: palette {palette!r} is neither palette text nor a list of colours")
+    else:
+        parse_palette(palette, where)
     p = Path(path)
-    return Record(p if p.is_absolute() else base / p, str(caption), weight)
+    return Record(p if p.is_absolute() else base / p, str(caption), weight, palette)
 
 
 def read_manifest(path: str | Path) -> list[Record]:
@@ -108,7 +137,10 @@ def write_manifest(records: Sequence[Record], path: str | Path, extra: Sequence[
                 image = str(r.image.resolve().relative_to(path.parent.resolve()))
             except ValueError:
                 image = str(r.image.resolve())
-            row = {"image": image, "caption": r.caption, "weight": r.weight, **(extra[i] if extra else {})}
+            row = {"image": image, "caption": r.caption, "weight": r.weight}
+            if r.palette is not None:
+                row["palette"] = r.palette
+            row.update(extra[i] if extra else {})
             f.write(json.dumps(row) + "\n")
     tmp.replace(path)
     return path

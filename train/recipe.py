@@ -8,12 +8,17 @@ guidance: text, colour, or both (5 % each), and each scalar on its own (10 %) so
 with a control unset. "Unconditioned" keeps the entropy (the null branch of relative entropy carries
 one); a colour drop removes everything (zero histogram, kind 0, no scalars).
 
+With ``palette_source="manifest"`` a palette is instead the one the manifest gives for the image (with its
+weights): for data made from known palettes, where a median cut would also tell how the image was drawn
+around them (the toy's shading, docs/training.md "Toy run") and so leave the scalars nothing to say.
+
 Every random choice comes from the generator passed in, in a fixed order, so a step is reproducible.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +28,9 @@ from palette_core.adapter import KIND_HISTOGRAM, KIND_NONE, KIND_PALETTE, ColorC
 from palette_core.errors import InputShapeError
 from palette_core.extract import extract_palette
 from palette_core.histogram import NUM_BINS, image_histogram, palette_histogram
+from palette_core.palette import Palette
+
+PALETTE_SOURCES = ("median_cut", "manifest")  # where a palette condition comes from
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class Recipe:
     p_drop_distance: float = 0.10
     p_drop_entropy: float = 0.10
     palette_resize: int | None = 256  # Pylette resamples to 256 x 256 before the median cut
+    palette_source: str = "median_cut"
 
     def __post_init__(self) -> None:
         probs = (self.p_palette, self.p_histogram, self.p_drop_text, self.p_drop_color, self.p_drop_both)
@@ -48,6 +57,8 @@ class Recipe:
             raise InputShapeError("recipe: text + colour + both drop probabilities must sum to <= 1")
         if not 1 <= self.palette_min <= self.palette_max <= 16:
             raise InputShapeError(f"recipe: palette sizes {self.palette_min}..{self.palette_max}; need 1 <= min <= max")
+        if self.palette_source not in PALETTE_SOURCES:
+            raise InputShapeError(f"recipe: palette source {self.palette_source!r}; choose one of {PALETTE_SOURCES}")
 
 
 @dataclass
@@ -65,9 +76,17 @@ def median_cut_histogram(image: Tensor, size: int, resize: int | None) -> Tensor
     return palette_histogram(pal.colors.float(), torch.full((pal.colors.shape[0],), 1.0 / pal.colors.shape[0]))
 
 
-def draw_conditions(images: Tensor, recipe: Recipe, generator: torch.Generator) -> DrawnConditions:
-    """The docs/design.md §8 condition of each image of a batch ``[B, H, W, 3]`` in [0, 1]."""
+def draw_conditions(
+    images: Tensor, recipe: Recipe, generator: torch.Generator, palettes: Sequence[Palette] | None = None
+) -> DrawnConditions:
+    """The docs/design.md §8 condition of each image of a batch ``[B, H, W, 3]`` in [0, 1].
+
+    ``palettes``: each image's own palette, needed by (and only used with) ``recipe.palette_source="manifest"``.
+    """
     b = images.shape[0]
+    if recipe.palette_source == "manifest" and (palettes is None or len(palettes) != b):
+        got = "none" if palettes is None else len(palettes)
+        raise InputShapeError(f"recipe: the manifest palette source needs one palette per image ({b}), got {got}")
     u = torch.rand(b, 4, generator=generator)  # kind, text/colour drop, distance drop, entropy drop
     sizes = torch.randint(recipe.palette_min, recipe.palette_max + 1, (b,), generator=generator)
     full = image_histogram(images.float()).reshape(b, NUM_BINS)
@@ -78,7 +97,9 @@ def draw_conditions(images: Tensor, recipe: Recipe, generator: torch.Generator) 
     )
     hist = torch.zeros(b, NUM_BINS)
     for i in range(b):
-        if kind[i] == KIND_PALETTE:
+        if kind[i] == KIND_PALETTE and palettes is not None and recipe.palette_source == "manifest":
+            hist[i] = palettes[i].histogram().float()
+        elif kind[i] == KIND_PALETTE:
             hist[i] = median_cut_histogram(images[i], int(sizes[i]), recipe.palette_resize)
         elif kind[i] == KIND_HISTOGRAM:
             hist[i] = full[i]

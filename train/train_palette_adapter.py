@@ -63,12 +63,13 @@ from train.data import (
     LatentCache,
     StepBatches,
     collate,
+    manifest_palettes,
     read_manifest,
     step_seed,
 )
 from train.models import VaeCodec, load_unet, load_vae, noise_scheduler
 from train.processor import PaletteUNet, generate, time_ids
-from train.recipe import DrawnConditions, Recipe, draw_conditions
+from train.recipe import PALETTE_SOURCES, DrawnConditions, Recipe, draw_conditions
 
 log = logging.getLogger("train_palette_adapter")
 
@@ -235,6 +236,7 @@ class Trainer:
         self.text = parts.text
         self.records = records if records is not None else read_manifest(self._need(c.data, "--data"))
         self.dataset = ImageDataset(self.records, c.resolution, c.min_size)
+        self.palettes = manifest_palettes(self.records) if c.recipe.palette_source == "manifest" else None
         # only a VAE's encoder is worth caching (a pixel codec's "encoding" is a reshape)
         cache = c.latent_cache and hasattr(self.codec, "moments")
         self.latents = LatentCache(c.latent_cache, c.resolution) if cache else None
@@ -291,9 +293,11 @@ class Trainer:
         return torch.cat([codec.sample(moments[k : k + 1], g) for k, g in enumerate(gens)]).to(self.device)
 
     def draw(
-        self, step: int, images: Tensor, slots: Sequence[int] | None = None
+        self, step: int, images: Tensor, slots: Sequence[int] | None = None, idx: Tensor | None = None
     ) -> tuple[DrawnConditions, list[torch.Generator]]:
         """Colour conditions and one generator per image, advanced past them (CPU work that can run ahead).
+
+        ``idx``: the images' record indices, which the manifest palette source needs.
 
         Image ``k`` draws from the seed of (seed, step, ``slots[k]``), its place in the optimizer step's
         global batch (``slots`` None: 0, 1, ...), so the same global batch split over any number of processes
@@ -303,7 +307,11 @@ class Trainer:
         slots = range(images.shape[0]) if slots is None else slots
         gens = [torch.Generator().manual_seed(step_seed(c.seed, step, 1, int(s))) for s in slots]
         pixels = images.permute(0, 2, 3, 1)
-        parts = [draw_conditions(pixels[k : k + 1], c.recipe, g) for k, g in enumerate(gens)]
+        palettes = None if self.palettes is None or idx is None else [self.palettes[int(i)] for i in idx]
+        parts = [
+            draw_conditions(pixels[k : k + 1], c.recipe, g, None if palettes is None else palettes[k : k + 1])
+            for k, g in enumerate(gens)
+        ]
         drawn = DrawnConditions(
             ColorCondition.cat([d.condition for d in parts]),
             torch.cat([d.drop_text for d in parts]),
@@ -321,7 +329,7 @@ class Trainer:
     ) -> Tensor:
         """The noise-prediction MSE of each image ``[B]`` (all its randomness from its step and slot)."""
         c = self.config
-        drawn, gens = drawn or self.draw(step, images, slots)
+        drawn, gens = drawn or self.draw(step, images, slots, idx)
         latents = self._latents(idx, images, gens).to(self.weight_dtype)
         b = latents.shape[0]
         noise = torch.cat([torch.randn((1, *latents.shape[1:]), generator=g) for g in gens])
@@ -372,7 +380,7 @@ class Trainer:
                 return None
             idx, images, info = item
             step = micro // self.config.grad_accum
-            return idx, images, info, (self.draw(step, images, info.slots) if images.shape[0] else None)
+            return idx, images, info, (self.draw(step, images, info.slots, idx) if images.shape[0] else None)
 
         pool = ThreadPoolExecutor(1, thread_name_prefix="palette-recipe")
         pending = deque(pool.submit(task, first_micro + k) for k in range(ahead))
@@ -843,6 +851,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--p-histogram", type=float, default=d.recipe.p_histogram)
     a("--palette-min", type=int, default=d.recipe.palette_min)
     a("--palette-max", type=int, default=d.recipe.palette_max)
+    a(
+        "--palette-source",
+        choices=PALETTE_SOURCES,
+        default=d.recipe.palette_source,
+        help="palette conditions by median cut of each image, or the manifest's 'palette' column (data made from "
+        "known palettes)",
+    )
     a("--p-drop-text", type=float, default=d.recipe.p_drop_text)
     a("--p-drop-color", type=float, default=d.recipe.p_drop_color)
     a("--p-drop-both", type=float, default=d.recipe.p_drop_both)
@@ -878,6 +893,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         p_drop_distance=args.p_drop_distance,
         p_drop_entropy=args.p_drop_entropy,
         palette_resize=args.palette_resize or None,
+        palette_source=args.palette_source,
     )
     names = {f.name for f in fields(TrainConfig)} - {"recipe", "progress", "val_palettes", "val_prompts"}
     values = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
