@@ -22,17 +22,21 @@ from train.toy import run_toy  # noqa: E402
 ARGS = ["--smoke", "--device", "cpu"]
 
 
-def test_seen_palettes_are_uniform_median_cuts_of_the_training_images():
-    images = torch.zeros(2, 3, 16, 16)
-    images[0, 0] = 1.0  # red
-    images[1, :, :8] = 1.0  # top half white, bottom half black
-    red, white_black = run_toy.seen_palettes(images, 5)
-    assert torch.allclose(red.colors[0].float(), torch.tensor([1.0, 0.0, 0.0]), atol=1e-3)
-    found = {tuple(round(float(v)) for v in c) for c in white_black.colors}
-    assert found == {(0, 0, 0), (1, 1, 1)}
-    assert torch.allclose(
-        white_black.weights.float(), torch.full((len(white_black.colors),), 1 / len(white_black.colors))
-    )
+def test_training_palettes_are_the_palettes_the_images_were_drawn_in(tmp_path):
+    from train.data import ManifestError
+    from train.toy.shapes import write_dataset
+
+    manifest = write_dataset(tmp_path, 6, 8, seed=1, broken=2)
+    with pytest.raises(ManifestError, match="8 rows but 6 usable images; curate it first"):
+        run_toy.training_palettes(manifest, 8)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()][:6]
+    (tmp_path / "good.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    images, palettes = run_toy.training_palettes(tmp_path / "good.jsonl", 8)
+    assert images.shape == (6, 3, 8, 8) and len(palettes) == 6
+    for image, palette, row in zip(images, palettes, rows):
+        assert torch.allclose(palette.colors, torch.tensor(row["palette"]), atol=1e-6)
+        if row["color_caption"].endswith("flat"):  # the corner is the background: the palette's first colour
+            assert torch.allclose(image[:, 0, 0], palette.colors[0], atol=1 / 255)
 
 
 def test_toy_run_chains_its_phases_reports_every_claim_and_resumes(tmp_path):
@@ -185,22 +189,31 @@ def test_toy_data_spans_flat_and_textured_entropies_and_shows_every_palette_colo
     assert bits[0] < 1.6 and bits[1] > bits[0] + 3.0, bits  # >= 1 bit to show, with room for the base's noise
 
 
-def test_the_adapter_is_conditioned_on_three_colour_cuts_as_its_settings_are_measured():
-    """The toy's adapter sees 3-colour palettes (never full histograms, which carry the shading themselves),
-    and the evaluation's entropy and distance settings are quantiles of the same 3-colour cuts."""
+def test_the_adapter_is_conditioned_on_the_palette_alone_and_the_settings_on_what_it_saw():
+    """The toy's adapter sees the palette an image was drawn in, the same for a flat and a shaded image
+    (never a histogram or a median cut, which carry the shading themselves), so only the scalars tell the
+    two apart; the evaluation's settings are quantiles of the same scalars."""
     from palette_core.adapter import KIND_HISTOGRAM, KIND_PALETTE
+    from palette_core.palette import Palette
     from train.recipe import draw_conditions
     from train.toy.shapes import draw, random_palette
 
     rng = np.random.default_rng(3)
+    palettes = [Palette.from_colors(random_palette(rng, 3)) for _ in range(8)]
     images = torch.stack(
-        [torch.from_numpy(draw(random_palette(rng, 3), rng, 8, textured)[0]).float() / 255 for textured in (0, 1) * 8]
+        [
+            torch.from_numpy(draw(p.colors_array.astype(np.float64), rng, 8, textured)[0]).float() / 255
+            for p in palettes
+            for textured in (False, True)
+        ]
     )
-    drawn = draw_conditions(images, run_toy.ADAPTER_RECIPE, torch.Generator().manual_seed(0))
+    pairs = [p for p in palettes for _ in range(2)]
+    drawn = draw_conditions(images, run_toy.ADAPTER_RECIPE, torch.Generator().manual_seed(0), pairs)
     kinds = drawn.kind_drawn.tolist()
     assert KIND_HISTOGRAM not in kinds and kinds.count(KIND_PALETTE) >= 12
-    colours = (drawn.condition.histogram[drawn.kind_drawn == KIND_PALETTE] > 0).sum(-1)
-    assert (colours <= 3).all() and (colours == 3).any()  # a flat 3-colour image's cut is its 3 colours
-    shaded = run_toy.training_scalars(images[1::2].permute(0, 3, 1, 2), colours=3)
-    flat = run_toy.training_scalars(images[::2].permute(0, 3, 1, 2), colours=3)
-    assert shaded["entropy"][0] > flat["entropy"][2] and shaded["distance"][1] > flat["distance"][1]
+    for k in range(16):
+        if kinds[k] == KIND_PALETTE and drawn.condition.kind[k] == KIND_PALETTE:
+            assert torch.equal(drawn.condition.histogram[k], pairs[k].histogram().float())
+    shaded = run_toy.training_scalars(images[1::2].permute(0, 3, 1, 2), palettes)
+    flat = run_toy.training_scalars(images[::2].permute(0, 3, 1, 2), palettes)
+    assert shaded["entropy"][0] > flat["entropy"][2] and shaded["distance"][0] > flat["distance"][2]

@@ -12,9 +12,9 @@
 6. optionally the block analysis of the adapter (``--analyse``).
 
 Every phase resumes: a finished phase is reused, an interrupted adapter run continues from its last
-checkpoint. ``python train/toy/run_toy.py --out train/toy/out --threads 1`` trains on the CPU (about 30 minutes
-on 2 cores); ``--device cuda`` takes the GPU preset (under 8 minutes on one H100-class GPU); ``--smoke``
-checks every phase at tiny sizes. Flags override a preset's sizes.
+checkpoint. ``python train/toy/run_toy.py --out train/toy/out`` trains on the CPU (about 27 minutes on 2
+quiet cores; ``--threads 1`` on a busy machine); ``--device cuda`` takes the GPU preset (under 8 minutes on
+one H100-class GPU); ``--smoke`` checks every phase at tiny sizes. Flags override a preset's sizes.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from palette_core.adapter import (
 )
 from palette_core.histogram import entropy, image_histogram
 from palette_core.palette import Palette
-from train.data import read_manifest
+from train.data import ManifestError, manifest_palettes, read_manifest
 from train.models import PixelCodec
 from train.processor import PaletteUNet, generate
 from train.recipe import Recipe
@@ -73,18 +73,6 @@ def colour_captions(palettes: Sequence[Palette], seed: int = 54321) -> list[str]
     """The base model's colour caption of a scene drawn in each palette (what the base learnt to follow)."""
     rng = np.random.default_rng(seed)
     return [draw(p.colors.double().numpy(), rng, SIZE)[2] for p in palettes]
-
-
-def seen_palettes(images: torch.Tensor, n: int, size: int = 5) -> list[Palette]:
-    """Median-cut palettes (uniform weights, as the recipe's) of the first ``n`` training images ``[N, 3, H, W]``."""
-    from palette_core.extract import extract_palette
-
-    return [
-        Palette.from_colors(
-            extract_palette(x.permute(1, 2, 0), size=size, method="median_cut", resize=None).colors.float()
-        )
-        for x in images[:n]
-    ]
 
 
 def reference_emd(palettes: Sequence[Palette], per: int = 8, seed: int = 2718) -> dict:
@@ -182,18 +170,23 @@ def mean_entropy(images: torch.Tensor) -> float:
     return float(entropy(image_histogram(images.float().clamp(0, 1))).mean())
 
 
-def training_scalars(images: torch.Tensor, n: int = 256, colours: int = 3) -> dict[str, list[float]]:
+def training_palettes(manifest: Path, size: int) -> tuple[torch.Tensor, list[Palette]]:
+    """The usable images ``[N, 3, S, S]`` of a curated toy manifest and the palettes each was drawn in."""
+    images, _ = load_images(manifest, size)
+    palettes = manifest_palettes(read_manifest(manifest))
+    if len(palettes) != images.shape[0]:
+        raise ManifestError(f"{manifest}: {len(palettes)} rows but {images.shape[0]} usable images; curate it first")
+    return images, palettes
+
+
+def training_scalars(images: torch.Tensor, palettes: Sequence[Palette], n: int = 256) -> dict[str, list[float]]:
     """10/50/90 % quantiles of the entropy and the palette distance of the first ``n`` training images ``[N, 3, H, W]``.
 
-    The distance is the recipe's: the Quadratic-Chi distance of a uniform median cut of ``colours`` colours
-    to the image's histogram (train/recipe.py), the values the adapter saw in training.
+    The distance is the recipe's with the manifest palette source: the Quadratic-Chi distance of each
+    image's palette to its histogram (train/recipe.py), the values the adapter saw in training.
     """
-    from train.recipe import median_cut_histogram
-
     x = images[:n].permute(0, 2, 3, 1).float()
-    hists = image_histogram(x)
-    cond = torch.stack([median_cut_histogram(im, colours, None) for im in x])
-    qc, ent = image_scalars(hists, cond)
+    qc, ent = image_scalars(image_histogram(x), torch.stack([p.histogram().float() for p in palettes[:n]]))
     q = torch.tensor([0.1, 0.5, 0.9])
     return {"entropy": torch.quantile(ent, q).tolist(), "distance": torch.quantile(qc, q).tolist()}
 
@@ -435,7 +428,7 @@ def results_text(r: dict) -> str:
         if "emd_seen_with_adapter" in c:
             seen_ratio = c["emd_seen_with_adapter"] / e["emd_seen_without_adapter"]
             lines.append(
-                f"| CFG {cfg}: palette EMD on training images' own median-cut palettes (conditions like those "
+                f"| CFG {cfg}: palette EMD on training images' own palettes (conditions like those "
                 f"trained on), without / with the adapter | {e['emd_seen_without_adapter']:.4f} / "
                 f"{c['emd_seen_with_adapter']:.4f} (x {seen_ratio:.2f}) |"
             )
@@ -468,20 +461,20 @@ def results_text(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# The adapter's conditions: 3-colour median cuts of the images only, never their full histograms. A
-# histogram, or a cut into more colours than a flat image has, already carries the image's shading, so the
-# entropy and distance settings told the adapter nothing new and it learnt to ignore them; with 3-colour
-# cuts the entropy setting's effect grew 4x (docs/training.md, "Toy run").
-ADAPTER_RECIPE = Recipe(palette_resize=None, p_palette=0.9, p_histogram=0.0, palette_min=3, palette_max=3)
+# The adapter's conditions: the palette each image was drawn in (the manifest's), never its full histogram
+# or a median cut. Both carry the image's shading themselves (a cut of a shaded image has its darker,
+# greyer shades), so the adapter drew shading from the palette, and the entropy and distance settings,
+# telling it nothing new, had no effect at all (docs/training.md, "Toy run").
+ADAPTER_RECIPE = Recipe(palette_resize=None, p_palette=0.9, p_histogram=0.0, palette_source="manifest")
 
 PRESETS = {
-    # 2 CPU cores, about 25 minutes (docs/training.md "Toy run")
+    # 2 quiet CPU cores, about 27 minutes (docs/training.md "Toy run")
     "cpu": {
         "train_images": 2000,
         "base_steps": 4000,
         "base_batch": 32,
         "base_channels": 16,
-        "adapter_steps": 1200,
+        "adapter_steps": 2400,
         "adapter_batch": 32,
         "eval_palettes": 16,
         "validate_every": 200,
@@ -494,7 +487,7 @@ PRESETS = {
         "base_batch": 512,
         "base_channels": 16,
         "adapter_steps": 600,
-        "adapter_batch": 64,
+        "adapter_batch": 128,
         "eval_palettes": 32,
         "validate_every": 0,
     },
@@ -546,7 +539,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--base-lognormal-share", type=float, default=0.0, help="share of base timesteps at EDM-like noise levels"
     )
-    p.add_argument("--base-min-snr", type=float, default=5.0, help="Min-SNR gamma of the base's loss weights (0: none)")
+    p.add_argument(
+        "--base-min-snr", type=float, default=20.0, help="Min-SNR gamma of the base's loss weights (0: none)"
+    )
     p.add_argument("--adapter-steps", type=int)
     p.add_argument("--adapter-batch", type=int)
     p.add_argument("--adapter-lr", type=float, default=1e-3)
@@ -661,7 +656,7 @@ def run(args: argparse.Namespace) -> int:
 
     t = time.perf_counter()
     model = trainer.palette_model.eval()
-    train_images, _ = load_images(manifest, SIZE)
+    train_images, train_palettes = training_palettes(curated, SIZE)
     result = {
         "eval": evaluate(
             model,
@@ -671,9 +666,9 @@ def run(args: argparse.Namespace) -> int:
             held_out_palettes(args.eval_palettes),
             args.eval_seeds,
             out,
-            training_scalars(train_images, colours=ADAPTER_RECIPE.palette_max),
+            training_scalars(train_images, train_palettes),
             steps=args.sampling_steps,
-            seen=seen_palettes(train_images, args.eval_palettes, size=3),
+            seen=train_palettes[: args.eval_palettes],
         ),
         "adapter_steps": trained["step"],
         "base_steps": args.base_steps,
