@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bench.greedy_match import greedy_match
@@ -108,9 +108,14 @@ def test_one_cluster_of_up_to_four_pairs_is_matched_exactly(case):
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 300), st.integers(0, 2**16), st.sampled_from(["spread", "ties"]))
+@example(143, 535, "spread")  # two sources 2.5e-6 apart swapped: 5e-7 of a cost of 252
 def test_one_dimensional_bisection_is_the_sorted_matching(n, seed, kind):
     """In 1-D every cut is along the only axis at the same rank on both sides: the result is the sorted
-    pairing, which is optimal for the squared distance in 1-D, whatever the ties."""
+    pairing, which is optimal for the squared distance in 1-D, whatever the ties.
+
+    Optimal to float32's precision: the groups of up to four pairs are matched on float32 pair costs, which
+    cannot tell apart two pairings of sources closer than their rounding (a relative 1e-6 of the total).
+    """
     g = torch.Generator().manual_seed(seed)
     s = torch.randn(n, 1, generator=g)
     t = torch.randn(n, 1, generator=g) * 2 + 1
@@ -119,7 +124,7 @@ def test_one_dimensional_bisection_is_the_sorted_matching(n, seed, kind):
         s = torch.round(s * 2) / 2
     perm = A.match(s, t, k=1)
     expected = float(((torch.sort(s[:, 0].double()).values - torch.sort(t[:, 0].double()).values) ** 2).sum())
-    assert cost(s, t, perm) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    assert cost(s, t, perm) == pytest.approx(expected, rel=1e-6, abs=1e-9)
 
 
 @settings(max_examples=40, deadline=None)
