@@ -132,7 +132,7 @@ def lower_bound(
     """A proven lower bound of the optimal matching cost: ``F(v)`` (module docstring) at ascended duals ``v``.
 
     Sweeps of: exact offsets of the blocks, then an ascent step on each block in turn (blocks: ``blocks``
-    k-means clusters of the targets, default ~U/128, re-drawn each sweep), until a sweep raises ``F`` by
+    k-means clusters of the targets, default ~U/128 and at least 1, re-drawn each sweep), until a sweep raises ``F`` by
     less than ``tol`` of its value (or ``max_sweeps``). Deterministic.
     """
     s = source.detach().cpu().double()
@@ -141,7 +141,9 @@ def lower_bound(
     v = torch.zeros(t.shape[0], dtype=torch.float64)
     if t.shape[0] == 1:
         return dual_objective(s, t, mult, v)
-    nblocks = blocks or max(2, round(t.shape[0] / 128))
+    # one block (under ~192 distinct targets) makes the step the exact dual of the whole problem; two blocks
+    # of a small problem can stall the ascent (4 % below the optimum at 11 targets)
+    nblocks = blocks or max(1, round(t.shape[0] / 128))
     value = -math.inf
     for sweep in range(max_sweeps):
         labels, k = _partition(t, nblocks, seed + sweep)
