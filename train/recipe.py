@@ -84,7 +84,8 @@ def draw_conditions(
     ``palettes``: each image's own palette, needed by (and only used with) ``recipe.palette_source="manifest"``.
     """
     b = images.shape[0]
-    if recipe.palette_source == "manifest" and (palettes is None or len(palettes) != b):
+    given = recipe.palette_source == "manifest"
+    if given and (palettes is None or len(palettes) != b):
         got = "none" if palettes is None else len(palettes)
         raise InputShapeError(f"recipe: the manifest palette source needs one palette per image ({b}), got {got}")
     u = torch.rand(b, 4, generator=generator)  # kind, text/colour drop, distance drop, entropy drop
@@ -97,7 +98,7 @@ def draw_conditions(
     )
     hist = torch.zeros(b, NUM_BINS)
     for i in range(b):
-        if kind[i] == KIND_PALETTE and palettes is not None and recipe.palette_source == "manifest":
+        if kind[i] == KIND_PALETTE and given:
             hist[i] = palettes[i].histogram().float()
         elif kind[i] == KIND_PALETTE:
             hist[i] = median_cut_histogram(images[i], int(sizes[i]), recipe.palette_resize)
