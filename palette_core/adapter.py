@@ -335,6 +335,14 @@ def decoupled_attention(
     return (attention or sdpa_attention)(q, k, v, heads)
 
 
+def token_attention(q: Tensor, tokens: Tensor, w_k: Tensor, heads: int) -> Tensor:
+    """Each query's attention weights over the adapter's tokens ``[B, heads, T, 5]`` (softmax of IP-Adapter Eq. 5)."""
+    if tokens.shape[0] != q.shape[0]:
+        tokens = tokens.expand(q.shape[0], -1, -1)
+    k = split_heads(F.linear(tokens.to(q.dtype), w_k.to(q.dtype)), heads)
+    return torch.softmax(split_heads(q, heads) @ k.transpose(-1, -2) / math.sqrt(k.shape[-1]), dim=-1)
+
+
 def adapter_kv(tokens: Tensor, w_k: Tensor, w_v: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """The adapter's keys and values ``(W_k tokens, W_v tokens)`` in ``dtype`` (IP-Adapter Eq. 5; paper §3.2)."""
     tokens = tokens.to(dtype=dtype)
@@ -565,6 +573,7 @@ __all__ = [
     "save_adapter",
     "save_untrained",
     "select_layers",
+    "token_attention",
     "untrained_sdxl",
     "write_untrained_sdxl",
 ]

@@ -124,6 +124,21 @@ def reference_attention(q, k, v, heads):
     return out
 
 
+def test_token_attention_is_the_softmax_the_adapter_attention_uses():
+    g = torch.Generator().manual_seed(1)
+    q, tokens = torch.randn(2, 6, 32, generator=g), torch.randn(1, 5, 16, generator=g)
+    wk, wv = torch.randn(32, 16, generator=g), torch.randn(32, 16, generator=g)
+    w = A.token_attention(q, tokens, wk, heads=2)
+    assert w.shape == (2, 2, 6, 5)
+    assert torch.allclose(w.sum(-1), torch.ones(2, 2, 6))
+    v = A.split_heads((tokens @ wv.T).expand(2, -1, -1), 2)
+    out = (w @ v).transpose(1, 2).reshape(2, 6, 32)  # the weights reproduce the attention's output
+    assert torch.allclose(out, A.decoupled_attention(q, tokens, wk, wv, heads=2), atol=1e-5)
+    wide = torch.zeros_like(tokens)
+    wide[:, 4] = tokens[:, 4] * 50  # a token whose key dominates takes (nearly) all the weight
+    assert A.token_attention(q, wide, wk, heads=2)[..., 4].mean() > 0.4
+
+
 def test_decoupled_attention_is_attention_over_projected_tokens():
     g = torch.Generator().manual_seed(0)
     q = torch.randn(2, 16, 128, generator=g)

@@ -26,6 +26,7 @@ from palette_core.adapter import (  # noqa: E402
     load_adapter,
     palette_condition,
     read_adapter_metadata,
+    token_attention,
 )
 from palette_core.blocks import diffusers_unet_layers, text_kv  # noqa: E402
 from palette_core.errors import AdapterError, InputShapeError  # noqa: E402
@@ -133,6 +134,31 @@ def test_processor_is_the_default_attention_when_off_and_matches_ip_adapter_when
         attn.set_processor(ref_proc)
         ref = attn(hidden, encoder_hidden_states=(text, [tokens.expand(2, -1, -1)]))
     assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_the_probe_records_each_layers_attention_weights_over_the_five_tokens():
+    unet = tiny_unet().eval()
+    x, t, text, pooled, ids = unet_inputs()
+    layers = diffusers_unet_layers(unet, CTX).dims
+    model = PaletteUNet(unet, init_adapter(layers, seed=3, context_dim=CTX))
+    cond = palette_condition(torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.2, 0.8]]))
+    name = "up_blocks.0.attentions.1.transformer_blocks.0.attn2"
+    attn = dict(unet.named_modules())[name]
+    queries = []
+    hook = attn.to_q.register_forward_hook(lambda m, i, o: queries.append(o))
+    model.context.probe = {}
+    with torch.no_grad():
+        model(x, t, text, pooled, ids, cond)
+        model(x, t, text, pooled, ids, None)  # adapter off: nothing recorded
+    hook.remove()
+    probe, model.context.probe = model.context.probe, None
+    assert set(probe) == set(layers) and all(len(w) == 1 and w[0].shape == (5,) for w in probe.values())
+    want = token_attention(queries[0], model.adapter.tokens(cond), model.adapter.kv_weights(name)[0], attn.heads)
+    assert torch.allclose(probe[name][0], want.mean(dim=(0, 1, 2)), atol=1e-6)
+    assert torch.allclose(probe[name][0].sum(), torch.tensor(1.0), atol=1e-5)
+    with torch.no_grad():
+        model(x, t, text, pooled, ids, cond)
+    assert model.context.probe is None  # off unless set
 
 
 def test_gradient_checkpointing_gives_the_same_adapter_gradients():

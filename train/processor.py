@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from palette_core.adapter import ColorCondition, PaletteAdapter, branch_conditions, decoupled_attention
+from palette_core.adapter import (
+    ColorCondition,
+    PaletteAdapter,
+    branch_conditions,
+    decoupled_attention,
+    token_attention,
+)
 from palette_core.blocks import BASE_MODEL, diffusers_unet_layers
 from palette_core.errors import AdapterError
 
@@ -34,6 +40,7 @@ class AdapterContext:
         self.disabled: frozenset[str] = frozenset()
         self.calls: dict[str, int] = {}
         self.originals: dict[str, object] = {}  # layer -> the processor install_adapter replaced
+        self.probe: dict[str, list[Tensor]] | None = None  # set to a dict: each layer's mean weight per token
 
     def active(self, layer: str) -> bool:
         """Whether ``layer`` adds the adapter attention in the current forward pass."""
@@ -90,6 +97,10 @@ class PaletteAttnProcessor:
         if ctx.active(self.layer):
             w_k, w_v = ctx.adapter.kv_weights(self.layer)
             out = out + ctx.scale * decoupled_attention(query, ctx.tokens, w_k, w_v, attn.heads)
+            if ctx.probe is not None:
+                with torch.no_grad():
+                    weights = token_attention(query, ctx.tokens, w_k, attn.heads)
+                ctx.probe.setdefault(self.layer, []).append(weights.mean(dim=(0, 1, 2)))
             ctx.calls[self.layer] = ctx.calls.get(self.layer, 0) + 1
         out = attn.to_out[1](attn.to_out[0](out))
         if input_ndim == 4:

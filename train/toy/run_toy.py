@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +208,21 @@ def data_bounds(palettes: Sequence[Palette], per: int = 4, seed: int = 2718) -> 
     return out
 
 
+def scalar_attention(model: PaletteUNet, run: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """``run()``'s images and each adapter layer's mean attention weight on the scalar token during it.
+
+    The 5 tokens share one softmax (paper §3.2), so colour tokens with strong keys can leave the scalar
+    token, and with it the entropy and distance settings, no weight at all (docs/training.md, "Toy run").
+    """
+    model.context.probe = {}
+    try:
+        images = run()
+        probe = model.context.probe
+    finally:
+        model.context.probe = None
+    return images, {layer: float(torch.stack(w).mean(0)[-1]) for layer, w in probe.items()}
+
+
 def evaluate(
     model: PaletteUNet,
     codec: PixelCodec,
@@ -257,7 +272,8 @@ def evaluate(
     (e_lo, e_mid, e_hi), (d_lo, d_mid, d_hi) = scalars["entropy"], scalars["distance"]
     for g in guidances:
         tag = f"cfg{g:g}"
-        adapted, worded = gen(pos, g=g), gen(None, g=g, words=told(None))
+        adapted, attention = scalar_attention(model, lambda g=g: gen(pos, g=g))
+        worded = gen(None, g=g, words=told(None))
         grids[f"adapter_{tag}"], grids[f"base_colour_captions_{tag}"] = adapted, worded
         c: dict = {
             "emd_with_adapter": mean_emd(adapted, palettes, per),
@@ -266,6 +282,7 @@ def evaluate(
             "colour_breakdown_base_colour_captions": colour_breakdown(worded, palettes, per),
             "far_share_plain": far_share(adapted, palettes, per),
             "entropy_plain": mean_entropy(adapted),
+            "scalar_token_attention": attention,
         }
         modes = ("absolute",) if g == 1.0 else ("absolute", "relative")
         controls = (
@@ -419,6 +436,14 @@ def results_text(r: dict) -> str:
             f"| CFG {cfg}: with the adapter, no control set: entropy / share > ΔE {FAR:g} | "
             f"{c['entropy_plain']:.2f} bits / {c['far_share_plain']:.3f} |"
         )
+        if c.get("scalar_token_attention"):
+            att = c["scalar_token_attention"]
+            top = max(att, key=att.get)
+            lines.append(
+                f"| CFG {cfg}: attention weight on the scalar token (mean over queries and steps): mean of the "
+                f"{len(att)} layers / largest ({top}) / layers under 1 % | {sum(att.values()) / len(att):.3f} / "
+                f"{att[top]:.3f} / {sum(v < 0.01 for v in att.values())} |"
+            )
         if "delta_e_absolute_low" in c:
             lines.append(
                 f"| CFG {cfg}: mean ΔE to the nearest palette colour, low / high distance setting (absolute); the "
