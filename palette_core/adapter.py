@@ -39,7 +39,9 @@ NUM_SCALARS = 7
 KIND_NONE, KIND_PALETTE, KIND_HISTOGRAM = 0, 1, 2
 KIND_NAMES = {KIND_NONE: "unconditioned", KIND_PALETTE: "palette", KIND_HISTOGRAM: "histogram"}
 FILE_FORMAT = "palette-adapter"
-FILE_VERSION = "1"
+FILE_VERSION = "2"
+# version 1 put the scalar token through a LayerNorm too; its files still load, and keep it (docs/design.md §6)
+READABLE_VERSIONS = ("1", FILE_VERSION)
 MAX_FILE_BYTES = 8 << 30  # all 70 SDXL layers in float32 are ~1.5 GB; anything far larger is not an adapter
 
 Attention = Callable[[Tensor, Tensor, Tensor, int], Tensor]
@@ -233,7 +235,7 @@ def _module_key(layer: str) -> str:
 class PaletteAdapter(nn.Module):
     """Token projections (4 colour + 1 scalar token) and per-layer ``W_k, W_v`` (paper Fig. 3, docs/design.md §6)."""
 
-    def __init__(self, layers: Mapping[str, int], context_dim: int = CONTEXT_DIM) -> None:
+    def __init__(self, layers: Mapping[str, int], context_dim: int = CONTEXT_DIM, scalar_norm: bool = False) -> None:
         super().__init__()
         if not layers:
             raise AdapterError("an adapter needs at least one cross-attention layer")
@@ -242,7 +244,9 @@ class PaletteAdapter(nn.Module):
         self.color_proj = nn.Linear(NUM_BINS, NUM_COLOR_TOKENS * context_dim)
         self.color_norm = nn.LayerNorm(context_dim)
         self.scalar_proj = nn.Linear(NUM_SCALARS, context_dim)
-        self.scalar_norm = nn.LayerNorm(context_dim)
+        # the scalar token is not normalised (paper Fig. 3 normalises the histogram's tokens): a LayerNorm let the
+        # entropy and distance move it too little to learn (docs/training.md, "Toy run"); version 1 files have one
+        self.scalar_norm = nn.LayerNorm(context_dim) if scalar_norm else None
         self.to_k = nn.ModuleDict({_module_key(n): nn.Linear(context_dim, d, bias=False) for n, d in layers.items()})
         self.to_v = nn.ModuleDict({_module_key(n): nn.Linear(context_dim, d, bias=False) for n, d in layers.items()})
 
@@ -262,8 +266,10 @@ class PaletteAdapter(nn.Module):
         hist = condition.histogram.to(device=p.device, dtype=p.dtype)
         color = self.color_norm(self.color_proj(hist).reshape(-1, NUM_COLOR_TOKENS, self.context_dim))
         scalars = condition.scalar_features().to(device=p.device, dtype=p.dtype)
-        scalar = self.scalar_norm(self.scalar_proj(scalars)).unsqueeze(1)
-        return torch.cat([color, scalar], dim=1)
+        scalar = self.scalar_proj(scalars)
+        if self.scalar_norm is not None:
+            scalar = self.scalar_norm(scalar)
+        return torch.cat([color, scalar.unsqueeze(1)], dim=1)
 
     def kv_weights(self, layer: str) -> tuple[Tensor, Tensor]:
         """``(W_k, W_v)`` of one layer, each ``[C, context_dim]``."""
@@ -272,11 +278,20 @@ class PaletteAdapter(nn.Module):
             raise AdapterError(f"this adapter has no weights for layer {layer}; it covers {self.blocks}")
         return self.to_k[key].weight, self.to_v[key].weight
 
+    @property
+    def file_version(self) -> str:
+        """The file format version this adapter's layout is written as ("1": a LayerNorm on the scalar token)."""
+        return FILE_VERSION if self.scalar_norm is None else "1"
+
+    def token_modules(self) -> list[str]:
+        """Names of the modules that make the tokens (shared by every layer)."""
+        return ["color_proj", "color_norm", "scalar_proj"] + ([] if self.scalar_norm is None else ["scalar_norm"])
+
     def file_tensors(self) -> dict[str, Tensor]:
         """Tensors under the docs/design.md §6 file names."""
         out = {
             f"{name}.{p}": getattr(self, name).get_parameter(p).detach()
-            for name in ("color_proj", "color_norm", "scalar_proj", "scalar_norm")
+            for name in self.token_modules()
             for p in ("weight", "bias")
         }
         for layer in self.layer_dims:
@@ -286,7 +301,9 @@ class PaletteAdapter(nn.Module):
 
     def subset(self, layers: Sequence[str]) -> PaletteAdapter:
         """A frozen copy holding the token projections and only ``layers`` (same device and dtype)."""
-        out = PaletteAdapter({name: self.layer_dims[name] for name in layers}, self.context_dim)
+        out = PaletteAdapter(
+            {name: self.layer_dims[name] for name in layers}, self.context_dim, self.scalar_norm is not None
+        )
         copy_weights(out, self, layers)
         p = next(self.parameters())
         return out.to(device=p.device, dtype=p.dtype).eval().requires_grad_(False)
@@ -294,8 +311,13 @@ class PaletteAdapter(nn.Module):
 
 def copy_weights(dst: PaletteAdapter, src: PaletteAdapter, layers: Iterable[str]) -> None:
     """Copy ``src``'s token projections and the ``W_k, W_v`` of ``layers`` into ``dst`` (in place)."""
+    if dst.token_modules() != src.token_modules():
+        raise AdapterError(
+            f"cannot copy a version {src.file_version} adapter's tokens into a version {dst.file_version} one "
+            "(only version 1 has a LayerNorm on the scalar token)"
+        )
     with torch.no_grad():
-        for module in ("color_proj", "color_norm", "scalar_proj", "scalar_norm"):
+        for module in src.token_modules():
             getattr(dst, module).load_state_dict(getattr(src, module).state_dict())
         for name in layers:
             for d, w in zip(dst.kv_weights(name), src.kv_weights(name)):
@@ -354,10 +376,11 @@ def init_adapter(
     seed: int = 0,
     text_kv: Mapping[str, tuple[Tensor, Tensor]] | None = None,
     context_dim: int = CONTEXT_DIM,
+    scalar_norm: bool = False,
 ) -> PaletteAdapter:
     """A new adapter: seeded random projections; ``W_k, W_v`` copied from the text ``to_k/to_v`` when given."""
     g = torch.Generator().manual_seed(seed)
-    adapter = PaletteAdapter(layers, context_dim)
+    adapter = PaletteAdapter(layers, context_dim, scalar_norm)
     with torch.no_grad():
         for lin in (adapter.color_proj, adapter.scalar_proj):
             bound = 1.0 / math.sqrt(lin.in_features)
@@ -383,7 +406,7 @@ def save_adapter(adapter: PaletteAdapter, path: str | os.PathLike, trained_steps
         raise AdapterError(f"{path.name}: adapters are written as .safetensors files")
     meta = {
         "format": FILE_FORMAT,
-        "version": FILE_VERSION,
+        "version": adapter.file_version,
         "base": BASE_MODEL,
         "histogram": HISTOGRAM_ID,
         "layers": json.dumps(adapter.layers),
@@ -444,8 +467,11 @@ def read_adapter_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise AdapterError(f"{path.name}: not a readable .safetensors file ({e})") from e
     if meta.get("format") != FILE_FORMAT:
         raise AdapterError(f"{path.name}: metadata format {meta.get('format')!r}; expected {FILE_FORMAT!r}")
-    if meta.get("version") != FILE_VERSION:
-        raise AdapterError(f"{path.name}: format version {meta.get('version')!r}; this pack reads {FILE_VERSION!r}")
+    if meta.get("version") not in READABLE_VERSIONS:
+        raise AdapterError(
+            f"{path.name}: format version {meta.get('version')!r}; this pack reads versions "
+            f"{', '.join(READABLE_VERSIONS)}: update the pack to read newer files"
+        )
     if meta.get("histogram") != HISTOGRAM_ID:
         raise AdapterError(f"{path.name}: histogram {meta.get('histogram')!r}; this pack computes {HISTOGRAM_ID!r}")
     return meta
@@ -484,9 +510,10 @@ def load_adapter(
             "color_norm.bias": [ctx],
             "scalar_proj.weight": [ctx, NUM_SCALARS],
             "scalar_proj.bias": [ctx],
-            "scalar_norm.weight": [ctx],
-            "scalar_norm.bias": [ctx],
         }
+        scalar_norm = meta["version"] == "1"
+        if scalar_norm:
+            expected |= {"scalar_norm.weight": [ctx], "scalar_norm.bias": [ctx]}
         dims: dict[str, int] = {}
         for layer in names:
             kk, vk = kv_file_keys(layer)
@@ -498,7 +525,9 @@ def load_adapter(
             expected[vk] = [dims[layer], ctx]
         extra = sorted(keys - set(expected))
         if extra:
-            raise AdapterError(f"{path.name}: unexpected tensor {extra[0]}; not a palette adapter of this format")
+            raise AdapterError(
+                f"{path.name}: unexpected tensor {extra[0]}; not a version {meta['version']} palette adapter"
+            )
         for key, shape in expected.items():
             if key not in keys:
                 raise AdapterError(f"{path.name}: tensor {key} is missing")
@@ -508,7 +537,7 @@ def load_adapter(
                 model_layers.check_fits(dims, ctx, base)
             except AdapterError as e:
                 raise AdapterError(f"{path.name}: {e}") from None
-        adapter = PaletteAdapter(dims, ctx)
+        adapter = PaletteAdapter(dims, ctx, scalar_norm)
         state = {}
         for key in keys:
             t = f.get_tensor(key)

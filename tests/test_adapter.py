@@ -106,7 +106,9 @@ def test_tokens_shape_norm_and_dependence_on_condition():
     c2 = A.palette_condition(torch.tensor([[0, 0, 1.0]]))
     t1, t2 = adapter.tokens(c1), adapter.tokens(c2)
     assert t1.shape == (1, A.NUM_TOKENS, A.CONTEXT_DIM)
-    assert torch.allclose(t1.mean(-1), torch.zeros(1, 5), atol=1e-5)  # LayerNorm per token
+    assert torch.allclose(t1[:, :4].mean(-1), torch.zeros(1, 4), atol=1e-5)  # LayerNorm per colour token
+    s = A.ColorCondition.scalar_features(c1)  # the scalar token is the plain projection of the scalar features
+    assert torch.allclose(t1[:, 4], adapter.scalar_proj(s)) and adapter.scalar_norm is None
     assert not torch.allclose(t1[:, :4], t2[:, :4])
     assert torch.allclose(t1[:, 4], t2[:, 4])  # same scalars -> same 5th token
     t3 = adapter.tokens(c1.with_controls(entropy=2.0))
@@ -164,7 +166,7 @@ def test_save_load_round_trip_and_metadata(tmp_path):
     adapter = A.init_adapter(layers_of(SMALL_BLOCK), seed=1)
     path = A.save_adapter(adapter, tmp_path / "a.safetensors", trained_steps=12)
     meta = A.read_adapter_metadata(path)
-    assert meta["format"] == "palette-adapter" and meta["version"] == "1" and meta["base"] == "sdxl"
+    assert meta["format"] == "palette-adapter" and meta["version"] == "2" and meta["base"] == "sdxl"
     assert meta["histogram"] == "hsv-34x12x10-v1" and meta["trained_steps"] == "12"
     assert json.loads(meta["layers"]) == list(layers_of(SMALL_BLOCK))
     tensors = load_file(path)
@@ -175,6 +177,36 @@ def test_save_load_round_trip_and_metadata(tmp_path):
     for key, value in adapter.file_tensors().items():
         assert torch.equal(value, loaded.file_tensors()[key]), key
     assert not any(p.requires_grad for p in loaded.parameters())
+    assert "scalar_norm.weight" not in tensors and loaded.scalar_norm is None
+
+
+def test_version_1_files_keep_their_scalar_layernorm(tmp_path):
+    old = A.init_adapter(layers_of(SMALL_BLOCK), seed=2, context_dim=64, scalar_norm=True)
+    with torch.no_grad():
+        old.scalar_norm.weight.uniform_(0.5, 2.0)  # not the identity, so a forgotten norm shows
+    path = A.save_adapter(old, tmp_path / "v1.safetensors")
+    assert A.read_adapter_metadata(path)["version"] == "1" and "scalar_norm.bias" in load_file(path)
+    loaded = A.load_adapter(path)
+    cond = A.palette_condition(torch.tensor([[0.2, 0.7, 0.1]])).with_controls(entropy=3.0, distance=0.4)
+    want = old.scalar_norm(old.scalar_proj(cond.scalar_features()))
+    assert torch.allclose(loaded.tokens(cond)[:, 4], want, atol=1e-6)
+    assert torch.allclose(loaded.tokens(cond), old.tokens(cond), atol=1e-6)
+    assert A.read_adapter_metadata(A.save_adapter(loaded, tmp_path / "again.safetensors"))["version"] == "1"
+    assert loaded.subset(loaded.layers[:1]).scalar_norm is not None
+    new = A.init_adapter(layers_of(SMALL_BLOCK), seed=2, context_dim=64)
+    with pytest.raises(AdapterError, match="version 1 adapter's tokens into a version 2"):
+        A.copy_weights(new, loaded, new.layers)
+    v1 = load_file(path)
+    unnormed = {k: v for k, v in v1.items() if not k.startswith("scalar_norm")}
+    for name, tensors, version, message in (
+        ("v1-without-norm", unnormed, "1", "scalar_norm.weight is missing"),
+        ("v2-with-norm", v1, "2", "unexpected tensor scalar_norm.bias; not a version 2 palette adapter"),
+        ("v3", v1, "3", "reads versions 1, 2: update the pack"),
+    ):  # fmt: skip
+        bad = tmp_path / f"{name}.safetensors"
+        save_file(tensors, bad, metadata={**A.read_adapter_metadata(path), "version": version})
+        with pytest.raises(AdapterError, match=message):
+            A.load_adapter(bad)
 
 
 def test_load_refuses_pickles_and_names_bad_shapes(tmp_path):
@@ -203,7 +235,7 @@ def test_load_rejects_tampered_files(tmp_path):
     tensors = {k: v.contiguous() for k, v in adapter.file_tensors().items()}
     meta = A.read_adapter_metadata(A.save_adapter(adapter, tmp_path / "ok.safetensors"))
     cases = {
-        "missing": ({k: v for k, v in tensors.items() if k != "scalar_norm.bias"}, meta, "scalar_norm.bias is missing"),
+        "missing": ({k: v for k, v in tensors.items() if k != "scalar_proj.bias"}, meta, "scalar_proj.bias is missing"),
         "extra": ({**tensors, "junk": torch.zeros(1)}, meta, "unexpected tensor junk"),
         "format": (tensors, {**meta, "format": "ip-adapter"}, "metadata format"),
         "histogram": (tensors, {**meta, "histogram": "rgb-8x8x8"}, "histogram"),

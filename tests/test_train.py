@@ -370,6 +370,23 @@ def test_stage_two_trains_chosen_blocks_from_a_stage_one_file(tmp_path, dataset)
         Trainer(config(tmp_path / "s3", dataset, stage=2), tiny_parts())
 
 
+def test_a_stage_two_adapter_keeps_the_layout_of_the_file_it_starts_from(tmp_path):
+    from palette_core.adapter import save_adapter
+    from train.train_palette_adapter import build_adapter
+
+    unet = tiny_unet()
+    layers = diffusers_unet_layers(unet, CTX)
+    fresh = build_adapter(unet, layers, seed=0)
+    assert fresh.scalar_norm is None and fresh.file_version == "2"
+    old = init_adapter(layers.dims, seed=5, context_dim=CTX, scalar_norm=True)
+    with torch.no_grad():
+        old.scalar_norm.bias.fill_(0.25)
+    path = save_adapter(old, tmp_path / "stage1-v1.safetensors")
+    resumed = build_adapter(unet, layers.select(["up_blocks.0.attentions.1"]), seed=0, init_from=path)
+    assert resumed.file_version == "1" and torch.equal(resumed.scalar_norm.bias.detach(), old.scalar_norm.bias.detach())
+    assert resumed.layers == ["up_blocks.0.attentions.1.transformer_blocks.0.attn2"]
+
+
 def test_validation_logs_palette_emd_and_analysis_ranks_every_block(tmp_path, dataset):
     from palette_core.palette import Palette
     from train.analyse_blocks import analyse, recommend

@@ -150,10 +150,14 @@ def _weight_dtype(mixed_precision: str) -> torch.dtype:
 
 
 def build_adapter(unet, layers: AttentionLayers, seed: int, init_from: Path | None = None) -> PaletteAdapter:
-    """A new adapter for ``layers``: W_k/W_v from the text to_k/to_v, or from a stage-1 file where it has them."""
-    adapter = init_adapter(layers.dims, seed, text_kv(unet, layers), layers.context_dim)
+    """A new adapter for ``layers``: W_k/W_v from the text to_k/to_v, or from a stage-1 file where it has them
+    (in that file's layout, so a version 1 file's scalar LayerNorm goes on training)."""
+    src = None
     if init_from is not None:
         src = load_adapter(init_from, model_layers=diffusers_unet_layers(unet, layers.context_dim))
+    norm = src is not None and src.scalar_norm is not None
+    adapter = init_adapter(layers.dims, seed, text_kv(unet, layers), layers.context_dim, scalar_norm=norm)
+    if src is not None:
         copy_weights(adapter, src, [x.name for x in layers if x.name in src.layer_dims])
     return adapter
 
