@@ -85,6 +85,23 @@ def test_toy_run_chains_its_phases_reports_every_claim_and_resumes(tmp_path):
     assert again["eval"] == e  # same models, same seeds: the same figures
 
 
+def test_the_adapter_seed_reaches_the_trainer(tmp_path, monkeypatch):
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def trainer(config, parts):
+        seen.append(config.seed)
+        raise Stop
+
+    monkeypatch.setattr(run_toy, "Trainer", trainer)
+    for argv in ([], ["--adapter-seed", "3"]):
+        with pytest.raises(Stop):
+            run_toy.main(["--out", str(tmp_path / "toy"), *ARGS, *argv])
+    assert seen == [0, 3]
+
+
 def test_gpu_preset_resolves_its_sizes_and_flags_override_them():
     args = run_toy.parse_args(["--device", "cpu", "--preset", "gpu", "--base-steps", "7"])
     assert args.base_steps == 7 and args.base_batch == run_toy.PRESETS["gpu"]["base_batch"]

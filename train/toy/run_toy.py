@@ -570,6 +570,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--adapter-steps", type=int)
     p.add_argument("--adapter-batch", type=int)
     p.add_argument("--adapter-lr", type=float, default=1e-3)
+    p.add_argument("--adapter-seed", type=int, default=0, help="the adapter's initial weights and its training draws")
     p.add_argument("--eval-palettes", type=int)
     p.add_argument("--eval-seeds", type=int, default=2)
     p.add_argument("--sampling-steps", type=int, default=25, help="DDIM steps of the evaluation")
@@ -665,6 +666,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.adapter_batch,
         max_steps=args.adapter_steps,
         lr=args.adapter_lr,
+        seed=args.adapter_seed,
         warmup_steps=20,
         recipe=ADAPTER_RECIPE,
         checkpoint_every=50,
