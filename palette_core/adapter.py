@@ -41,7 +41,8 @@ KIND_NAMES = {KIND_NONE: "unconditioned", KIND_PALETTE: "palette", KIND_HISTOGRA
 FILE_FORMAT = "palette-adapter"
 FILE_VERSION = "2"
 # version 1 put the scalar token through a LayerNorm too; its files still load, and keep it (docs/design.md §6)
-READABLE_VERSIONS = ("1", FILE_VERSION)
+SCALAR_NORM_VERSION = "1"
+READABLE_VERSIONS = (SCALAR_NORM_VERSION, FILE_VERSION)
 MAX_FILE_BYTES = 8 << 30  # all 70 SDXL layers in float32 are ~1.5 GB; anything far larger is not an adapter
 
 Attention = Callable[[Tensor, Tensor, Tensor, int], Tensor]
@@ -281,7 +282,7 @@ class PaletteAdapter(nn.Module):
     @property
     def file_version(self) -> str:
         """The file format version this adapter's layout is written as ("1": a LayerNorm on the scalar token)."""
-        return FILE_VERSION if self.scalar_norm is None else "1"
+        return FILE_VERSION if self.scalar_norm is None else SCALAR_NORM_VERSION
 
     def token_modules(self) -> list[str]:
         """Names of the modules that make the tokens (shared by every layer)."""
@@ -511,7 +512,7 @@ def load_adapter(
             "scalar_proj.weight": [ctx, NUM_SCALARS],
             "scalar_proj.bias": [ctx],
         }
-        scalar_norm = meta["version"] == "1"
+        scalar_norm = meta["version"] == SCALAR_NORM_VERSION
         if scalar_norm:
             expected |= {"scalar_norm.weight": [ctx], "scalar_norm.bias": [ctx]}
         dims: dict[str, int] = {}
