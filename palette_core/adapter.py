@@ -39,10 +39,27 @@ NUM_SCALARS = 7
 KIND_NONE, KIND_PALETTE, KIND_HISTOGRAM = 0, 1, 2
 KIND_NAMES = {KIND_NONE: "unconditioned", KIND_PALETTE: "palette", KIND_HISTOGRAM: "histogram"}
 FILE_FORMAT = "palette-adapter"
-FILE_VERSION = "2"
-# version 1 put the scalar token through a LayerNorm too; its files still load, and keep it (docs/design.md §6)
-SCALAR_NORM_VERSION = "1"
-READABLE_VERSIONS = (SCALAR_NORM_VERSION, FILE_VERSION)
+FILE_VERSION = "3"
+# what the versions change in the scalar token; older files load and keep theirs (docs/design.md §6)
+SCALAR_NORM_VERSION = "1"  # a LayerNorm on the scalar token
+SCALAR_GAIN = 10.0  # version 3 multiplies the distance and entropy features by this before the projection
+SCALAR_GAIN_COLUMNS = (3, 5)  # distance and entropy / log2(4080) in ColorCondition.scalar_features
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """What a file version changes in the scalar token: a LayerNorm after it, a gain on its two values."""
+
+    scalar_norm: bool
+    scalar_gain: float
+
+
+LAYOUTS = {
+    SCALAR_NORM_VERSION: TokenLayout(scalar_norm=True, scalar_gain=1.0),
+    "2": TokenLayout(scalar_norm=False, scalar_gain=1.0),
+    FILE_VERSION: TokenLayout(scalar_norm=False, scalar_gain=SCALAR_GAIN),
+}
+READABLE_VERSIONS = tuple(LAYOUTS)
 MAX_FILE_BYTES = 8 << 30  # all 70 SDXL layers in float32 are ~1.5 GB; anything far larger is not an adapter
 
 Attention = Callable[[Tensor, Tensor, Tensor, int], Tensor]
@@ -233,21 +250,42 @@ def _module_key(layer: str) -> str:
     return layer.replace(".", "__")
 
 
+class ScalarProjection(nn.Linear):
+    """``Linear(7 -> context_dim)`` of the scalar features, their distance and entropy times ``gain`` (§6)."""
+
+    def __init__(self, context_dim: int, gain: float = 1.0) -> None:
+        super().__init__(NUM_SCALARS, context_dim)
+        self.gain = gain
+
+    def forward(self, features: Tensor) -> Tensor:
+        """The scalar token of ``[..., 7]`` features (docs/design.md §6, "Tokens")."""
+        if self.gain != 1.0:
+            scale = torch.ones(NUM_SCALARS, device=features.device, dtype=features.dtype)
+            scale[list(SCALAR_GAIN_COLUMNS)] = self.gain
+            features = features * scale
+        return super().forward(features)
+
+
 class PaletteAdapter(nn.Module):
     """Token projections (4 colour + 1 scalar token) and per-layer ``W_k, W_v`` (paper Fig. 3, docs/design.md §6)."""
 
-    def __init__(self, layers: Mapping[str, int], context_dim: int = CONTEXT_DIM, scalar_norm: bool = False) -> None:
+    def __init__(self, layers: Mapping[str, int], context_dim: int = CONTEXT_DIM, version: str = FILE_VERSION) -> None:
         super().__init__()
         if not layers:
             raise AdapterError("an adapter needs at least one cross-attention layer")
+        if version not in LAYOUTS:
+            raise AdapterError(f"adapter version {version!r}: this pack makes versions {', '.join(LAYOUTS)}")
+        layout = LAYOUTS[version]
+        self.version = version
         self.context_dim = context_dim
         self.layer_dims = dict(layers)
         self.color_proj = nn.Linear(NUM_BINS, NUM_COLOR_TOKENS * context_dim)
         self.color_norm = nn.LayerNorm(context_dim)
-        self.scalar_proj = nn.Linear(NUM_SCALARS, context_dim)
-        # the scalar token is not normalised (paper Fig. 3 normalises the histogram's tokens): a LayerNorm let the
-        # entropy and distance move it too little to learn (docs/training.md, "Toy run"); version 1 files have one
-        self.scalar_norm = nn.LayerNorm(context_dim) if scalar_norm else None
+        # the scalar token is not normalised (paper Fig. 3 normalises the histogram's tokens) and its two values
+        # are scaled up: with a LayerNorm, or with values spanning a third of a unit beside constant features, the
+        # entropy and distance moved it too little to learn (docs/training.md, "Toy run")
+        self.scalar_proj = ScalarProjection(context_dim, layout.scalar_gain)
+        self.scalar_norm = nn.LayerNorm(context_dim) if layout.scalar_norm else None
         self.to_k = nn.ModuleDict({_module_key(n): nn.Linear(context_dim, d, bias=False) for n, d in layers.items()})
         self.to_v = nn.ModuleDict({_module_key(n): nn.Linear(context_dim, d, bias=False) for n, d in layers.items()})
 
@@ -281,8 +319,8 @@ class PaletteAdapter(nn.Module):
 
     @property
     def file_version(self) -> str:
-        """The file format version this adapter's layout is written as ("1": a LayerNorm on the scalar token)."""
-        return FILE_VERSION if self.scalar_norm is None else SCALAR_NORM_VERSION
+        """The file format version this adapter's token layout is written as (``LAYOUTS``)."""
+        return self.version
 
     def token_modules(self) -> list[str]:
         """Names of the modules that make the tokens (shared by every layer)."""
@@ -302,9 +340,7 @@ class PaletteAdapter(nn.Module):
 
     def subset(self, layers: Sequence[str]) -> PaletteAdapter:
         """A frozen copy holding the token projections and only ``layers`` (same device and dtype)."""
-        out = PaletteAdapter(
-            {name: self.layer_dims[name] for name in layers}, self.context_dim, self.scalar_norm is not None
-        )
+        out = PaletteAdapter({name: self.layer_dims[name] for name in layers}, self.context_dim, self.version)
         copy_weights(out, self, layers)
         p = next(self.parameters())
         return out.to(device=p.device, dtype=p.dtype).eval().requires_grad_(False)
@@ -312,10 +348,10 @@ class PaletteAdapter(nn.Module):
 
 def copy_weights(dst: PaletteAdapter, src: PaletteAdapter, layers: Iterable[str]) -> None:
     """Copy ``src``'s token projections and the ``W_k, W_v`` of ``layers`` into ``dst`` (in place)."""
-    if dst.token_modules() != src.token_modules():
+    if dst.version != src.version:
         raise AdapterError(
-            f"cannot copy a version {src.file_version} adapter's tokens into a version {dst.file_version} one "
-            "(only version 1 has a LayerNorm on the scalar token)"
+            f"cannot copy a version {src.version} adapter's tokens into a version {dst.version} one "
+            "(the versions' scalar tokens differ: docs/design.md §6)"
         )
     with torch.no_grad():
         for module in src.token_modules():
@@ -377,11 +413,11 @@ def init_adapter(
     seed: int = 0,
     text_kv: Mapping[str, tuple[Tensor, Tensor]] | None = None,
     context_dim: int = CONTEXT_DIM,
-    scalar_norm: bool = False,
+    version: str = FILE_VERSION,
 ) -> PaletteAdapter:
     """A new adapter: seeded random projections; ``W_k, W_v`` copied from the text ``to_k/to_v`` when given."""
     g = torch.Generator().manual_seed(seed)
-    adapter = PaletteAdapter(layers, context_dim, scalar_norm)
+    adapter = PaletteAdapter(layers, context_dim, version)
     with torch.no_grad():
         for lin in (adapter.color_proj, adapter.scalar_proj):
             bound = 1.0 / math.sqrt(lin.in_features)
@@ -512,8 +548,8 @@ def load_adapter(
             "scalar_proj.weight": [ctx, NUM_SCALARS],
             "scalar_proj.bias": [ctx],
         }
-        scalar_norm = meta["version"] == SCALAR_NORM_VERSION
-        if scalar_norm:
+        version = meta["version"]
+        if LAYOUTS[version].scalar_norm:
             expected |= {"scalar_norm.weight": [ctx], "scalar_norm.bias": [ctx]}
         dims: dict[str, int] = {}
         for layer in names:
@@ -538,7 +574,7 @@ def load_adapter(
                 model_layers.check_fits(dims, ctx, base)
             except AdapterError as e:
                 raise AdapterError(f"{path.name}: {e}") from None
-        adapter = PaletteAdapter(dims, ctx, scalar_norm)
+        adapter = PaletteAdapter(dims, ctx, version)
         state = {}
         for key in keys:
             t = f.get_tensor(key)

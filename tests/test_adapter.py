@@ -166,7 +166,7 @@ def test_save_load_round_trip_and_metadata(tmp_path):
     adapter = A.init_adapter(layers_of(SMALL_BLOCK), seed=1)
     path = A.save_adapter(adapter, tmp_path / "a.safetensors", trained_steps=12)
     meta = A.read_adapter_metadata(path)
-    assert meta["format"] == "palette-adapter" and meta["version"] == "2" and meta["base"] == "sdxl"
+    assert meta["format"] == "palette-adapter" and meta["version"] == "3" and meta["base"] == "sdxl"
     assert meta["histogram"] == "hsv-34x12x10-v1" and meta["trained_steps"] == "12"
     assert json.loads(meta["layers"]) == list(layers_of(SMALL_BLOCK))
     tensors = load_file(path)
@@ -181,32 +181,75 @@ def test_save_load_round_trip_and_metadata(tmp_path):
 
 
 def test_version_1_files_keep_their_scalar_layernorm(tmp_path):
-    old = A.init_adapter(layers_of(SMALL_BLOCK), seed=2, context_dim=64, scalar_norm=True)
+    old = A.init_adapter(layers_of(SMALL_BLOCK), seed=2, context_dim=64, version="1")
     with torch.no_grad():
         old.scalar_norm.weight.uniform_(0.5, 2.0)  # not the identity, so a forgotten norm shows
     path = A.save_adapter(old, tmp_path / "v1.safetensors")
     assert A.read_adapter_metadata(path)["version"] == "1" and "scalar_norm.bias" in load_file(path)
     loaded = A.load_adapter(path)
     cond = A.palette_condition(torch.tensor([[0.2, 0.7, 0.1]])).with_controls(entropy=3.0, distance=0.4)
-    want = old.scalar_norm(old.scalar_proj(cond.scalar_features()))
+    w, b = old.scalar_proj.weight, old.scalar_proj.bias  # version 1: no gain on the values
+    want = old.scalar_norm(cond.scalar_features() @ w.T + b)
     assert torch.allclose(loaded.tokens(cond)[:, 4], want, atol=1e-6)
     assert torch.allclose(loaded.tokens(cond), old.tokens(cond), atol=1e-6)
     assert A.read_adapter_metadata(A.save_adapter(loaded, tmp_path / "again.safetensors"))["version"] == "1"
     assert loaded.subset(loaded.layers[:1]).scalar_norm is not None
     new = A.init_adapter(layers_of(SMALL_BLOCK), seed=2, context_dim=64)
-    with pytest.raises(AdapterError, match="version 1 adapter's tokens into a version 2"):
+    with pytest.raises(AdapterError, match="version 1 adapter's tokens into a version 3"):
         A.copy_weights(new, loaded, new.layers)
     v1 = load_file(path)
     unnormed = {k: v for k, v in v1.items() if not k.startswith("scalar_norm")}
     for name, tensors, version, message in (
         ("v1-without-norm", unnormed, "1", "scalar_norm.weight is missing"),
         ("v2-with-norm", v1, "2", "unexpected tensor scalar_norm.bias; not a version 2 palette adapter"),
-        ("v3", v1, "3", "reads versions 1, 2: update the pack"),
+        ("v3-with-norm", v1, "3", "unexpected tensor scalar_norm.bias; not a version 3 palette adapter"),
+        ("v4", v1, "4", "reads versions 1, 2, 3: update the pack"),
     ):  # fmt: skip
         bad = tmp_path / f"{name}.safetensors"
         save_file(tensors, bad, metadata={**A.read_adapter_metadata(path), "version": version})
         with pytest.raises(AdapterError, match=message):
             A.load_adapter(bad)
+
+
+def version_2_and_3_tokens(cond, adapter):
+    """The scalar token by hand: version 2 projects the features as they are, version 3 scales two of them."""
+    f = cond.scalar_features()
+    gained = f.clone()
+    gained[:, 3] *= 10.0  # distance
+    gained[:, 5] *= 10.0  # entropy / log2(4080)
+    w, b = adapter.scalar_proj.weight, adapter.scalar_proj.bias
+    return f @ w.T + b, gained @ w.T + b
+
+
+def test_version_3_scales_the_distance_and_entropy_before_the_projection_and_version_2_files_do_not(tmp_path):
+    new = A.init_adapter(layers_of(SMALL_BLOCK), seed=4, context_dim=64)
+    assert new.file_version == "3" and new.scalar_norm is None
+    old = A.init_adapter(layers_of(SMALL_BLOCK), seed=4, context_dim=64, version="2")
+    path = A.save_adapter(old, tmp_path / "v2.safetensors")
+    assert A.read_adapter_metadata(path)["version"] == "2" and "scalar_norm.weight" not in load_file(path)
+    loaded = A.load_adapter(path)
+    assert loaded.file_version == "2"
+    for cond in (
+        A.palette_condition(torch.tensor([[0.2, 0.7, 0.1]])).with_controls(entropy=3.0, distance=0.4),
+        A.palette_condition(torch.tensor([[0.9, 0.1, 0.1]])).with_controls(entropy=0.5),
+        A.null_condition(2).with_controls(entropy=4.0),
+    ):
+        plain, gained = version_2_and_3_tokens(cond, new)
+        assert torch.allclose(new.tokens(cond)[:, 4], gained, atol=1e-5)
+        assert not torch.allclose(plain, gained, atol=1e-3)
+        plain_2, _ = version_2_and_3_tokens(cond, loaded)
+        assert torch.allclose(loaded.tokens(cond)[:, 4], plain_2, atol=1e-5)
+        assert torch.allclose(loaded.tokens(cond), old.tokens(cond), atol=1e-6)
+    # the same weights: the gain is in the version, not in the file's tensors
+    v3 = A.save_adapter(new, tmp_path / "v3.safetensors")
+    assert load_file(v3).keys() == load_file(path).keys() and A.read_adapter_metadata(v3)["version"] == "3"
+    assert torch.allclose(A.load_adapter(v3).tokens(cond), new.tokens(cond), atol=1e-6)
+    assert A.read_adapter_metadata(A.save_adapter(loaded, tmp_path / "again.safetensors"))["version"] == "2"
+    assert loaded.subset(loaded.layers[:1]).file_version == "2"
+    with pytest.raises(AdapterError, match="version 2 adapter's tokens into a version 3"):
+        A.copy_weights(new, loaded, new.layers)
+    with pytest.raises(AdapterError, match="adapter version '7': this pack makes versions 1, 2, 3"):
+        A.PaletteAdapter(layers_of(SMALL_BLOCK), 64, "7")
 
 
 def test_load_refuses_pickles_and_names_bad_shapes(tmp_path):

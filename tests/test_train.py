@@ -377,8 +377,8 @@ def test_a_stage_two_adapter_keeps_the_layout_of_the_file_it_starts_from(tmp_pat
     unet = tiny_unet()
     layers = diffusers_unet_layers(unet, CTX)
     fresh = build_adapter(unet, layers, seed=0)
-    assert fresh.scalar_norm is None and fresh.file_version == "2"
-    old = init_adapter(layers.dims, seed=5, context_dim=CTX, scalar_norm=True)
+    assert fresh.scalar_norm is None and fresh.file_version == "3"
+    old = init_adapter(layers.dims, seed=5, context_dim=CTX, version="1")
     with torch.no_grad():
         old.scalar_norm.bias.fill_(0.25)
     path = save_adapter(old, tmp_path / "stage1-v1.safetensors")

@@ -43,6 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from palette_core.adapter import (
     CONTEXT_DIM,
+    FILE_VERSION,
     ColorCondition,
     PaletteAdapter,
     copy_weights,
@@ -151,12 +152,12 @@ def _weight_dtype(mixed_precision: str) -> torch.dtype:
 
 def build_adapter(unet, layers: AttentionLayers, seed: int, init_from: Path | None = None) -> PaletteAdapter:
     """A new adapter for ``layers``: W_k/W_v from the text to_k/to_v, or from a stage-1 file where it has them
-    (in that file's layout, so a version 1 file's scalar LayerNorm goes on training)."""
+    (in that file's version, so an older file's scalar token goes on training as it was)."""
     src = None
     if init_from is not None:
         src = load_adapter(init_from, model_layers=diffusers_unet_layers(unet, layers.context_dim))
-    norm = src is not None and src.scalar_norm is not None
-    adapter = init_adapter(layers.dims, seed, text_kv(unet, layers), layers.context_dim, scalar_norm=norm)
+    version = FILE_VERSION if src is None else src.version
+    adapter = init_adapter(layers.dims, seed, text_kv(unet, layers), layers.context_dim, version=version)
     if src is not None:
         copy_weights(adapter, src, [x.name for x in layers if x.name in src.layer_dims])
     return adapter
