@@ -423,6 +423,9 @@ def init_adapter(
             bound = 1.0 / math.sqrt(lin.in_features)
             lin.weight.copy_(torch.empty_like(lin.weight).uniform_(-bound, bound, generator=g))
             lin.bias.copy_(torch.empty_like(lin.bias).uniform_(-bound, bound, generator=g))
+        # the gained columns start smaller by the gain: the same token at step 0, only their learning rate grows
+        # (started as large, the token outweighed the colour tokens and one toy run learnt no colour)
+        adapter.scalar_proj.weight[:, list(SCALAR_GAIN_COLUMNS)] /= adapter.scalar_proj.gain
         for layer, dim in layers.items():
             wk, wv = adapter.kv_weights(layer)
             if text_kv is not None and layer in text_kv:

@@ -252,6 +252,19 @@ def test_version_3_scales_the_distance_and_entropy_before_the_projection_and_ver
         A.PaletteAdapter(layers_of(SMALL_BLOCK), 64, "7")
 
 
+def test_a_new_version_3_adapter_starts_with_the_tokens_of_a_version_2_one():
+    v3 = A.init_adapter(layers_of(SMALL_BLOCK), seed=6, context_dim=64)
+    v2 = A.init_adapter(layers_of(SMALL_BLOCK), seed=6, context_dim=64, version="2")
+    for cond in (
+        A.palette_condition(torch.tensor([[0.2, 0.7, 0.1]])).with_controls(entropy=3.0, distance=0.6),
+        A.null_condition(1).with_controls(entropy=5.0),
+    ):
+        assert torch.allclose(v3.tokens(cond), v2.tokens(cond), atol=1e-5)
+    w3, w2 = v3.scalar_proj.weight.detach(), v2.scalar_proj.weight.detach()
+    assert torch.allclose(w3[:, [3, 5]] * 10.0, w2[:, [3, 5]])  # distance and entropy columns
+    assert torch.equal(w3[:, [0, 1, 2, 4, 6]], w2[:, [0, 1, 2, 4, 6]])
+
+
 def test_load_refuses_pickles_and_names_bad_shapes(tmp_path):
     pickle_file = tmp_path / "adapter.bin"
     pickle_file.write_bytes(b"\x80\x04not really")
