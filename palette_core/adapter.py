@@ -276,7 +276,7 @@ class PaletteAdapter(nn.Module):
         if version not in LAYOUTS:
             raise AdapterError(f"adapter version {version!r}: this pack makes versions {', '.join(LAYOUTS)}")
         layout = LAYOUTS[version]
-        self.version = version
+        self.file_version = version  # the file format version its token layout is written as (LAYOUTS)
         self.context_dim = context_dim
         self.layer_dims = dict(layers)
         self.color_proj = nn.Linear(NUM_BINS, NUM_COLOR_TOKENS * context_dim)
@@ -317,11 +317,6 @@ class PaletteAdapter(nn.Module):
             raise AdapterError(f"this adapter has no weights for layer {layer}; it covers {self.blocks}")
         return self.to_k[key].weight, self.to_v[key].weight
 
-    @property
-    def file_version(self) -> str:
-        """The file format version this adapter's token layout is written as (``LAYOUTS``)."""
-        return self.version
-
     def token_modules(self) -> list[str]:
         """Names of the modules that make the tokens (shared by every layer)."""
         return ["color_proj", "color_norm", "scalar_proj"] + ([] if self.scalar_norm is None else ["scalar_norm"])
@@ -340,7 +335,7 @@ class PaletteAdapter(nn.Module):
 
     def subset(self, layers: Sequence[str]) -> PaletteAdapter:
         """A frozen copy holding the token projections and only ``layers`` (same device and dtype)."""
-        out = PaletteAdapter({name: self.layer_dims[name] for name in layers}, self.context_dim, self.version)
+        out = PaletteAdapter({name: self.layer_dims[name] for name in layers}, self.context_dim, self.file_version)
         copy_weights(out, self, layers)
         p = next(self.parameters())
         return out.to(device=p.device, dtype=p.dtype).eval().requires_grad_(False)
@@ -348,9 +343,9 @@ class PaletteAdapter(nn.Module):
 
 def copy_weights(dst: PaletteAdapter, src: PaletteAdapter, layers: Iterable[str]) -> None:
     """Copy ``src``'s token projections and the ``W_k, W_v`` of ``layers`` into ``dst`` (in place)."""
-    if dst.version != src.version:
+    if dst.file_version != src.file_version:
         raise AdapterError(
-            f"cannot copy a version {src.version} adapter's tokens into a version {dst.version} one "
+            f"cannot copy a version {src.file_version} adapter's tokens into a version {dst.file_version} one "
             "(the versions' scalar tokens differ: docs/design.md §6)"
         )
     with torch.no_grad():

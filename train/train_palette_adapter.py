@@ -156,7 +156,7 @@ def build_adapter(unet, layers: AttentionLayers, seed: int, init_from: Path | No
     src = None
     if init_from is not None:
         src = load_adapter(init_from, model_layers=diffusers_unet_layers(unet, layers.context_dim))
-    version = FILE_VERSION if src is None else src.version
+    version = FILE_VERSION if src is None else src.file_version
     adapter = init_adapter(layers.dims, seed, text_kv(unet, layers), layers.context_dim, version=version)
     if src is not None:
         copy_weights(adapter, src, [x.name for x in layers if x.name in src.layer_dims])
