@@ -29,7 +29,7 @@ from palette_core.adapter import (  # noqa: E402
     token_attention,
 )
 from palette_core.blocks import diffusers_unet_layers, text_kv  # noqa: E402
-from palette_core.errors import AdapterError, InputShapeError  # noqa: E402
+from palette_core.errors import AdapterError, InputShapeError, PaletteError  # noqa: E402
 from palette_core.histogram import NUM_BINS, image_histogram  # noqa: E402
 from palette_core.palette import Palette  # noqa: E402
 from train.checkpoint import list_checkpoints  # noqa: E402
@@ -315,6 +315,21 @@ def test_training_run_skips_broken_images_logs_and_exports_a_loadable_adapter(tm
     assert (tmp_path / "run" / "training_plot.png").stat().st_size > 0
 
 
+def test_a_cosine_schedule_decays_the_rate_the_optimizer_steps_with(tmp_path, dataset):
+    trainer = Trainer(config(tmp_path / "cos", dataset, lr_schedule="cosine"), tiny_parts())
+    trainer.train()
+    rows = (tmp_path / "cos" / "train_log.csv").read_text().splitlines()[1:]
+    # 1e-3 x (0.1 + 0.9 x (1 + cos(pi k / 4)) / 2) for steps k = 0..3, as the log writes them (3 digits)
+    assert [float(r.split(",")[2]) for r in rows] == [1e-3, 8.68e-4, 5.5e-4, 2.32e-4]
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * (0.1 + 0.45 * (1 - math.sqrt(0.5))))
+    constant = Trainer(config(tmp_path / "const", dataset, warmup_steps=2), tiny_parts())
+    constant.train()
+    rows = (tmp_path / "const" / "train_log.csv").read_text().splitlines()[1:]
+    assert [float(r.split(",")[2]) for r in rows] == [5e-4, 1e-3, 1e-3, 1e-3]
+    with pytest.raises(PaletteError, match="--lr-schedule 'linear'"):
+        Trainer(config(tmp_path / "bad", dataset, lr_schedule="linear"), tiny_parts())
+
+
 def test_resume_reaches_exactly_the_weights_of_an_uninterrupted_run(tmp_path, dataset):
     full = Trainer(config(tmp_path / "full", dataset, max_steps=5), tiny_parts())
     full.train()
@@ -430,9 +445,13 @@ def test_cli_flags_map_onto_the_config(tmp_path):
             "--palette-resize",
             "0",
             "--no-progress",
+            "--lr-schedule",
+            "cosine",
         ]
     )
     cfg = config_from_args(args)
+    default = config_from_args(build_parser().parse_args([]))
+    assert cfg.lr_schedule == "cosine" and default.lr_schedule == "constant"
     assert cfg.blocks == ["up_blocks.0.attentions.1", "mid_block.attentions.0"]
     assert cfg.mixed_precision == "bf16" and cfg.gradient_checkpointing and cfg.grad_accum == 4
     assert cfg.recipe.p_palette == 0.5 and cfg.recipe.palette_resize is None and not cfg.progress
@@ -630,7 +649,6 @@ def test_toy_base_trains_v_prediction_on_scaled_pixels_and_records_its_codec(tmp
     assert sched.config.prediction_type == "v_prediction" and sched.config.clip_sample_range == 2.0
     codec = base_codec(out)
     assert (codec.factor, codec.scale) == (2, 2.0)
-    from palette_core.errors import PaletteError
     from train.toy.parts import toy_base_parts
 
     cfg = TrainConfig(
@@ -671,6 +689,18 @@ def test_toy_timesteps_move_to_mid_noise_by_their_lognormal_share():
     half = draw_timesteps(20000, alphas, 0.5, torch.Generator().manual_seed(0))
     expected = 0.5 * 0.3 + 0.5 * float((t > 700).float().mean())  # half uniform (30 % above 700), half log-normal
     assert float((half > 700).float().mean()) == pytest.approx(expected, abs=0.02)
+
+
+def test_learning_rates_warm_up_then_stay_or_follow_a_cosine_to_the_floor():
+    from train.schedule import learning_rate
+
+    assert [learning_rate(k, 10, 2.0, 4) for k in (0, 2, 3, 9, 50)] == [0.5, 1.5, 2.0, 2.0, 2.0]
+    assert learning_rate(0, 10, 2.0) == 2.0  # no warm-up
+    assert learning_rate(5, 10, 1.0, schedule="cosine") == pytest.approx(0.55)
+    assert learning_rate(10, 10, 1.0, schedule="cosine", floor=0.2) == pytest.approx(0.2)
+    assert learning_rate(99, 10, 1.0, schedule="cosine") == pytest.approx(0.1)  # past the end: the floor
+    with pytest.raises(ValueError, match="choose one of constant, cosine"):
+        learning_rate(0, 10, 1.0, schedule="step")
 
 
 def test_toy_base_lr_warms_up_then_decays_by_cosine_to_its_floor():

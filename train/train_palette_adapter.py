@@ -71,6 +71,7 @@ from train.data import (
 from train.models import VaeCodec, load_unet, load_vae, noise_scheduler
 from train.processor import PaletteUNet, generate, time_ids
 from train.recipe import PALETTE_SOURCES, DrawnConditions, Recipe, draw_conditions
+from train.schedule import LR_SCHEDULES, learning_rate
 
 log = logging.getLogger("train_palette_adapter")
 
@@ -106,6 +107,7 @@ class TrainConfig:
     max_steps: int = 1000
     lr: float = 1e-4
     warmup_steps: int = 0
+    lr_schedule: str = "constant"  # or "cosine": to a tenth of lr at max_steps (train/schedule.py)
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     mixed_precision: str | None = None  # None: as accelerate's config or launch flag says ("no" without one)
@@ -204,6 +206,8 @@ class Trainer:
         self.config = c = config
         if c.batch_size < 1 or c.grad_accum < 1:
             raise PaletteError(f"--batch-size {c.batch_size} and --grad-accum {c.grad_accum} must be at least 1")
+        if c.lr_schedule not in LR_SCHEDULES:
+            raise PaletteError(f"--lr-schedule {c.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
         # gradients as views of DDP's all-reduce buckets: no second copy of the adapter's gradients
         ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=True)
         self.accelerator = acc = Accelerator(mixed_precision=c.mixed_precision, kwargs_handlers=[ddp])
@@ -497,7 +501,7 @@ class Trainer:
 
     def _lr(self, step: int) -> float:
         c = self.config
-        return c.lr * min(1.0, (step + 1) / c.warmup_steps) if c.warmup_steps > 0 else c.lr
+        return learning_rate(step, c.max_steps, c.lr, c.warmup_steps, c.lr_schedule)
 
     def save(self, step: int) -> Path:
         """Write the training checkpoint of ``step`` (main process only)."""
@@ -841,6 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
     a("--lr", type=float, default=d.lr)
     a("--warmup-steps", type=int, default=d.warmup_steps)
+    a("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule, help="after warm-up: constant, or cosine to lr/10")
     a("--weight-decay", type=float, default=d.weight_decay)
     a("--max-grad-norm", type=float, default=d.max_grad_norm)
     a(

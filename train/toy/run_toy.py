@@ -49,6 +49,7 @@ from train.data import ManifestError, manifest_palettes, read_manifest
 from train.models import PixelCodec
 from train.processor import PaletteUNet, generate
 from train.recipe import Recipe
+from train.schedule import LR_SCHEDULES
 from train.toy.parts import toy_base_parts
 from train.toy.shapes import draw, random_palette, write_dataset
 from train.toy.train_base import base_codec, load_images, train_base
@@ -570,6 +571,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--adapter-steps", type=int)
     p.add_argument("--adapter-batch", type=int)
     p.add_argument("--adapter-lr", type=float, default=1e-3)
+    p.add_argument(
+        "--adapter-lr-schedule", choices=LR_SCHEDULES, default="constant", help="after warm-up: constant, or cosine"
+    )
     p.add_argument("--adapter-seed", type=int, default=0, help="the adapter's initial weights and its training draws")
     p.add_argument("--eval-palettes", type=int)
     p.add_argument("--eval-seeds", type=int, default=2)
@@ -666,6 +670,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.adapter_batch,
         max_steps=args.adapter_steps,
         lr=args.adapter_lr,
+        lr_schedule=args.adapter_lr_schedule,
         seed=args.adapter_seed,
         warmup_steps=20,
         recipe=ADAPTER_RECIPE,

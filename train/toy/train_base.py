@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from torch import Tensor
 from train.data import load_image, read_manifest
 from train.models import PixelCodec, build_unet, tiny_unet_config
 from train.processor import time_ids
+from train.schedule import learning_rate
 from train.toy.parts import WordText
 
 log = logging.getLogger(__name__)
@@ -112,11 +112,9 @@ def draw_timesteps(
 def base_lr(step: int, steps: int, lr: float, warmup: int = 100, floor: float = 0.1) -> float:
     """Learning rate of ``step``: linear warm-up, then cosine decay from ``lr`` to ``floor x lr`` at ``steps``.
 
-    At a constant rate the last weights are a noisy iterate; decaying it gives samples nearer their colour
-    words (docs/training.md, "Toy run").
+    Decaying the rate gives samples nearer their colour words (docs/training.md, "Toy run").
     """
-    decay = floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / max(steps, 1)))
-    return lr * min(1.0, (step + 1) / warmup) * decay
+    return learning_rate(step, steps, lr, warmup, "cosine", floor)
 
 
 def load_images(manifest: Path, size: int) -> tuple[torch.Tensor, list[str]]:
