@@ -65,6 +65,7 @@ def test_toy_run_chains_its_phases_reports_every_claim_and_resumes(tmp_path):
     lo, mid, hi = e["training_scalars"]["entropy"]
     assert lo <= mid <= hi
     assert result["adapter_steps"] == 2 and (out / "adapter" / "palette_adapter.safetensors").is_file()
+    assert list(result["adapter_loss"]) == ["steps 1-2"]  # the loss windows the run reached
     report = (out / "results.md").read_text()
     rows = run_toy.targets(e)
     assert len(rows) == 2 * 2 + 1 + 2 + 1 + 2 + 1  # EMD x 2 per CFG, entropy and distance per mode, negative
@@ -109,6 +110,17 @@ def test_gpu_preset_resolves_its_sizes_and_flags_override_them():
     assert run_toy.parse_args(["--device", "cpu"]).base_steps == run_toy.PRESETS["cpu"]["base_steps"]
     smoke = run_toy.parse_args(["--device", "cpu", "--preset", "gpu", "--smoke"])
     assert (smoke.preset, smoke.base_steps, smoke.eval_seeds) == ("gpu", 3, 1)
+
+
+def test_loss_path_averages_the_windows_that_tell_a_fast_run_from_a_slow_one(tmp_path):
+    log = tmp_path / "train_log.csv"
+    rows = ["step,loss,lr,grad_norm,skipped_images,images_per_s"]
+    rows += [f"{k},{0.2 if k <= 100 else 0.1 if k <= 300 else 0.05},1e-3,1.0,0,10.0" for k in range(1, 351)]
+    log.write_text("\n".join(rows) + "\n")
+    path = run_toy.loss_path(log)
+    assert path == {"steps 1-100": pytest.approx(0.2), "steps 201-300": pytest.approx(0.1), "steps 251-350": pytest.approx(0.075)}
+    log.write_text("\n".join(rows[:151]) + "\n")  # stopped at step 150: no 201-300 window
+    assert run_toy.loss_path(log) == {"steps 1-100": pytest.approx(0.2), "steps 51-150": pytest.approx(0.15)}
 
 
 def test_targets_mark_each_claim_against_its_threshold():

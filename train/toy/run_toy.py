@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -333,6 +334,29 @@ def evaluate(
     return {**r, **reference_emd(palettes), **data_bounds(palettes)}
 
 
+LOSS_WINDOWS = ((1, 100), (201, 300))  # a fast run leaves its first loss by step 300; a slow one sits on it
+
+
+def loss_path(log_csv: Path, last: int = 100) -> dict[str, float]:
+    """Mean adapter loss over steps 1-100, 201-300 and the last ``last`` (docs/training.md "two regimes").
+
+    A run whose second window is still near its first sat on the loss plateau that marks the slow path;
+    windows the run did not reach are left out.
+    """
+    with Path(log_csv).open(newline="") as f:
+        losses = {int(row["step"]): float(row["loss"]) for row in csv.DictReader(f)}
+    if not losses:
+        return {}
+    end = max(losses)
+    windows = [*LOSS_WINDOWS, (max(1, end - last + 1), end)]
+    out = {}
+    for lo, hi in windows:
+        values = [losses[k] for k in range(lo, hi + 1) if k in losses]
+        if values and hi <= end:
+            out[f"steps {lo}-{hi}"] = sum(values) / len(values)
+    return out
+
+
 def _mark(ok: bool) -> str:
     return "✔" if ok else "✘"
 
@@ -482,6 +506,12 @@ def results_text(r: dict) -> str:
         f"Adapter steps {r['adapter_steps']}, base steps {r['base_steps']}, training images {r['train_images']} "
         f"({r['skipped_images']} broken files skipped by the trainer).",
     ]
+    if r.get("adapter_loss"):
+        windows = r["adapter_loss"]
+        lines.append(
+            f"Adapter loss, mean over {' / '.join(windows)}: {' / '.join(f'{v:.3f}' for v in windows.values())} "
+            "(a second window still near the first marks the slow path, docs/training.md)."
+        )
     if "analysis" in r:
         lines += ["", f"Block analysis: recommended {', '.join(r['analysis']['recommended'])}."]
     return "\n".join(lines) + "\n"
@@ -710,6 +740,7 @@ def run(args: argparse.Namespace) -> int:
         "train_images": int(train_images.shape[0]),
         "skipped_images": trained["skipped"],
         "adapter_file": trained.get("adapter"),
+        "adapter_loss": loss_path(out / "adapter" / "train_log.csv"),
     }
     seconds["evaluation"] = time.perf_counter() - t
     if args.analyse:
