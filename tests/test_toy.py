@@ -118,7 +118,11 @@ def test_loss_path_averages_the_windows_that_tell_a_fast_run_from_a_slow_one(tmp
     rows += [f"{k},{0.2 if k <= 100 else 0.1 if k <= 300 else 0.05},1e-3,1.0,0,10.0" for k in range(1, 351)]
     log.write_text("\n".join(rows) + "\n")
     path = run_toy.loss_path(log)
-    assert path == {"steps 1-100": pytest.approx(0.2), "steps 201-300": pytest.approx(0.1), "steps 251-350": pytest.approx(0.075)}
+    assert path == {
+        "steps 1-100": pytest.approx(0.2),
+        "steps 201-300": pytest.approx(0.1),
+        "steps 251-350": pytest.approx(0.075),
+    }
     log.write_text("\n".join(rows[:151]) + "\n")  # stopped at step 150: no 201-300 window
     assert run_toy.loss_path(log) == {"steps 1-100": pytest.approx(0.2), "steps 51-150": pytest.approx(0.15)}
 
