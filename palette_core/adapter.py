@@ -39,25 +39,28 @@ NUM_SCALARS = 7
 KIND_NONE, KIND_PALETTE, KIND_HISTOGRAM = 0, 1, 2
 KIND_NAMES = {KIND_NONE: "unconditioned", KIND_PALETTE: "palette", KIND_HISTOGRAM: "histogram"}
 FILE_FORMAT = "palette-adapter"
-FILE_VERSION = "3"
+FILE_VERSION = "4"
 # what the versions change in the scalar token; older files load and keep theirs (docs/design.md §6)
 SCALAR_NORM_VERSION = "1"  # a LayerNorm on the scalar token
-SCALAR_GAIN = 10.0  # version 3 multiplies the distance and entropy features by this before the projection
+SCALAR_GAIN = 10.0  # versions 3 and 4 multiply the distance and entropy features by this before the projection
 SCALAR_GAIN_COLUMNS = (3, 5)  # distance and entropy / log2(4080) in ColorCondition.scalar_features
 
 
 @dataclass(frozen=True)
 class TokenLayout:
-    """What a file version changes in the scalar token: a LayerNorm after it, a gain on its two values."""
+    """What a file version changes in the scalar token: a LayerNorm after it, a gain on its two values, and
+    whether its value is added to every query instead of competing with the colour tokens in one softmax."""
 
     scalar_norm: bool
     scalar_gain: float
+    scalar_added: bool = False
 
 
 LAYOUTS = {
     SCALAR_NORM_VERSION: TokenLayout(scalar_norm=True, scalar_gain=1.0),
     "2": TokenLayout(scalar_norm=False, scalar_gain=1.0),
-    FILE_VERSION: TokenLayout(scalar_norm=False, scalar_gain=SCALAR_GAIN),
+    "3": TokenLayout(scalar_norm=False, scalar_gain=SCALAR_GAIN),
+    FILE_VERSION: TokenLayout(scalar_norm=False, scalar_gain=SCALAR_GAIN, scalar_added=True),
 }
 READABLE_VERSIONS = tuple(LAYOUTS)
 MAX_FILE_BYTES = 8 << 30  # all 70 SDXL layers in float32 are ~1.5 GB; anything far larger is not an adapter
@@ -286,6 +289,9 @@ class PaletteAdapter(nn.Module):
         # entropy and distance moved it too little to learn (docs/training.md, "Toy run")
         self.scalar_proj = ScalarProjection(context_dim, layout.scalar_gain)
         self.scalar_norm = nn.LayerNorm(context_dim) if layout.scalar_norm else None
+        # version 4: the scalar token's value is added to every query; in one softmax with the colour tokens it
+        # won a layer's attention by chance, and a toy run either read it there or stalled (docs/training.md)
+        self.scalar_added = layout.scalar_added
         self.to_k = nn.ModuleDict({_module_key(n): nn.Linear(context_dim, d, bias=False) for n, d in layers.items()})
         self.to_v = nn.ModuleDict({_module_key(n): nn.Linear(context_dim, d, bias=False) for n, d in layers.items()})
 
@@ -346,7 +352,7 @@ def copy_weights(dst: PaletteAdapter, src: PaletteAdapter, layers: Iterable[str]
     if dst.file_version != src.file_version:
         raise AdapterError(
             f"cannot copy a version {src.file_version} adapter's tokens into a version {dst.file_version} one "
-            "(the versions' scalar tokens differ: docs/design.md §6)"
+            "(the versions make or attend the scalar token differently: docs/design.md §6)"
         )
     with torch.no_grad():
         for module in src.token_modules():
@@ -366,27 +372,44 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tensor:
     return head_attention(q, split_heads(k, heads), split_heads(v, heads))
 
 
-def head_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Attention of ``q [B, T, C]`` over keys and values already split into heads ``[B, h, S, C / h]`` (Eq. 5)."""
+def head_attention(q: Tensor, k: Tensor, v: Tensor, scalar_added: bool = False) -> Tensor:
+    """Attention of ``q [B, T, C]`` over keys and values already split into heads ``[B, h, S, C / h]`` (Eq. 5);
+    with ``scalar_added`` over the colour tokens only, plus the scalar token's value (docs/design.md §6)."""
     b, t, c = q.shape
-    out = F.scaled_dot_product_attention(split_heads(q, k.shape[1]), k, v)
+    if scalar_added:
+        colours = slice(0, NUM_COLOR_TOKENS)
+        out = F.scaled_dot_product_attention(split_heads(q, k.shape[1]), k[:, :, colours], v[:, :, colours])
+        out = out + v[:, :, NUM_COLOR_TOKENS:]
+    else:
+        out = F.scaled_dot_product_attention(split_heads(q, k.shape[1]), k, v)
     return out.transpose(1, 2).reshape(b, t, c)
 
 
 def decoupled_attention(
-    q: Tensor, tokens: Tensor, w_k: Tensor, w_v: Tensor, heads: int, attention: Attention | None = None
+    q: Tensor,
+    tokens: Tensor,
+    w_k: Tensor,
+    w_v: Tensor,
+    heads: int,
+    attention: Attention | None = None,
+    scalar_added: bool = False,
 ) -> Tensor:
     """The adapter's extra attention ``Attn(q, W_k tokens, W_v tokens)`` (IP-Adapter Eq. 5; docs/design.md §6).
 
     ``q`` is the layer's own projected query ``[B, T, C]``; ``tokens`` ``[B, 5, 2048]`` (or ``[1, 5, 2048]``,
-    broadcast). The caller adds ``scale *`` this to the text attention output.
+    broadcast). With ``scalar_added`` (version 4) only the colour tokens are attended and the scalar token's
+    value ``W_v token`` is added to every query. The caller adds ``scale *`` this to the text attention output.
     """
     if tokens.shape[0] != q.shape[0]:
         if tokens.shape[0] != 1:
             raise InputShapeError(f"tokens: batch {tokens.shape[0]} does not match the query batch {q.shape[0]}")
         tokens = tokens.expand(q.shape[0], -1, -1)
     k, v = adapter_kv(tokens, w_k, w_v, q.dtype)
-    return (attention or sdpa_attention)(q, k, v, heads)
+    if attention is None:
+        return head_attention(q, split_heads(k, heads), split_heads(v, heads), scalar_added)
+    if not scalar_added:
+        return attention(q, k, v, heads)
+    return attention(q, k[:, :NUM_COLOR_TOKENS], v[:, :NUM_COLOR_TOKENS], heads) + v[:, NUM_COLOR_TOKENS:]
 
 
 def token_attention(q: Tensor, tokens: Tensor, w_k: Tensor, heads: int) -> Tensor:
@@ -395,6 +418,26 @@ def token_attention(q: Tensor, tokens: Tensor, w_k: Tensor, heads: int) -> Tenso
         tokens = tokens.expand(q.shape[0], -1, -1)
     k = split_heads(F.linear(tokens.to(q.dtype), w_k.to(q.dtype)), heads)
     return torch.softmax(split_heads(q, heads) @ k.transpose(-1, -2) / math.sqrt(k.shape[-1]), dim=-1)
+
+
+def token_shares(q: Tensor, tokens: Tensor, w_k: Tensor, w_v: Tensor, heads: int, scalar_added: bool = False) -> Tensor:
+    """Each token's share of each query's adapter output ``[B, heads, T, 5]``, summing to 1 (docs/design.md §6).
+
+    In one softmax (versions 1-3) the attention weights; with ``scalar_added`` (version 4) the scalar token
+    takes ``|v_s| / (|colour attention| + |v_s|)`` of the output norm and the colour tokens their weights of
+    the rest."""
+    weights = token_attention(q, tokens, w_k, heads)
+    if not scalar_added:
+        return weights
+    if tokens.shape[0] != q.shape[0]:
+        tokens = tokens.expand(q.shape[0], -1, -1)
+    colours = weights[..., :NUM_COLOR_TOKENS]
+    colours = colours / colours.sum(dim=-1, keepdim=True)  # the softmax over the colour tokens alone
+    v = split_heads(F.linear(tokens.to(q.dtype), w_v.to(q.dtype)), heads)
+    colour_norm = (colours @ v[:, :, :NUM_COLOR_TOKENS]).norm(dim=-1, keepdim=True)
+    scalar_norm = v[:, :, NUM_COLOR_TOKENS:].norm(dim=-1, keepdim=True)
+    share = scalar_norm / (colour_norm + scalar_norm).clamp_min(torch.finfo(q.dtype).tiny)
+    return torch.cat([colours * (1 - share), share], dim=-1)
 
 
 def adapter_kv(tokens: Tensor, w_k: Tensor, w_v: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -627,6 +670,7 @@ __all__ = [
     "blocks_in",
     "branch_conditions",
     "decoupled_attention",
+    "token_shares",
     "histogram_condition",
     "init_adapter",
     "load_adapter",

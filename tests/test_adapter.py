@@ -155,6 +155,42 @@ def test_decoupled_attention_is_attention_over_projected_tokens():
         A.decoupled_attention(q, torch.randn(3, 5, 64), wk, wv, heads=4)
 
 
+@pytest.mark.parametrize("host", [None, A.sdpa_attention])
+def test_version_4_attends_the_colour_tokens_and_adds_the_scalar_tokens_value_to_every_query(host):
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 16, 128, generator=g)
+    tokens = torch.randn(2, 5, 64, generator=g)
+    wk, wv = torch.randn(128, 64, generator=g), torch.randn(128, 64, generator=g)
+    out = A.decoupled_attention(q, tokens, wk, wv, 4, host, scalar_added=True)
+    k, v = tokens @ wk.T, tokens @ wv.T
+    assert torch.allclose(out, reference_attention(q, k[:, :4], v[:, :4], 4) + v[:, 4:5], atol=1e-4)
+    # a change of the scalar token moves every query by the same vector, whatever its key: no softmax
+    moved = tokens.clone()
+    moved[:, 4] += torch.randn(2, 64, generator=g)
+    shift = A.decoupled_attention(q, moved, wk, wv, 4, host, scalar_added=True) - out
+    assert torch.allclose(shift, ((moved[:, 4] - tokens[:, 4]) @ wv.T).unsqueeze(1).expand_as(shift), atol=1e-4)
+    joint = A.decoupled_attention(q, moved, wk, wv, 4, host) - A.decoupled_attention(q, tokens, wk, wv, 4, host)
+    assert not torch.allclose(joint, joint[:, :1].expand_as(joint), atol=1e-3)
+
+
+def test_token_shares_are_the_softmax_or_the_scalar_tokens_part_of_the_output():
+    g = torch.Generator().manual_seed(2)
+    q, tokens = torch.randn(2, 6, 32, generator=g), torch.randn(2, 5, 16, generator=g)
+    wk, wv = torch.randn(32, 16, generator=g), torch.randn(32, 16, generator=g)
+    assert torch.equal(A.token_shares(q, tokens, wk, wv, 2), A.token_attention(q, tokens, wk, 2))
+    shares = A.token_shares(q, tokens, wk, wv, 2, scalar_added=True)
+    assert shares.shape == (2, 2, 6, 5) and torch.allclose(shares.sum(-1), torch.ones(2, 2, 6), atol=1e-6)
+    v = A.split_heads(tokens @ wv.T, 2)
+    colour = (shares[..., :4] / (1 - shares[..., 4:])) @ v[:, :, :4]  # the colour tokens' weights, rescaled
+    ratio = v[:, :, 4:].norm(dim=-1) / (colour.norm(dim=-1) + v[:, :, 4:].norm(dim=-1))
+    assert torch.allclose(shares[..., 4], ratio, atol=1e-5)
+    out = (colour + v[:, :, 4:]).transpose(1, 2).reshape(2, 6, 32)  # the parts rebuild the output
+    assert torch.allclose(out, A.decoupled_attention(q, tokens, wk, wv, 2, scalar_added=True), atol=1e-5)
+    silent = tokens.clone()
+    silent[:, 4] = 0.0  # a scalar token with no value takes no share
+    assert torch.allclose(A.token_shares(q, silent, wk, wv, 2, scalar_added=True)[..., 4], torch.zeros(2, 2, 6))
+
+
 SMALL_BLOCK = "down_blocks.1.attentions.0"  # 2 layers of 640: keeps the file tests light
 
 
@@ -166,7 +202,7 @@ def test_save_load_round_trip_and_metadata(tmp_path):
     adapter = A.init_adapter(layers_of(SMALL_BLOCK), seed=1)
     path = A.save_adapter(adapter, tmp_path / "a.safetensors", trained_steps=12)
     meta = A.read_adapter_metadata(path)
-    assert meta["format"] == "palette-adapter" and meta["version"] == "3" and meta["base"] == "sdxl"
+    assert meta["format"] == "palette-adapter" and meta["version"] == "4" and meta["base"] == "sdxl"
     assert meta["histogram"] == "hsv-34x12x10-v1" and meta["trained_steps"] == "12"
     assert json.loads(meta["layers"]) == list(layers_of(SMALL_BLOCK))
     tensors = load_file(path)
@@ -195,7 +231,7 @@ def test_version_1_files_keep_their_scalar_layernorm(tmp_path):
     assert A.read_adapter_metadata(A.save_adapter(loaded, tmp_path / "again.safetensors"))["version"] == "1"
     assert loaded.subset(loaded.layers[:1]).scalar_norm is not None
     new = A.init_adapter(layers_of(SMALL_BLOCK), seed=2, context_dim=64)
-    with pytest.raises(AdapterError, match="version 1 adapter's tokens into a version 3"):
+    with pytest.raises(AdapterError, match="version 1 adapter's tokens into a version 4"):
         A.copy_weights(new, loaded, new.layers)
     v1 = load_file(path)
     unnormed = {k: v for k, v in v1.items() if not k.startswith("scalar_norm")}
@@ -203,7 +239,7 @@ def test_version_1_files_keep_their_scalar_layernorm(tmp_path):
         ("v1-without-norm", unnormed, "1", "scalar_norm.weight is missing"),
         ("v2-with-norm", v1, "2", "unexpected tensor scalar_norm.bias; not a version 2 palette adapter"),
         ("v3-with-norm", v1, "3", "unexpected tensor scalar_norm.bias; not a version 3 palette adapter"),
-        ("v4", v1, "4", "reads versions 1, 2, 3: update the pack"),
+        ("v5", v1, "5", "reads versions 1, 2, 3, 4: update the pack"),
     ):  # fmt: skip
         bad = tmp_path / f"{name}.safetensors"
         save_file(tensors, bad, metadata={**A.read_adapter_metadata(path), "version": version})
@@ -222,8 +258,8 @@ def version_2_and_3_tokens(cond, adapter):
 
 
 def test_version_3_scales_the_distance_and_entropy_before_the_projection_and_version_2_files_do_not(tmp_path):
-    new = A.init_adapter(layers_of(SMALL_BLOCK), seed=4, context_dim=64)
-    assert new.file_version == "3" and new.scalar_norm is None
+    new = A.init_adapter(layers_of(SMALL_BLOCK), seed=4, context_dim=64, version="3")
+    assert new.file_version == "3" and new.scalar_norm is None and not new.scalar_added
     old = A.init_adapter(layers_of(SMALL_BLOCK), seed=4, context_dim=64, version="2")
     path = A.save_adapter(old, tmp_path / "v2.safetensors")
     assert A.read_adapter_metadata(path)["version"] == "2" and "scalar_norm.weight" not in load_file(path)
@@ -248,12 +284,28 @@ def test_version_3_scales_the_distance_and_entropy_before_the_projection_and_ver
     assert loaded.subset(loaded.layers[:1]).file_version == "2"
     with pytest.raises(AdapterError, match="version 2 adapter's tokens into a version 3"):
         A.copy_weights(new, loaded, new.layers)
-    with pytest.raises(AdapterError, match="adapter version '7': this pack makes versions 1, 2, 3"):
+    with pytest.raises(AdapterError, match="adapter version '7': this pack makes versions 1, 2, 3, 4"):
         A.PaletteAdapter(layers_of(SMALL_BLOCK), 64, "7")
 
 
+def test_version_4_has_version_3s_tokens_and_file_and_only_attends_otherwise(tmp_path):
+    v4 = A.init_adapter(layers_of(SMALL_BLOCK), seed=4, context_dim=64)
+    v3 = A.init_adapter(layers_of(SMALL_BLOCK), seed=4, context_dim=64, version="3")
+    assert v4.file_version == "4" and v4.scalar_added and v4.scalar_norm is None
+    cond = A.palette_condition(torch.tensor([[0.2, 0.7, 0.1]])).with_controls(entropy=3.0, distance=0.4)
+    assert torch.equal(v4.tokens(cond), v3.tokens(cond))
+    p4, p3 = A.save_adapter(v4, tmp_path / "v4.safetensors"), A.save_adapter(v3, tmp_path / "v3.safetensors")
+    assert load_file(p4).keys() == load_file(p3).keys() and A.read_adapter_metadata(p4)["version"] == "4"
+    loaded3, loaded4 = A.load_adapter(p3), A.load_adapter(p4)
+    assert (loaded3.file_version, loaded3.scalar_added) == ("3", False)
+    assert (loaded4.file_version, loaded4.scalar_added) == ("4", True)
+    assert loaded4.subset(loaded4.layers[:1]).scalar_added
+    with pytest.raises(AdapterError, match="version 3 adapter's tokens into a version 4"):
+        A.copy_weights(v4, loaded3, v4.layers)
+
+
 def test_a_new_version_3_adapter_starts_with_the_tokens_of_a_version_2_one():
-    v3 = A.init_adapter(layers_of(SMALL_BLOCK), seed=6, context_dim=64)
+    v3 = A.init_adapter(layers_of(SMALL_BLOCK), seed=6, context_dim=64, version="3")
     v2 = A.init_adapter(layers_of(SMALL_BLOCK), seed=6, context_dim=64, version="2")
     for cond in (
         A.palette_condition(torch.tensor([[0.2, 0.7, 0.1]])).with_controls(entropy=3.0, distance=0.6),

@@ -29,8 +29,8 @@ def host_attention(q, k, v, extra_options):
     return A.sdpa_attention(q, k, v, extra_options["n_heads"])
 
 
-def make_run(positive, negative=None, weight=1.0, sigma_start=float("inf"), sigma_end=0.0):
-    adapter = A.init_adapter({LAYER: C}, seed=0, context_dim=CTX)
+def make_run(positive, negative=None, weight=1.0, sigma_start=float("inf"), sigma_end=0.0, version=A.FILE_VERSION):
+    adapter = A.init_adapter({LAYER: C}, seed=0, context_dim=CTX, version=version)
     return patch_mod.AdapterRun(adapter, positive, negative, weight, sigma_start, sigma_end, host_attention)
 
 
@@ -60,10 +60,25 @@ def host_call(batch=1, cond_or_uncond=(1, 0), sigma=5.0, tokens=16, seed=0):
     return q, k, v, extra
 
 
+def adapter_by_hand(q, tokens, wk, wv, heads, scalar_added):
+    """The adapter attention one head at a time (docs/design.md §6): a softmax over all 5 tokens, or over the
+    4 colour tokens plus the scalar token's value (version 4)."""
+    k, v = tokens @ wk.T, tokens @ wv.T
+    d = q.shape[-1] // heads
+    attended = 4 if scalar_added else 5
+    out = []
+    for h in range(heads):
+        cols = slice(h * d, (h + 1) * d)
+        w = torch.softmax(q[..., cols] @ k[:, :attended, cols].transpose(1, 2) / d**0.5, dim=-1)
+        out.append(w @ v[:, :attended, cols] + (v[:, 4:5, cols] if scalar_added else 0.0))
+    return torch.cat(out, dim=-1)
+
+
 def expected(run, q, k, v, cond, extra):
     tokens = run.adapter.tokens(cond).expand(q.shape[0], -1, -1)
     wk, wv = run.adapter.kv_weights(LAYER)
-    return host_attention(q, k, v, extra) + run.weight * A.sdpa_attention(q, tokens @ wk.T, tokens @ wv.T, HEADS)
+    extra_out = adapter_by_hand(q, tokens, wk, wv, HEADS, run.adapter.scalar_added)
+    return host_attention(q, k, v, extra) + run.weight * extra_out
 
 
 @pytest.mark.parametrize("order", [(1, 0), (0, 1)])
@@ -80,6 +95,22 @@ def test_positive_reaches_cond_chunks_and_negative_uncond_chunks(order):
         assert torch.allclose(out[sl], want, atol=1e-5), f"chunk {i} ({'cond' if flag == 0 else 'uncond'})"
     base = host_attention(q, k, v, extra)
     assert not torch.allclose(out, base)
+
+
+@pytest.mark.parametrize("version", ["3", "4"])
+@pytest.mark.parametrize("host_given", [True, False])
+def test_each_version_attends_its_scalar_token_its_own_way_on_either_path(monkeypatch, version, host_given):
+    run = make_run(palette([1.0, 0, 0], [0.1, 0.3, 0.9]), version=version)
+    if not host_given:  # the path taken under ComfyUI's own attention: K/V cached in heads
+        monkeypatch.setattr(patch_mod, "comfy_attention", host_attention)
+    assert run.adapter.scalar_added == (version == "4")
+    q, k, v, extra = host_call(batch=2, cond_or_uncond=(0,), seed=3)
+    out = patch_mod.PaletteAttn2Patch(run, LAYER)(q, k, v, extra)
+    assert torch.allclose(out, expected(run, q, k, v, run.positive, extra), atol=1e-5)
+    # the other version's attention on the same weights is not what came out
+    tokens = run.adapter.tokens(run.positive).expand(q.shape[0], -1, -1)
+    other = adapter_by_hand(q, tokens, *run.adapter.kv_weights(LAYER), HEADS, version != "4")
+    assert not torch.allclose(out, host_attention(q, k, v, extra) + other, atol=1e-3)
 
 
 def test_weight_zero_and_outside_the_window_return_the_host_output_exactly():
@@ -312,7 +343,8 @@ def uncached(run, q, k, v, extra):
         tokens = torch.cat([run.adapter.tokens(c).expand(batch, -1, -1) for c in conds]).to(q.dtype)
     wk, wv = run.adapter.kv_weights(LAYER)
     host = lambda a, b, c, _h: host_attention(a, b, c, extra)  # noqa: E731
-    return host_attention(q, k, v, extra) + run.weight * A.decoupled_attention(q, tokens, wk, wv, HEADS, host)
+    added = A.decoupled_attention(q, tokens, wk, wv, HEADS, host, scalar_added=run.adapter.scalar_added)
+    return host_attention(q, k, v, extra) + run.weight * added
 
 
 @pytest.fixture

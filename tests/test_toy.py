@@ -55,7 +55,7 @@ def test_toy_run_chains_its_phases_reports_every_claim_and_resumes(tmp_path):
             assert 0.0 <= c[key] <= 6.0, (tag, key)  # 8 x 8 pixels: at most 6 bits
         for key in [k for k in c if "far_share" in k]:
             assert 0.0 <= c[key] <= 1.0, (tag, key)
-        att = c["scalar_token_attention"]  # one weight per adapter layer, a share of one softmax
+        att = c["scalar_token_attention"]  # one share per adapter layer (version 4: of the output's norm)
         assert len(att) == 11 and all(0.0 < w < 1.0 for w in att.values()), tag
     # relative controls differ from absolute ones only through the uncond branch: measured with guidance only
     assert "entropy_relative_low" not in e["by_cfg"]["cfg1"] and "far_share_relative_high" in e["by_cfg"]["cfg3"]
@@ -71,7 +71,7 @@ def test_toy_run_chains_its_phases_reports_every_claim_and_resumes(tmp_path):
     assert len(rows) == 2 * 2 + 1 + 2 + 1 + 2 + 1  # EMD x 2 per CFG, entropy and distance per mode, negative
     for row in rows:
         assert f"| {row['claim']} | {row['measured']} |" in report
-    assert "attention weight on the scalar token" in report
+    assert result["adapter_version"] == "4" and "the scalar token's share (of the output's norm" in report
     assert "the best reachable" in report and "What the EMD is made of" in report and "'flat' / 'textured'" in report
     for name, b in {"base": e["colour_breakdown_base"], "data": e["colour_breakdown_data"]}.items():
         assert 0.0 <= b["colours_not_drawn"] <= 1.0 and 0.0 <= b["area_gap"] <= 1.0, name

@@ -26,7 +26,7 @@ from palette_core.adapter import (  # noqa: E402
     load_adapter,
     palette_condition,
     read_adapter_metadata,
-    token_attention,
+    token_shares,
 )
 from palette_core.blocks import diffusers_unet_layers, text_kv  # noqa: E402
 from palette_core.errors import AdapterError, InputShapeError, PaletteError  # noqa: E402
@@ -102,7 +102,8 @@ def test_layers_are_walked_from_the_model_and_sdxl_is_enforced():
         diffusers_unet_layers(unet)  # 32-dim text is not SDXL's 2048
 
 
-def test_processor_is_the_default_attention_when_off_and_matches_ip_adapter_when_on():
+@pytest.mark.parametrize("version", ["3", "4"])
+def test_processor_is_the_default_attention_when_off_and_matches_ip_adapter_when_on(version):
     from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 
     unet = tiny_unet().eval()
@@ -110,9 +111,10 @@ def test_processor_is_the_default_attention_when_off_and_matches_ip_adapter_when
     with torch.no_grad():
         plain = unet(x, t, text, added_cond_kwargs={"text_embeds": pooled, "time_ids": ids}).sample
     layers = diffusers_unet_layers(unet, CTX).dims
-    adapter = init_adapter(layers, seed=3, context_dim=CTX)
+    adapter = init_adapter(layers, seed=3, context_dim=CTX, version=version)
     model = PaletteUNet(unet, adapter)
     cond = palette_condition(torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.2, 0.8], [0.95, 0.9, 0.2]]))
+    cond = cond.with_controls(entropy=2.5, distance=0.5)
     with torch.no_grad():
         off = model(x, t, text, pooled, ids, None)
         zero = model(x, t, text, pooled, ids, cond, scale=0.0)
@@ -121,19 +123,29 @@ def test_processor_is_the_default_attention_when_off_and_matches_ip_adapter_when
     assert (on - plain).abs().max() > 1e-3
     assert set(model.context.calls) == set(layers)
 
-    # one layer against diffusers' own IP-Adapter processor with the adapter's W_k / W_v and tokens
+    # one layer against diffusers' own IP-Adapter processor with the adapter's W_k / W_v and tokens: one
+    # image-prompt stream of 5 tokens, or (version 4) the colour tokens and the scalar token as two streams,
+    # a softmax over one key being its value
     name = "up_blocks.0.attentions.1.transformer_blocks.0.attn2"
     attn = dict(unet.named_modules())[name]
     hidden = torch.randn(2, 16, 128)
-    tokens = adapter.tokens(cond).detach()
-    ref_proc = IPAdapterAttnProcessor2_0(128, CTX, num_tokens=(5,), scale=0.7)
+    tokens = adapter.tokens(cond).detach().expand(2, -1, -1)
+    streams = [tokens[:, :4], tokens[:, 4:]] if adapter.scalar_added else [tokens]
+    sizes = tuple(s.shape[1] for s in streams)
+    ref_proc = IPAdapterAttnProcessor2_0(128, CTX, num_tokens=sizes, scale=[0.7] * len(sizes))
     with torch.no_grad():
-        ref_proc.to_k_ip[0].weight.copy_(adapter.kv_weights(name)[0])
-        ref_proc.to_v_ip[0].weight.copy_(adapter.kv_weights(name)[1])
+        for i in range(len(sizes)):
+            ref_proc.to_k_ip[i].weight.copy_(adapter.kv_weights(name)[0])
+            ref_proc.to_v_ip[i].weight.copy_(adapter.kv_weights(name)[1])
         ours = attn(hidden, encoder_hidden_states=text)  # our processor, tokens from the last forward
         attn.set_processor(ref_proc)
-        ref = attn(hidden, encoder_hidden_states=(text, [tokens.expand(2, -1, -1)]))
+        ref = attn(hidden, encoder_hidden_states=(text, streams))
+        attn.set_processor(IPAdapterAttnProcessor2_0(128, CTX, num_tokens=(5,), scale=0.7))
+        attn.processor.to_k_ip[0].weight.copy_(adapter.kv_weights(name)[0])
+        attn.processor.to_v_ip[0].weight.copy_(adapter.kv_weights(name)[1])
+        one_softmax = attn(hidden, encoder_hidden_states=(text, [tokens]))
     assert torch.allclose(ours, ref, atol=1e-5)
+    assert torch.allclose(ours, one_softmax, atol=1e-5) == (version == "3")
 
 
 def test_the_probe_records_each_layers_attention_weights_over_the_five_tokens():
@@ -153,7 +165,9 @@ def test_the_probe_records_each_layers_attention_weights_over_the_five_tokens():
     hook.remove()
     probe, model.context.probe = model.context.probe, None
     assert set(probe) == set(layers) and all(len(w) == 1 and w[0].shape == (5,) for w in probe.values())
-    want = token_attention(queries[0], model.adapter.tokens(cond), model.adapter.kv_weights(name)[0], attn.heads)
+    assert model.adapter.scalar_added  # version 4: the scalar token's share of the output's norm
+    tokens, (wk, wv) = model.adapter.tokens(cond), model.adapter.kv_weights(name)
+    want = token_shares(queries[0], tokens, wk, wv, attn.heads, scalar_added=True)
     assert torch.allclose(probe[name][0], want.mean(dim=(0, 1, 2)), atol=1e-6)
     assert torch.allclose(probe[name][0].sum(), torch.tensor(1.0), atol=1e-5)
     with torch.no_grad():
@@ -392,7 +406,7 @@ def test_a_stage_two_adapter_keeps_the_layout_of_the_file_it_starts_from(tmp_pat
     unet = tiny_unet()
     layers = diffusers_unet_layers(unet, CTX)
     fresh = build_adapter(unet, layers, seed=0)
-    assert fresh.scalar_norm is None and fresh.file_version == "3"
+    assert fresh.scalar_norm is None and fresh.file_version == "4" and fresh.scalar_added
     old = init_adapter(layers.dims, seed=5, context_dim=CTX, version="1")
     with torch.no_grad():
         old.scalar_norm.bias.fill_(0.25)

@@ -47,17 +47,26 @@ def comfy_model(host, diffusers_unet):
 
 
 @pytest.fixture(scope="module")
-def adapter_file(host, diffusers_unet, tmp_path_factory):
+def adapter_files(host, diffusers_unet, tmp_path_factory):
+    """An adapter file per version, written once: version 4 adds the scalar token's value, 3 attends it."""
     from palette_core.adapter import init_adapter, save_adapter
     from palette_core.blocks import diffusers_unet_layers, text_kv
 
     layers = diffusers_unet_layers(diffusers_unet)
     assert len(layers) == 70
-    adapter = init_adapter(layers.dims, seed=11, text_kv=text_kv(diffusers_unet, layers))
-    with torch.no_grad():  # leave the text init: make the adapter's attention clearly differ from the text's
-        for p in adapter.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
-    return save_adapter(adapter, tmp_path_factory.mktemp("adapter") / "parity.safetensors", trained_steps=1)
+    files = {}
+
+    def make(version):
+        if version not in files:
+            adapter = init_adapter(layers.dims, seed=11, text_kv=text_kv(diffusers_unet, layers), version=version)
+            with torch.no_grad():  # leave the text init: make the adapter's attention clearly differ from the text's
+                for p in adapter.parameters():
+                    p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+            path = tmp_path_factory.mktemp("adapter") / f"parity-v{version}.safetensors"
+            files[version] = save_adapter(adapter, path, trained_steps=1)
+        return files[version]
+
+    return make
 
 
 def _inputs():
@@ -68,8 +77,10 @@ def _inputs():
     return x, torch.tensor([700.0, 700.0]), context, pooled
 
 
-@pytest.mark.parametrize("order", [(1, 0), (0, 1)])
-def test_noise_prediction_agrees_between_diffusers_and_comfyui(host, diffusers_unet, comfy_model, adapter_file, order):
+@pytest.mark.parametrize(("version", "order"), [("4", (1, 0)), ("4", (0, 1)), ("3", (1, 0))])
+def test_noise_prediction_agrees_between_diffusers_and_comfyui(
+    host, diffusers_unet, comfy_model, adapter_files, version, order
+):
     from palette_core.adapter import (
         ColorCondition,
         branch_conditions,
@@ -84,6 +95,7 @@ def test_noise_prediction_agrees_between_diffusers_and_comfyui(host, diffusers_u
     neg_text = "#00ff00"
     weight = 0.8
     x, t, context, pooled = _inputs()
+    adapter_file = adapter_files(version)
 
     # ComfyUI: the loader's own reader, the node path, one evaluation of the patched diffusion model
     pack = host.pack.palette_core
@@ -114,6 +126,7 @@ def test_noise_prediction_agrees_between_diffusers_and_comfyui(host, diffusers_u
 
     # diffusers: the training script's processor with the same file and the same branch order
     adapter = load_adapter(adapter_file)
+    assert adapter.file_version == comfy_adapter.file_version == version
     model = PaletteUNet(diffusers_unet, adapter)
     pos = Palette.parse(text)
     neg = Palette.parse(neg_text)

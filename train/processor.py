@@ -20,7 +20,7 @@ from palette_core.adapter import (
     PaletteAdapter,
     branch_conditions,
     decoupled_attention,
-    token_attention,
+    token_shares,
 )
 from palette_core.blocks import BASE_MODEL, diffusers_unet_layers
 from palette_core.errors import AdapterError
@@ -40,7 +40,7 @@ class AdapterContext:
         self.disabled: frozenset[str] = frozenset()
         self.calls: dict[str, int] = {}
         self.originals: dict[str, object] = {}  # layer -> the processor install_adapter replaced
-        self.probe: dict[str, list[Tensor]] | None = None  # set to a dict: each layer's mean weight per token
+        self.probe: dict[str, list[Tensor]] | None = None  # set to a dict: each layer's mean share per token
 
     def active(self, layer: str) -> bool:
         """Whether ``layer`` adds the adapter attention in the current forward pass."""
@@ -96,10 +96,11 @@ class PaletteAttnProcessor:
         ctx = self.context
         if ctx.active(self.layer):
             w_k, w_v = ctx.adapter.kv_weights(self.layer)
-            out = out + ctx.scale * decoupled_attention(query, ctx.tokens, w_k, w_v, attn.heads)
+            added = ctx.adapter.scalar_added
+            out = out + ctx.scale * decoupled_attention(query, ctx.tokens, w_k, w_v, attn.heads, scalar_added=added)
             if ctx.probe is not None:
                 with torch.no_grad():
-                    weights = token_attention(query, ctx.tokens, w_k, attn.heads)
+                    weights = token_shares(query, ctx.tokens, w_k, w_v, attn.heads, added)
                 ctx.probe.setdefault(self.layer, []).append(weights.mean(dim=(0, 1, 2)))
             ctx.calls[self.layer] = ctx.calls.get(self.layer, 0) + 1
         out = attn.to_out[1](attn.to_out[0](out))

@@ -211,10 +211,10 @@ def data_bounds(palettes: Sequence[Palette], per: int = 4, seed: int = 2718) -> 
 
 
 def scalar_attention(model: PaletteUNet, run: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """``run()``'s images and each adapter layer's mean attention weight on the scalar token during it.
+    """``run()``'s images and each adapter layer's mean share of the scalar token during it.
 
-    The 5 tokens share one softmax (paper §3.2), so colour tokens with strong keys can leave the scalar
-    token, and with it the entropy and distance settings, no weight at all (docs/training.md, "Toy run").
+    In one softmax with the colour tokens (file versions 1-3, paper §3.2) its attention weight, which strong
+    colour keys can take to zero; in version 4 its share of the adapter output's norm (docs/design.md §6).
     """
     model.context.probe = {}
     try:
@@ -464,8 +464,9 @@ def results_text(r: dict) -> str:
         if c.get("scalar_token_attention"):
             att = c["scalar_token_attention"]
             top = max(att, key=att.get)
+            share = "of the output's norm" if r.get("adapter_version") == "4" else "attention weight"
             lines.append(
-                f"| CFG {cfg}: attention weight on the scalar token (mean over queries and steps): mean of the "
+                f"| CFG {cfg}: the scalar token's share ({share}; mean over queries and steps): mean of the "
                 f"{len(att)} layers / largest ({top}) / layers under 1 % | {sum(att.values()) / len(att):.3f} / "
                 f"{att[top]:.3f} / {sum(v < 0.01 for v in att.values())} |"
             )
@@ -740,6 +741,7 @@ def run(args: argparse.Namespace) -> int:
         "train_images": int(train_images.shape[0]),
         "skipped_images": trained["skipped"],
         "adapter_file": trained.get("adapter"),
+        "adapter_version": model.adapter.file_version,
         "adapter_loss": loss_path(out / "adapter" / "train_log.csv"),
     }
     seconds["evaluation"] = time.perf_counter() - t
