@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test helpers import train.models
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import torch  # noqa: E402
@@ -67,13 +68,14 @@ def without_kv_cache(model):
 
 
 def variants(host, model) -> dict[str, object]:
-    """The unpatched model and the adapter on the default block, on all blocks, and on all blocks uncached."""
+    """The unpatched model and the adapter on the default block, on all blocks, on all blocks uncached, and a
+    file version 3 adapter (the scalar token inside the softmax, docs/design.md §6) on all blocks."""
     pa = host.pack.palette_core.adapter
     layers = host.pack.nodes.model_family.attention_layers_of(model)
     adapter = pa.init_adapter(layers.dims, seed=1)
     palette = host.pack.palette_core.palette.Palette.parse("#e63946:2, #f1faee, #a8dadc, #457b9d, #1d3557")
 
-    def patched(blocks: str):
+    def patched(blocks: str, adapter=adapter):
         inputs = {"adapter": adapter, "condition": palette, "weight": 1.0, "start_percent": 0.0, "end_percent": 1.0}
         return run_node("ApplyPaletteAdapter", model=model, blocks=blocks, **inputs)[0]
 
@@ -83,6 +85,7 @@ def variants(host, model) -> dict[str, object]:
         "default block": patched(DEFAULT_BLOCK),
         "all blocks": patched(every),
         "all blocks, K/V not cached": without_kv_cache(patched(every)),
+        "all blocks, version 3": patched(every, pa.init_adapter(layers.dims, seed=1, version="3")),
     }
 
 
@@ -216,7 +219,9 @@ def main() -> None:
             f"{args.steps} steps x {rounds} rounds, {device}, torch threads {torch.get_num_threads()}",
             times,
         )
-        report_per_call(per_call(models["all blocks"], size, sync), min(times["unpatched"]))
+        calls = per_call(models["all blocks"], size, sync)
+        calls["all blocks, version 3"] = per_call(models["all blocks, version 3"], size, sync)["all blocks"]
+        report_per_call(calls, min(times["unpatched"]))
         del models
         if name == "tiny":
             count_evaluations(host, model, args.steps, size)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the test helpers import train.models
 sys.path.insert(0, str(ROOT / "tests"))
 
 import torch  # noqa: E402
