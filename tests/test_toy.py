@@ -86,22 +86,22 @@ def test_toy_run_chains_its_phases_reports_every_claim_and_resumes(tmp_path):
     assert again["eval"] == e  # same models, same seeds: the same figures
 
 
-def test_the_adapter_seed_and_schedule_reach_the_trainer(tmp_path, monkeypatch):
+def test_the_adapter_seed_schedule_and_version_reach_the_trainer(tmp_path, monkeypatch):
     seen = []
 
     class Stop(Exception):
         pass
 
     def trainer(config, parts):
-        seen.append((config.seed, config.lr_schedule))
+        seen.append((config.seed, config.lr_schedule, config.adapter_version))
         raise Stop
 
     monkeypatch.setattr(run_toy, "Trainer", trainer)
-    flags = ["--adapter-seed", "3", "--adapter-lr-schedule", "cosine"]
+    flags = ["--adapter-seed", "3", "--adapter-lr-schedule", "cosine", "--adapter-version", "3"]
     for argv in ([], flags):
         with pytest.raises(Stop):
             run_toy.main(["--out", str(tmp_path / "toy"), *ARGS, *argv])
-    assert seen == [(0, "constant"), (3, "cosine")]
+    assert seen == [(0, "constant", None), (3, "cosine", "3")]
 
 
 def test_gpu_preset_resolves_its_sizes_and_flags_override_them():

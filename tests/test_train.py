@@ -414,6 +414,19 @@ def test_a_stage_two_adapter_keeps_the_layout_of_the_file_it_starts_from(tmp_pat
     resumed = build_adapter(unet, layers.select(["up_blocks.0.attentions.1"]), seed=0, init_from=path)
     assert resumed.file_version == "1" and torch.equal(resumed.scalar_norm.bias.detach(), old.scalar_norm.bias.detach())
     assert resumed.layers == ["up_blocks.0.attentions.1.transformer_blocks.0.attn2"]
+    # --adapter-version: a new adapter in an older layout (the paper's one softmax), never against the file's
+    v3 = build_adapter(unet, layers, seed=0, version="3")
+    assert (v3.file_version, v3.scalar_added) == ("3", False)
+    cond = palette_condition(torch.tensor([[0.9, 0.2, 0.1], [0.1, 0.3, 0.8]])).with_controls(entropy=2.0)
+    assert torch.equal(v3.tokens(cond), fresh.tokens(cond))  # the same tokens; only the attention differs
+    with pytest.raises(PaletteError, match="--adapter-version 4 but --init-adapter .* is a version 1 adapter"):
+        build_adapter(unet, layers, seed=0, init_from=path, version="4")
+    assert build_adapter(unet, layers, seed=0, init_from=path, version="1").file_version == "1"
+    with pytest.raises(PaletteError, match="--adapter-version '9': choose one of 1, 2, 3, 4"):
+        build_adapter(unet, layers, seed=0, version="9")
+    args = build_parser().parse_args(["--data", "d.jsonl", "--model", "m", "--adapter-version", "3"])
+    assert config_from_args(args).adapter_version == "3"
+    assert config_from_args(build_parser().parse_args(["--data", "d.jsonl", "--model", "m"])).adapter_version is None
 
 
 def test_validation_logs_palette_emd_and_analysis_ranks_every_block(tmp_path, dataset):

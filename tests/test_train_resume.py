@@ -19,7 +19,7 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from test_train import SIZE, config, tiny_parts  # noqa: E402
 
-from palette_core.adapter import init_adapter  # noqa: E402
+from palette_core.adapter import FILE_VERSION, init_adapter  # noqa: E402
 from palette_core.errors import AdapterError  # noqa: E402
 from train.checkpoint import (  # noqa: E402
     DamagedCheckpoint,
@@ -35,8 +35,8 @@ from train.train_palette_adapter import Trainer  # noqa: E402
 LAYER = "up_blocks.0.attentions.1.transformer_blocks.0.attn2"
 
 
-def setup(seed: int = 0, layer: str = LAYER):
-    adapter = init_adapter({layer: 64}, seed=seed, context_dim=32)
+def setup(seed: int = 0, layer: str = LAYER, version: str = FILE_VERSION):
+    adapter = init_adapter({layer: 64}, seed=seed, context_dim=32, version=version)
     return adapter, torch.optim.AdamW(adapter.parameters(), lr=1e-2)
 
 
@@ -161,6 +161,40 @@ def test_a_whole_checkpoint_of_other_layers_is_not_damage(tmp_path):
         resume_newest(tmp_path, *setup(layer=other))
     assert not isinstance(caught.value, DamagedCheckpoint)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [1, 3]  # nothing set aside
+
+
+def test_a_checkpoint_of_another_adapter_version_is_refused_and_left_in_place(tmp_path):
+    adapter, optimizer = setup(version="3")
+    step(adapter, optimizer)
+    path = save_checkpoint(tmp_path, 1, adapter, optimizer)
+    assert _metadata_of(path)["version"] == "3"
+    # the same tensors, trained under another attention (docs/design.md §6): refused, not taken as damage
+    with pytest.raises(
+        AdapterError, match="trains a version 3 adapter, this run makes version 4; pass --adapter-version 3"
+    ) as caught:
+        resume_newest(tmp_path, *setup(version="4"))
+    assert not isinstance(caught.value, DamagedCheckpoint) and list_checkpoints(tmp_path) == [(1, path)]
+    same_version = setup(seed=5, version="3")
+    assert resume_newest(tmp_path, *same_version)[0] == 1
+    assert same(snapshot(*same_version), snapshot(adapter, optimizer))
+
+
+@pytest.mark.parametrize(("version", "loads_into"), [("3", ("2", "3")), ("1", ("1",))])
+def test_a_checkpoint_written_before_versions_were_recorded_loads_only_into_the_versions_it_can_be(
+    tmp_path, version, loads_into
+):
+    adapter, optimizer = setup(version=version)
+    step(adapter, optimizer)
+    path = save_checkpoint(tmp_path, 1, adapter, optimizer)
+    tensors, meta = load_file(str(path)), _metadata_of(path)
+    del meta["version"]
+    save_file(tensors, str(path), metadata=meta)
+    for other in ("1", "2", "3", "4"):
+        if other in loads_into:
+            assert load_checkpoint(path, *setup(version=other))[0] == 1
+        else:
+            with pytest.raises(AdapterError, match="written before checkpoints named their version"):
+                load_checkpoint(path, *setup(version=other))
 
 
 def test_the_trainer_resumes_past_a_cut_checkpoint_to_the_weights_of_an_uninterrupted_run(

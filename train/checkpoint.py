@@ -89,6 +89,7 @@ def save_checkpoint(
                 scalars.setdefault(str(idx), {})[key] = value
     meta = {
         "format": FORMAT,
+        "version": adapter.file_version,
         "step": str(int(step)),
         "layers": json.dumps(adapter.layer_dims),
         "context_dim": str(adapter.context_dim),
@@ -138,6 +139,24 @@ def _parse(path: Path, meta: dict[str, str]) -> tuple[int, dict, list, dict, dic
     return step, layers, groups, scalars, extra
 
 
+def _check_version(path: Path, meta: dict[str, str], tensors: dict[str, Tensor], adapter: PaletteAdapter) -> None:
+    """Refuse a checkpoint of another adapter file version: the same tensors would go on training another
+    attention (docs/design.md §6). Checkpoints from before the version was recorded hold version 1 (with a
+    ``scalar_norm``), 2 or 3."""
+    found = meta.get("version")
+    if found is None:
+        found = "1" if "adapter.scalar_norm.weight" in tensors else "3"
+        same = found == adapter.file_version or (found == "3" and adapter.file_version == "2")
+        written = f"version {found if found == '1' else '2 or 3'} (written before checkpoints named their version)"
+    else:
+        same, written = found == adapter.file_version, f"version {found}"
+    if not same:
+        raise AdapterError(
+            f"{path.name}: the checkpoint trains a {written} adapter, this run makes version "
+            f"{adapter.file_version}; pass --adapter-version {found} to go on with it, or use a new output folder"
+        )
+
+
 def load_checkpoint(path: Path, adapter: PaletteAdapter, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
     """Restore adapter weights and optimizer state in place; returns ``(step, extra)`` (docs/training.md).
 
@@ -147,6 +166,7 @@ def load_checkpoint(path: Path, adapter: PaletteAdapter, optimizer: torch.optim.
     """
     meta, tensors = _read(path)
     step, layers, groups, scalars, extra = _parse(path, meta)
+    _check_version(path, meta, tensors, adapter)
     if layers != adapter.layer_dims:
         raise AdapterError(
             f"{path.name}: the checkpoint trains layers {sorted(layers)[:3]}… ({len(layers)}), this run "

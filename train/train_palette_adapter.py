@@ -44,6 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 from palette_core.adapter import (
     CONTEXT_DIM,
     FILE_VERSION,
+    READABLE_VERSIONS,
     ColorCondition,
     PaletteAdapter,
     copy_weights,
@@ -102,6 +103,7 @@ class TrainConfig:
     blocks: list[str] | None = None
     blocks_from: Path | None = None
     init_adapter: Path | None = None
+    adapter_version: str | None = None  # file version of a new adapter (docs/design.md §6); None: the newest
     batch_size: int = 4
     grad_accum: int = 1
     max_steps: int = 1000
@@ -152,13 +154,23 @@ def _weight_dtype(mixed_precision: str) -> torch.dtype:
     return table[mixed_precision]
 
 
-def build_adapter(unet, layers: AttentionLayers, seed: int, init_from: Path | None = None) -> PaletteAdapter:
-    """A new adapter for ``layers``: W_k/W_v from the text to_k/to_v, or from a stage-1 file where it has them
-    (in that file's version, so an older file's scalar token goes on training as it was)."""
+def build_adapter(
+    unet, layers: AttentionLayers, seed: int, init_from: Path | None = None, version: str | None = None
+) -> PaletteAdapter:
+    """A new adapter for ``layers`` in file ``version`` (default the newest): W_k/W_v from the text to_k/to_v,
+    or from a stage-1 file where it has them (in that file's version, so an older file's scalar token goes on
+    training as it was)."""
+    if version is not None and version not in READABLE_VERSIONS:
+        raise PaletteError(f"--adapter-version {version!r}: choose one of {', '.join(READABLE_VERSIONS)}")
     src = None
     if init_from is not None:
         src = load_adapter(init_from, model_layers=diffusers_unet_layers(unet, layers.context_dim))
-    version = FILE_VERSION if src is None else src.file_version
+        if version is not None and version != src.file_version:
+            raise PaletteError(
+                f"--adapter-version {version} but --init-adapter {init_from} is a version {src.file_version} "
+                "adapter: leave --adapter-version out to go on in the file's version"
+            )
+    version = version or (FILE_VERSION if src is None else src.file_version)
     adapter = init_adapter(layers.dims, seed, text_kv(unet, layers), layers.context_dim, version=version)
     if src is not None:
         copy_weights(adapter, src, [x.name for x in layers if x.name in src.layer_dims])
@@ -229,7 +241,8 @@ class Trainer:
         if c.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.layers = diffusers_unet_layers(self.unet, parts.context_dim).select(chosen_blocks(c))
-        self.adapter = build_adapter(self.unet, self.layers, c.seed, c.init_adapter).to(self.device).train()
+        adapter = build_adapter(self.unet, self.layers, c.seed, c.init_adapter, c.adapter_version)
+        self.adapter = adapter.to(self.device).train()
         self.adapter.requires_grad_(True)
         self.model = PaletteUNet(self.unet, self.adapter)
         self.optimizer = self._optimizer()
@@ -840,6 +853,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--blocks", type=lambda s: [b for b in s.replace(",", " ").split() if b], help="diffusers block names")
     a("--blocks-from", type=Path, help="analyse_blocks.py JSON: train its recommended blocks")
     a("--init-adapter", type=Path, help="start from this adapter file (e.g. stage 1's) where it has weights")
+    a(
+        "--adapter-version",
+        choices=READABLE_VERSIONS,
+        help=f"file version of a new adapter (default {FILE_VERSION}; 3: the scalar token in the colour tokens' "
+        "softmax, as the paper; docs/design.md section 6); with --init-adapter, the file's",
+    )
     a("--batch-size", type=int, default=d.batch_size)
     a("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
     a("--max-steps", type=int, default=d.max_steps, help="optimizer steps")

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from palette_core.adapter import (
+    READABLE_VERSIONS,
     ColorCondition,
     apply_controls,
     image_scalars,
@@ -606,6 +607,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--adapter-lr-schedule", choices=LR_SCHEDULES, default="constant", help="after warm-up: constant, or cosine"
     )
     p.add_argument("--adapter-seed", type=int, default=0, help="the adapter's initial weights and its training draws")
+    p.add_argument(
+        "--adapter-version",
+        choices=READABLE_VERSIONS,
+        help="adapter file version (default the newest; 3 attends the scalar token in the colour tokens' softmax)",
+    )
     p.add_argument("--eval-palettes", type=int)
     p.add_argument("--eval-seeds", type=int, default=2)
     p.add_argument("--sampling-steps", type=int, default=25, help="DDIM steps of the evaluation")
@@ -703,6 +709,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.adapter_lr,
         lr_schedule=args.adapter_lr_schedule,
         seed=args.adapter_seed,
+        adapter_version=args.adapter_version,
         warmup_steps=20,
         recipe=ADAPTER_RECIPE,
         checkpoint_every=50,
