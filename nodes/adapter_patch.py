@@ -14,10 +14,10 @@ import torch
 from torch import Tensor
 
 from ..palette_core.adapter import (
-    NUM_COLOR_TOKENS,
     ColorCondition,
     PaletteAdapter,
     adapter_kv,
+    attend_tokens,
     branch_conditions,
     head_attention,
     split_heads,
@@ -281,11 +281,9 @@ class PaletteAttn2Patch:
         run.calls[self.layer] = run.calls.get(self.layer, 0) + 1
         if run.attention is not comfy_attention:  # a host attention given explicitly, on the cached K/V
             ak, av = run.kv(self.layer, cond_or_uncond, batch, q.device, q.dtype)
-            if run.adapter.scalar_added:  # version 4: the scalar token's value goes to every query (design §6)
-                colours = slice(0, NUM_COLOR_TOKENS)
-                extra = run.attention(q, ak[:, colours], av[:, colours], extra_options) + av[:, NUM_COLOR_TOKENS:]
-            else:
-                extra = run.attention(q, ak, av, extra_options)
+            extra = attend_tokens(
+                lambda k_, v_: run.attention(q, k_, v_, extra_options), ak, av, run.adapter.scalar_added
+            )
         else:  # five tokens need none of the host's attention machinery (chunking, memory checks)
             ak, av = run.kv(self.layer, cond_or_uncond, batch, q.device, q.dtype, extra_options["n_heads"])
             # scaled dot-product attention on K/V cached in heads

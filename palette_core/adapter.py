@@ -372,16 +372,21 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tensor:
     return head_attention(q, split_heads(k, heads), split_heads(v, heads))
 
 
+def attend_tokens(attend: Callable[[Tensor, Tensor], Tensor], k: Tensor, v: Tensor, scalar_added: bool) -> Tensor:
+    """``attend(k, v)`` over the adapter's keys and values (tokens on dim -2: ``[B, 5, C]`` or ``[B, h, 5, C / h]``);
+    with ``scalar_added`` (version 4) over the colour tokens only, plus the scalar token's value (docs/design.md §6)."""
+    if not scalar_added:
+        return attend(k, v)
+    colours = slice(0, NUM_COLOR_TOKENS)
+    return attend(k[..., colours, :], v[..., colours, :]) + v[..., NUM_COLOR_TOKENS:, :]
+
+
 def head_attention(q: Tensor, k: Tensor, v: Tensor, scalar_added: bool = False) -> Tensor:
     """Attention of ``q [B, T, C]`` over keys and values already split into heads ``[B, h, S, C / h]`` (Eq. 5);
     with ``scalar_added`` over the colour tokens only, plus the scalar token's value (docs/design.md §6)."""
     b, t, c = q.shape
-    if scalar_added:
-        colours = slice(0, NUM_COLOR_TOKENS)
-        out = F.scaled_dot_product_attention(split_heads(q, k.shape[1]), k[:, :, colours], v[:, :, colours])
-        out = out + v[:, :, NUM_COLOR_TOKENS:]
-    else:
-        out = F.scaled_dot_product_attention(split_heads(q, k.shape[1]), k, v)
+    qh = split_heads(q, k.shape[1])
+    out = attend_tokens(lambda k_, v_: F.scaled_dot_product_attention(qh, k_, v_), k, v, scalar_added)
     return out.transpose(1, 2).reshape(b, t, c)
 
 
@@ -407,9 +412,7 @@ def decoupled_attention(
     k, v = adapter_kv(tokens, w_k, w_v, q.dtype)
     if attention is None:
         return head_attention(q, split_heads(k, heads), split_heads(v, heads), scalar_added)
-    if not scalar_added:
-        return attention(q, k, v, heads)
-    return attention(q, k[:, :NUM_COLOR_TOKENS], v[:, :NUM_COLOR_TOKENS], heads) + v[:, NUM_COLOR_TOKENS:]
+    return attend_tokens(lambda k_, v_: attention(q, k_, v_, heads), k, v, scalar_added)
 
 
 def token_attention(q: Tensor, tokens: Tensor, w_k: Tensor, heads: int) -> Tensor:
@@ -669,6 +672,7 @@ __all__ = [
     "copy_weights",
     "blocks_in",
     "branch_conditions",
+    "attend_tokens",
     "decoupled_attention",
     "token_shares",
     "histogram_condition",

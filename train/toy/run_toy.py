@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from palette_core.adapter import (
+    LAYOUTS,
     READABLE_VERSIONS,
     ColorCondition,
     apply_controls,
@@ -465,7 +466,8 @@ def results_text(r: dict) -> str:
         if c.get("scalar_token_attention"):
             att = c["scalar_token_attention"]
             top = max(att, key=att.get)
-            share = "of the output's norm" if r.get("adapter_version") == "4" else "attention weight"
+            layout = LAYOUTS.get(r.get("adapter_version", ""))
+            share = "of the output's norm" if layout is not None and layout.scalar_added else "attention weight"
             lines.append(
                 f"| CFG {cfg}: the scalar token's share ({share}; mean over queries and steps): mean of the "
                 f"{len(att)} layers / largest ({top}) / layers under 1 % | {sum(att.values()) / len(att):.3f} / "
