@@ -63,7 +63,7 @@ def test_toy_run_chains_its_phases_reports_every_claim_and_resumes(tmp_path):
     assert e["emd_data_in_palette"] < e["emd_data_other_palettes"]
     assert e["entropy_textured"] > e["entropy_flat"] + 2.0  # the data's range, which the controls should span
     lo, mid, hi = e["training_scalars"]["entropy"]
-    assert lo <= mid <= hi
+    assert lo <= mid <= hi and lo <= e["training_scalars"]["entropy_mean"] <= hi
     assert result["adapter_steps"] == 2 and (out / "adapter" / "palette_adapter.safetensors").is_file()
     assert list(result["adapter_loss"]) == ["steps 1-2"]  # the loss windows the run reached
     report = (out / "results.md").read_text()
@@ -254,3 +254,15 @@ def test_the_adapter_is_conditioned_on_the_palette_alone_and_the_settings_on_wha
     shaded = run_toy.training_scalars(images[1::2].permute(0, 3, 1, 2), palettes)
     flat = run_toy.training_scalars(images[::2].permute(0, 3, 1, 2), palettes)
     assert shaded["entropy"][0] > flat["entropy"][2] and shaded["distance"][0] > flat["distance"][2]
+    # relative mode's reference: 5 shaded and 3 flat images put the median inside the shaded mode, the mean
+    # between the two modes (where a relative setting can move the output both ways)
+    mixed_images = torch.cat([images[1:10:2], images[0:6:2]]).permute(0, 3, 1, 2)
+    mixed = run_toy.training_scalars(mixed_images, palettes[:5] + palettes[:3])
+    five_shaded = run_toy.training_scalars(mixed_images[:5], palettes[:5])
+    three_flat = run_toy.training_scalars(mixed_images[5:], palettes[:3])
+    for name in ("entropy", "distance"):
+        median = mixed[name][1]
+        assert abs(median - shaded[name][1]) < abs(median - flat[name][1]), name
+        assert flat[name][2] < mixed[f"{name}_mean"] < shaded[name][0], name
+        parts = 5 * five_shaded[f"{name}_mean"] + 3 * three_flat[f"{name}_mean"]
+        assert mixed[f"{name}_mean"] == pytest.approx(parts / 8, rel=1e-5), name
