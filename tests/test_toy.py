@@ -213,10 +213,13 @@ def test_toy_data_spans_flat_and_textured_entropies_and_shows_every_palette_colo
     flat, textured = [], []
     for _ in range(40):
         palette = random_palette(rng)
-        image, caption, colour_caption = draw(palette, rng, size, textured=False)
+        image, caption, colour_caption, areas = draw(palette, rng, size, textured=False)
         pixels = torch.from_numpy(image).reshape(-1, 3).float() / 255.0
         nearest = torch.cdist(pixels, torch.from_numpy(palette).float()).min(0).values
         assert float(nearest.max()) < 0.01  # a flat image holds every palette colour exactly
+        exact = (palette * 255.0).round().astype(np.uint8)
+        shares = [(image == c).all(-1).mean() for c in exact]  # what each colour fills, as the weights say
+        assert np.allclose(areas, shares) and areas[0] > 0.5 and math.isclose(areas.sum(), 1.0)
         assert colour_caption.endswith(f"{caption} flat") and caption.split()[0] == "two"
         flat.append(image)
         textured.append(draw(palette, rng, size, textured=True)[0])
@@ -266,3 +269,50 @@ def test_the_adapter_is_conditioned_on_the_palette_alone_and_the_settings_on_wha
         assert flat[name][2] < mixed[f"{name}_mean"] < shaded[name][0], name
         parts = 5 * five_shaded[f"{name}_mean"] + 3 * three_flat[f"{name}_mean"]
         assert mixed[f"{name}_mean"] == pytest.approx(parts / 8, rel=1e-5), name
+
+
+def test_area_weighted_palettes_keep_the_images_and_tell_each_colour_s_area(tmp_path):
+    """``--palette-weights area`` (an ablation, docs/training.md "What limits the colours"): the same images,
+    each row's palette weighted by the area its colours fill; held-out palettes weighted by the scenes the
+    base's colour captions describe; a data folder of the other kind is refused, not mixed."""
+    from train.data import manifest_palettes, read_manifest
+    from train.toy.shapes import write_dataset
+
+    equal = write_dataset(tmp_path / "equal", 6, 8, seed=1)
+    area = write_dataset(tmp_path / "area", 6, 8, seed=1, palette_weights="area")
+    assert run_toy.manifest_palette_weights(equal) == "equal" and run_toy.manifest_palette_weights(area) == "area"
+    for a, b in zip(
+        sorted((tmp_path / "equal" / "images").iterdir()), sorted((tmp_path / "area" / "images").iterdir())
+    ):
+        assert a.read_bytes() == b.read_bytes()
+    plain, weighted = (manifest_palettes(read_manifest(m)) for m in (equal, area))
+    for p, w in zip(plain, weighted):
+        assert torch.allclose(p.colors, w.colors, atol=0.5 / 255 + 1e-4)  # hex: 8-bit colours
+        assert torch.allclose(w.weights, torch.tensor([0.75, 0.125, 0.125]))  # an 8 px scene: 48 / 8 / 8 pixels
+        assert torch.allclose(p.weights, torch.full((3,), 1 / 3))
+    with pytest.raises(ValueError, match="palette_weights 'size'"):
+        write_dataset(tmp_path / "bad", 2, 8, palette_weights="size")
+
+    held = run_toy.held_out_palettes(4)
+    by_area = run_toy.weighted_by_area(held)
+    assert run_toy.colour_captions(by_area) == run_toy.colour_captions(held)
+    assert all(torch.equal(a.colors, b.colors) for a, b in zip(held, by_area))
+    assert all(torch.allclose(b.weights, torch.tensor([0.75, 0.125, 0.125])) for b in by_area)
+    # the data drawn in its palette matches a palette weighted by area better than one of equal weights
+    assert run_toy.reference_emd(by_area)["emd_data_in_palette"] < run_toy.reference_emd(held)["emd_data_in_palette"]
+
+    out = tmp_path / "run"
+    write_dataset(out / "data", 4, 8, seed=0)
+    with pytest.raises(SystemExit, match="holds palettes in equal weights, this run asks for --palette-weights area"):
+        run_toy.main(["--out", str(out), *ARGS, "--palette-weights", "area"])
+
+
+def test_an_area_weighted_toy_run_reports_its_weights(tmp_path):
+    out = tmp_path / "toy"
+    assert run_toy.main(["--out", str(out), *ARGS, "--palette-weights", "area"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["settings"]["palette_weights"] == "area"
+    assert "weighted by the area each colour fills" in (out / "results.md").read_text()
+    assert run_toy.manifest_palette_weights(out / "curated" / "manifest.jsonl") == "area"
+    e = result["eval"]
+    assert e["emd_data_in_palette"] < 0.4 * e["emd_data_other_palettes"]  # equal weights: x 0.53 here

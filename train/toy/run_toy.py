@@ -15,6 +15,8 @@ Every phase resumes: a finished phase is reused, an interrupted adapter run cont
 checkpoint. ``python train/toy/run_toy.py --out train/toy/out`` trains on the CPU (about 27 minutes on 2
 quiet cores; ``--threads 1`` on a busy machine); ``--device cuda`` takes the GPU preset (under 8 minutes on
 one H100-class GPU); ``--smoke`` checks every phase at tiny sizes. Flags override a preset's sizes.
+``--palette-weights area`` weights every palette, trained on and evaluated, by the area its colours fill (an
+ablation; the default is the paper's equal weights).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from train.processor import PaletteUNet, generate
 from train.recipe import Recipe
 from train.schedule import LR_SCHEDULES
 from train.toy.parts import toy_base_parts
-from train.toy.shapes import draw, random_palette, write_dataset
+from train.toy.shapes import PALETTE_WEIGHTS, draw, random_palette, write_dataset
 from train.toy.train_base import base_codec, load_images, train_base
 from train.train_palette_adapter import TrainConfig, Trainer, mean_emd, save_grid
 
@@ -76,7 +78,21 @@ def held_out_palettes(n: int, seed: int = 12345) -> list[Palette]:
 def colour_captions(palettes: Sequence[Palette], seed: int = 54321) -> list[str]:
     """The base model's colour caption of a scene drawn in each palette (what the base learnt to follow)."""
     rng = np.random.default_rng(seed)
-    return [draw(p.colors.double().numpy(), rng, SIZE)[2] for p in palettes]
+    return [draw(p.colors.double().numpy(), rng, SIZE).color_caption for p in palettes]
+
+
+def weighted_by_area(palettes: Sequence[Palette], seed: int = 54321) -> list[Palette]:
+    """Each palette weighted by the area its colours fill in the scene :func:`colour_captions` describes."""
+    rng = np.random.default_rng(seed)
+    return [Palette.from_colors(p.colors, draw(p.colors.double().numpy(), rng, SIZE).areas) for p in palettes]
+
+
+def manifest_palette_weights(manifest: Path) -> str:
+    """``area`` when a toy manifest's palettes carry weights (``{"hex", "weight"}`` objects), else ``equal``."""
+    with Path(manifest).open(encoding="utf-8") as f:
+        first = json.loads(f.readline())
+    palette = first.get("palette")
+    return "area" if isinstance(palette, list) and palette and isinstance(palette[0], dict) else "equal"
 
 
 def reference_emd(palettes: Sequence[Palette], per: int = 8, seed: int = 2718) -> dict:
@@ -88,7 +104,7 @@ def reference_emd(palettes: Sequence[Palette], per: int = 8, seed: int = 2718) -
     rng = np.random.default_rng(seed)
 
     def images(colours) -> torch.Tensor:
-        return torch.stack([torch.from_numpy(draw(c, rng, SIZE)[0]).float() / 255.0 for c in colours])
+        return torch.stack([torch.from_numpy(draw(c, rng, SIZE).image).float() / 255.0 for c in colours])
 
     own = images(p.colors.double().numpy() for p in palettes for _ in range(per))
     other = images(random_palette(rng) for _ in palettes for _ in range(per))
@@ -209,7 +225,7 @@ def data_bounds(palettes: Sequence[Palette], per: int = 4, seed: int = 2718) -> 
     for word, textured in (("flat", False), ("textured", True)):
         images = torch.stack(
             [
-                torch.from_numpy(draw(p.colors.double().numpy(), rng, SIZE, textured)[0]).float() / 255.0
+                torch.from_numpy(draw(p.colors.double().numpy(), rng, SIZE, textured).image).float() / 255.0
                 for p in palettes
                 for _ in range(per)
             ]
@@ -443,10 +459,14 @@ def results_text(r: dict) -> str:
     """Markdown summary of the toy run."""
     e = r["eval"]
     s = e["training_scalars"]
+    area = r.get("settings", {}).get("palette_weights") == "area"
+    weights = (
+        " weighted by the area each colour fills (as in training; EMD against the weighted palettes)" if area else ""
+    )
     lines = [
         "# Toy run results",
         "",
-        f"Held-out palettes: {e['palettes']}, {e['images_per_setting']} images per setting, "
+        f"Held-out palettes: {e['palettes']}{weights}, {e['images_per_setting']} images per setting, "
         f"CFG {' and '.join(f'{g:g}' for g in e['guidances'])}, {e['sampling_steps']} DDIM steps. Settings from "
         f"the training images: entropy low / reference / high {s['entropy'][0]:.2f} / {s['entropy_mean']:.2f} / "
         f"{s['entropy'][2]:.2f} bits, distance {s['distance'][0]:.3f} / {s['distance_mean']:.3f} / "
@@ -623,6 +643,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=READABLE_VERSIONS,
         help="adapter file version (default the newest; 3 attends the scalar token in the colour tokens' softmax)",
     )
+    p.add_argument(
+        "--palette-weights",
+        choices=PALETTE_WEIGHTS,
+        default="equal",
+        help="the palettes' weights, trained on and evaluated: equal (the paper's), or the area each colour fills",
+    )
     p.add_argument("--eval-palettes", type=int)
     p.add_argument("--eval-seeds", type=int, default=2)
     p.add_argument("--sampling-steps", type=int, default=25, help="DDIM steps of the evaluation")
@@ -670,12 +696,18 @@ def run(args: argparse.Namespace) -> int:
 
     t = time.perf_counter()
     manifest = out / "data" / "manifest.jsonl"
+    curated = out / "curated" / "manifest.jsonl"
     if not manifest.is_file():
-        write_dataset(out / "data", args.train_images, SIZE, seed=0, broken=4)
+        write_dataset(out / "data", args.train_images, SIZE, seed=0, broken=4, palette_weights=args.palette_weights)
+    for written in (m for m in (manifest, curated) if m.is_file()):
+        if (found := manifest_palette_weights(written)) != args.palette_weights:
+            raise SystemExit(
+                f"run_toy: {written} holds palettes in {found} weights, this run asks for --palette-weights "
+                f"{args.palette_weights}; use a new --out folder (copy base/ over: the images are the same)"
+            )
     seconds["data"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    curated = out / "curated" / "manifest.jsonl"
     if not curated.is_file():
         from train.curate_dataset import curate
 
@@ -708,7 +740,8 @@ def run(args: argparse.Namespace) -> int:
     codec = base_codec(base_dir)
 
     t = time.perf_counter()
-    val = held_out_palettes(4, seed=999)
+    weigh = weighted_by_area if args.palette_weights == "area" else list
+    val = weigh(held_out_palettes(4, seed=999))
     cfg = TrainConfig(
         output=out / "adapter",
         data=manifest,
@@ -744,7 +777,7 @@ def run(args: argparse.Namespace) -> int:
             codec,
             trainer.text,
             trainer.scheduler.config,
-            held_out_palettes(args.eval_palettes),
+            weigh(held_out_palettes(args.eval_palettes)),
             args.eval_seeds,
             out,
             training_scalars(train_images, train_palettes),

@@ -19,7 +19,9 @@ The base model learns from the second, so that, as in SDXL, its cross-attention 
 word vectors of :class:`~train.toy.parts.WordText` place near colours near each other, as a text encoder places
 "crimson" near "red"); the adapter trains with the first, so the colours have to come from the palette and
 the texture from the entropy setting. Each manifest row also names the palette its image was drawn in
-(``palette``), the adapter's condition: the same for a flat and a shaded image.
+(``palette``), the adapter's condition: the same for a flat and a shaded image. Its colours weigh the same
+(the paper's palettes), or, with ``palette_weights="area"``, the share of the scene each fills (an ablation:
+docs/training.md "What limits the colours").
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from __future__ import annotations
 import colorsys
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
-from palette_core.palette import to_hex
+from palette_core.palette import Palette, to_hex
 
 SATURATION = VALUE = (0.6, 1.0)  # vivid colours: their histogram bins are wide in RGB (module docstring)
 
@@ -49,18 +52,29 @@ TEXTURE_LIGHTNESS = 0.9  # lightness ramp of a textured image: x (1 - a/2 + a y)
 TEXTURE_GREY = 0.6  # and a blend towards each pixel's grey (its channel mean) rising to this from left to right
 
 
-def draw(
-    palette: np.ndarray, rng: np.random.Generator, size: int = 16, textured: bool | None = None
-) -> tuple[np.ndarray, str, str]:
-    """An ``[size, size, 3]`` uint8 image of shapes in the palette's colours, its shape and colour captions.
+PALETTE_WEIGHTS = ("equal", "area")  # a manifest palette's weights: the paper's equal ones, or each colour's area
+
+
+class Scene(NamedTuple):
+    """One drawn image: ``[size, size, 3]`` uint8, its captions, and the share of the scene each colour fills."""
+
+    image: np.ndarray
+    caption: str
+    color_caption: str
+    areas: np.ndarray
+
+
+def draw(palette: np.ndarray, rng: np.random.Generator, size: int = 16, textured: bool | None = None) -> Scene:
+    """An image of shapes in the palette's colours, its shape and colour captions, and each colour's area.
 
     One shape (rectangle or ellipse) per colour after the first, centred in its own vertical strip of the
     image at a fixed size, so that all show and only the kinds of shape vary; the first colour fills the
-    background.
+    background. ``areas [k]``: the share of pixels each colour fills before shading (sums to 1).
     """
     yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size
     img = np.empty((size, size, 3))
     img[:] = palette[0]
+    labels = np.zeros((size, size), dtype=np.int64)
     n_shapes = len(palette) - 1
     kinds = set()
     for s in range(n_shapes):
@@ -73,6 +87,7 @@ def draw(
             mask = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 < 1.0
             kinds.add("circle")
         img[mask] = palette[1 + s]
+        labels[mask] = 1 + s
     textured = textured if textured is not None else bool(rng.random() < 0.5)
     caption = " ".join([_COUNTS[n_shapes], *sorted(kinds)])
     colours = dict.fromkeys(to_hex(c) for c in palette[1:])
@@ -83,11 +98,20 @@ def draw(
         img = img * (1.0 - TEXTURE_LIGHTNESS / 2 + TEXTURE_LIGHTNESS * yy)[..., None]
         grey = TEXTURE_GREY * xx[..., None]
         img = img * (1.0 - grey) + grey * img.mean(-1, keepdims=True)
-    return (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8), caption, color_caption
+    areas = np.bincount(labels.ravel(), minlength=len(palette)) / labels.size
+    return Scene((np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8), caption, color_caption, areas)
 
 
-def write_dataset(folder: str | Path, n: int, size: int = 32, seed: int = 0, broken: int = 0) -> Path:
-    """``n`` PNGs and ``manifest.jsonl`` in ``folder``; ``broken`` extra unreadable/tiny files to be skipped."""
+def write_dataset(
+    folder: str | Path, n: int, size: int = 32, seed: int = 0, broken: int = 0, palette_weights: str = "equal"
+) -> Path:
+    """``n`` PNGs and ``manifest.jsonl`` in ``folder``; ``broken`` extra unreadable/tiny files to be skipped.
+
+    ``palette_weights``: each row's palette in equal weights (``[r, g, b]`` lists), or weighted by the area
+    each colour fills (``{"hex", "weight"}`` objects); the images are the same either way.
+    """
+    if palette_weights not in PALETTE_WEIGHTS:
+        raise ValueError(f"palette_weights {palette_weights!r}: choose one of {', '.join(PALETTE_WEIGHTS)}")
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -95,9 +119,12 @@ def write_dataset(folder: str | Path, n: int, size: int = 32, seed: int = 0, bro
     for i in range(n):
         pal = random_palette(rng)
         name = f"images/{i:06d}.png"
-        image, caption, color_caption = draw(pal, rng, size)
+        image, caption, color_caption, areas = draw(pal, rng, size)
         Image.fromarray(image).save(folder / name)
-        palette = [[round(float(v), 4) for v in c] for c in pal]
+        if palette_weights == "area":
+            palette = Palette.from_colors(pal, areas).to_json()
+        else:
+            palette = [[round(float(v), 4) for v in c] for c in pal]
         rows.append({"image": name, "caption": caption, "color_caption": color_caption, "palette": palette})
     for j in range(broken):
         name = f"images/broken-{j}.png"
